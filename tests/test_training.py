@@ -1,0 +1,98 @@
+"""fine_tune's two phases, its guards, and evaluate's metrics."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasft as kft
+from kerasft import features, training
+
+
+def test_frozen_fine_tune_learns_a_separable_task(tiny_image_data):
+    # Random-init MobileNets give every 32x32 image the same features; ResNet50's do differ.
+    model = kft.build_classifier("resnet50", data=tiny_image_data, pretrained=False,
+                                 image_size=(32, 32), head=kft.Head(units=(16,)))
+    history = kft.fine_tune(model, tiny_image_data, epochs=15, learning_rate=1e-2, verbose=0)
+    assert set(history.history["phase"]) == {1}
+    assert kft.evaluate(model, tiny_image_data)["accuracy"] >= 0.8
+
+
+def test_partial_fine_tune_runs_both_phases_and_keeps_batch_norm_statistics(tiny_image_data):
+    model = kft.build_classifier("mobilenet_v2", data=tiny_image_data, pretrained=False, image_size=(32, 32),
+                                 trainable="top:2")
+    backbone = model.get_layer("network").get_layer("backbone")
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [np.array(n.moving_mean) for n in norms]
+    frozen_kernel = np.array(backbone.get_layer("Conv1").kernel)
+    top_kernel = np.array(backbone.get_layer("Conv_1").kernel)
+    history = kft.fine_tune(model, tiny_image_data, epochs=2, warmup_epochs=1, patience=0, verbose=0)
+    assert history.history["phase"] == [1, 2, 2]
+    assert all(np.array_equal(b, np.array(n.moving_mean)) for b, n in zip(before, norms))
+    np.testing.assert_array_equal(np.array(backbone.get_layer("Conv1").kernel), frozen_kernel)
+    assert not np.array_equal(np.array(backbone.get_layer("Conv_1").kernel), top_kernel)
+
+
+def test_fine_tuned_model_saves_with_builtin_optimizers_only(tiny_image_data, tmp_path):
+    model = kft.build_classifier("resnet50", data=tiny_image_data, pretrained=False, image_size=(32, 32),
+                                 trainable="top:1")
+    kft.fine_tune(model, tiny_image_data, epochs=1, warmup_epochs=1, patience=0, verbose=0)
+    model.save(tmp_path / "model.keras")
+    images = np.stack([x.numpy() for x, _ in tiny_image_data.test])
+    reloaded = keras.models.load_model(tmp_path / "model.keras")  # DiscriminativeAdam is not registered
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_text_fine_tune_on_tiny_bert_beats_chance(tiny_bert, tiny_text_data):
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="all")
+    kft.fine_tune(model, tiny_text_data, epochs=10, warmup_epochs=2, learning_rate=3e-2,
+                  fine_tune_learning_rate=3e-3, patience=0, verbose=0)
+    assert kft.evaluate(model, tiny_text_data)["accuracy"] >= 0.7
+
+
+def test_lower_blocks_get_smaller_learning_rates(tiny_bert):
+    model = kft.build_classifier("tiny_bert", num_classes=2, trainable="all")
+    factors = training._layer_factors(model, layer_decay=0.5)
+    backbone = model.get_layer("network").get_layer("backbone")
+    top = backbone.get_layer("transformer_layer_1").trainable_weights[0]
+    below = backbone.get_layer("transformer_layer_0").trainable_weights[0]
+    stem = backbone.get_layer("token_embedding").trainable_weights[0]
+    assert factors[id(top)] == 1.0 and factors[id(below)] == 0.5 and factors[id(stem)] == 0.25
+
+
+def test_auto_class_weight_balances_imbalanced_data():
+    images = np.zeros((40, 8, 8, 3), "uint8")
+    images[:, 0, 0, 0] = np.arange(40)  # all distinct, so none is dropped as a duplicate
+    data = kft.data.from_arrays(images, [0] * 30 + [1] * 10, seed=0)
+    weights = training._class_weight("auto", data, "multiclass")
+    assert weights[1] > 2 * weights[0]
+
+
+def test_model_that_disagrees_with_the_data_is_refused(tiny_bert, tiny_text_data):
+    model = kft.build_classifier("tiny_bert", num_classes=3)
+    with pytest.raises(training.TrainingError, match="outputs 3 values but the data has 2 classes"):
+        kft.fine_tune(model, tiny_text_data, epochs=1, verbose=0)
+
+
+def test_fine_tune_needs_task_data(tiny_bert):
+    model = kft.build_classifier("tiny_bert", num_classes=2)
+    with pytest.raises(training.TrainingError, match="needs a kft TaskData"):
+        kft.fine_tune(model, tf.data.Dataset.range(3), epochs=1)
+
+
+def test_evaluate_reports_accuracy_f1_and_confusion(tiny_image_data):
+    model = kft.build_classifier("mobilenet_v3_small", data=tiny_image_data, pretrained=False, image_size=(32, 32))
+    result = kft.evaluate(model, tiny_image_data)
+    predicted = result.probabilities.argmax(-1)
+    assert result["accuracy"] == pytest.approx(float((predicted == result.labels).mean()))
+    assert result.confusion_matrix.sum() == tiny_image_data.size("test")
+    assert set(result.per_class) == {"dark", "bright"}
+    assert "precision" in result.summary()
+
+
+def test_pipeline_predictions_equal_raw_input_predictions(tiny_image_data):
+    model = kft.build_classifier("mobilenet_v2", data=tiny_image_data, pretrained=False, image_size=(32, 32))
+    preprocessed = features.preprocess(model, tiny_image_data.test, batch_size=16)
+    via_pipeline = np.concatenate([model.get_layer("network")(x).numpy() for x, _ in preprocessed])
+    raw = np.stack([x.numpy() for x, _ in tiny_image_data.test])
+    np.testing.assert_allclose(model.predict(raw, verbose=0), via_pipeline, atol=1e-5)
