@@ -128,30 +128,32 @@ def _short_name(name):
     return re.sub(r"\W+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "backbone"
 
 
-def carry_vocabulary(preprocessor):
-    """Makes a KerasHub WordPiece tokenizer write its vocabulary into its config.
+def carry_vocabulary(layer):
+    """Makes every KerasHub WordPiece tokenizer in a model or layer write its vocabulary into its config.
 
     KerasHub saves vocabularies as assets, which `load_model` restores only
     after it has rebuilt the graph; rebuilding a graph whose input is raw
     strings runs the tokenizer, which then has no vocabulary. With the
     vocabulary in the config, the `.keras` file reloads with plain Keras.
+    A model loaded back from disk has KerasHub's own tokenizer again: call
+    this before saving, serializing or cloning it.
 
     Args:
-        preprocessor: keras.Layer. A KerasHub text preprocessor.
+        layer: keras.Layer. A classifier, an ensemble or a text preprocessor.
     """
-    tokenizer = getattr(preprocessor, "tokenizer", None)
-    if tokenizer is None or not hasattr(tokenizer, "get_vocabulary"):
-        return
-    base_get_config = tokenizer.get_config
+    for tokenizer in layer._flatten_layers(include_self=True):
+        if not hasattr(tokenizer, "get_vocabulary") or "get_config" in vars(tokenizer):
+            continue
+        base_get_config = tokenizer.get_config
 
-    def get_config():
-        config = base_get_config()
-        if config.get("vocabulary", "") is None:
-            config["vocabulary"] = list(tokenizer.get_vocabulary())
-        return config
+        def get_config(tokenizer=tokenizer, base_get_config=base_get_config):
+            config = base_get_config()
+            if config.get("vocabulary", "") is None:
+                config["vocabulary"] = list(tokenizer.get_vocabulary())
+            return config
 
-    # An instance attribute, not a subclass: the saved class stays KerasHub's own.
-    object.__setattr__(tokenizer, "get_config", get_config)
+        # An instance attribute, not a subclass: the saved class stays KerasHub's own.
+        object.__setattr__(tokenizer, "get_config", get_config)
 
 
 def _image_preprocessor(spec, image_size):

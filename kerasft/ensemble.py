@@ -1,0 +1,215 @@
+"""Ensembles of kerasft classifiers: probability averages that share identical bottoms, and weight soups.
+
+```
+mean / weighted     raw input -> each distinct preprocessor once -> each distinct backbone once
+                    -> every member's pooling + head -> (weighted) average of probabilities
+uniform_soup        one classifier whose weights are the mean of the members' weights
+greedy_soup         the same, adding members best-first only while validation accuracy does not drop
+```
+Members "share" a preprocessor or a backbone when config and weights are
+identical (e.g. several heads tuned on one frozen MiniLM): the ensemble then
+computes it once, so three heads on one frozen backbone cost about one model.
+Every result is a plain functional `keras.Model` from raw input to
+probabilities that `keras.models.load_model` reads without kerasft.
+"""
+
+import hashlib
+import json
+
+import keras
+import numpy as np
+
+from kerasft import heads, models, training
+
+METHODS = ("mean", "weighted", "uniform_soup", "greedy_soup")
+
+
+class EnsembleError(ValueError):
+    """The members cannot be combined as asked."""
+
+
+def ensemble(members, method="mean", validation=None, name="ensemble"):
+    """Combines classifiers of the same task into one model.
+
+    Args:
+        members: list of keras.Model. kerasft classifiers (from
+            `build_classifier`, `fine_tune`, `Search.best_models`) with the
+            same input kind and the same outputs.
+        method: str. `"mean"`, `"weighted"` (weights proportional to each
+            member's validation accuracy), `"uniform_soup"` or `"greedy_soup"`
+            (Wortsman et al., 2022; members must share one architecture).
+        validation: TaskData or tf.data.Dataset or None. Held-out data of
+            unbatched `(raw input, label)`; required by `"weighted"` and
+            `"greedy_soup"`.
+        name: str. Name of the returned model.
+
+    Returns:
+        A `keras.Model` from raw input to probabilities.
+
+    Example:
+    >>> ens = kft.ensemble(search.best_models(3), method="greedy_soup", validation=data)
+    """
+    members = _check_members(members, method, validation)
+    for member in members:
+        models.carry_vocabulary(member)  # members loaded from disk or cloned lost it
+    task = heads.task_of(members[0])
+    if method == "mean":
+        return _average(members, [1.0] * len(members), name)
+    scores = [_validation_accuracy(m, validation) for m in members] if validation is not None else None
+    if method == "weighted":
+        total = sum(scores)
+        return _average(members, [s / total for s in scores], name)
+    _check_soupable(members)
+    if method == "uniform_soup":
+        return _soup(members, name, task)
+    order = sorted(range(len(members)), key=lambda i: -scores[i])
+    chosen, best = [order[0]], scores[order[0]]
+    for i in order[1:]:
+        candidate = _soup([members[j] for j in chosen + [i]], name, task)
+        score = _validation_accuracy(candidate, validation)
+        if score >= best:
+            chosen, best = chosen + [i], score
+    return _soup([members[j] for j in chosen], name, task)
+
+
+def _check_members(members, method, validation):
+    if method not in METHODS:
+        raise EnsembleError(f"Unknown method {method!r}; expected one of {METHODS}.")
+    members = list(members) if isinstance(members, (list, tuple)) else None
+    if not members:
+        raise EnsembleError("ensemble() needs a non-empty list of classifiers.")
+    for i, member in enumerate(members):
+        if not isinstance(member, keras.Model) or not _is_classifier(member):
+            raise EnsembleError(
+                f"Member {i} is not a kerasft classifier (a keras.Model with 'preprocessor' and 'network' "
+                f"layers, from kft.build_classifier). Received: {type(member).__name__}"
+            )
+    first = members[0]
+    for i, member in enumerate(members[1:], start=1):
+        if member.input.dtype != first.input.dtype or member.output.shape[-1] != first.output.shape[-1]:
+            raise EnsembleError(
+                f"Member {i} takes {member.input.dtype} input with {member.output.shape[-1]} outputs; member 0 "
+                f"takes {first.input.dtype} with {first.output.shape[-1]}. Members must solve the same task."
+            )
+        if heads.task_of(member) != heads.task_of(first):
+            raise EnsembleError(f"Member {i} is a {heads.task_of(member)} model; member 0 is "
+                                f"{heads.task_of(first)}.")
+    if method in ("weighted", "greedy_soup") and validation is None:
+        raise EnsembleError(f"method={method!r} needs validation= data to score the members.")
+    return members
+
+
+def _is_classifier(model):
+    names = {layer.name for layer in model.layers}
+    return {"preprocessor", "network"} <= names
+
+
+def _validation_accuracy(model, validation):
+    result = training.evaluate(model, validation.validation if hasattr(validation, "validation") else validation)
+    return result.metrics.get("accuracy", -result.metrics.get("mae", 0.0))
+
+
+# === Probability averages ===
+
+
+def _config(layer, ignore=("name",)):
+    """A layer's config without the keys in `ignore` (names are made unique per instance)."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ignore}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(keras.saving.serialize_keras_object(layer))
+
+
+def _digest(layer):
+    """Identity of a layer for sharing: its config and its weights."""
+    digest = hashlib.sha256(json.dumps(_config(layer), sort_keys=True, default=str).encode())
+    for weight in layer.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def _renamed(model, new_name):
+    """The same layers under a new name, so several members' sub-models fit in one graph."""
+    return keras.Model(model.input, model.output, name=new_name)
+
+
+def _average(members, weights, name):
+    first = members[0]
+    raw = keras.Input(shape=first.input.shape[1:], dtype=first.input.dtype, name=first.input.name)
+    preprocessed, pooled = {}, {}
+    outputs = []
+    for i, member in enumerate(members):
+        preprocessor = member.get_layer("preprocessor")
+        network = member.get_layer("network")
+        backbone = network.get_layer("backbone")
+        p_key = _digest(preprocessor)
+        if p_key not in preprocessed:
+            preprocessed[p_key] = _call_renamed(preprocessor, raw, f"preprocessor_{len(preprocessed)}")
+        x = preprocessed[p_key]
+        b_key = (p_key, _digest(backbone))
+        if b_key not in pooled:
+            bottom = keras.Model(network.input, network.get_layer("pooling").output)
+            pooled[b_key] = _renamed(bottom, f"bottom_{len(pooled)}")(x)
+        head = network.get_layer("head")
+        probabilities = _renamed(head, f"head_{i}")(pooled[b_key])
+        if len(members) > 1 and weights[i] != 1.0:
+            probabilities = keras.layers.Rescaling(weights[i], name=f"weight_{i}")(probabilities)
+        outputs.append(probabilities)
+    if len(outputs) == 1:
+        combined = outputs[0]
+    elif all(w == 1.0 for w in weights):
+        combined = keras.layers.Average(name="mean")(outputs)
+    else:
+        combined = keras.layers.Add(name="weighted_sum")(outputs)
+    return keras.Model(raw, combined, name=name)
+
+
+def _call_renamed(preprocessor, raw, new_name):
+    if isinstance(preprocessor, keras.Model):
+        return _renamed(preprocessor, new_name)(raw)
+    # A KerasHub preprocessor layer: wrap it in a small functional model of its own.
+    inputs = keras.Input(shape=raw.shape[1:], dtype=raw.dtype)
+    return keras.Model(inputs, preprocessor(inputs), name=new_name)(raw)
+
+
+# === Weight soups ===
+
+
+def _check_soupable(members):
+    reference = [w.shape for w in members[0].weights]
+    for i, member in enumerate(members[1:], start=1):
+        shapes = [w.shape for w in member.weights]
+        if shapes != reference:
+            where = next((j for j, (a, b) in enumerate(zip(reference, shapes)) if a != b), min(len(reference),
+                                                                                              len(shapes)))
+            detail = (f"weight {where} ({member.weights[where].path if where < len(shapes) else 'missing'}) has "
+                      f"shape {shapes[where] if where < len(shapes) else None}, member 0's "
+                      f"{reference[where] if where < len(reference) else None}")
+            raise EnsembleError(
+                f"Member {i} cannot be souped with member 0: different architectures ({len(shapes)} vs "
+                f"{len(reference)} weights; {detail}). Soups need identical architectures fine-tuned from the "
+                "same pretrained start; use method='mean' or 'weighted' instead."
+            )
+        # A member loaded from disk has no vocabulary in its config (KerasHub keeps it in assets).
+        if _config(member, ignore=("name", "vocabulary")) != _config(members[0], ignore=("name", "vocabulary")):
+            raise EnsembleError(
+                f"Member {i} cannot be souped with member 0: same weight shapes but a different configuration "
+                "(e.g. head activation, dropout or preprocessing). Use method='mean' or 'weighted' instead."
+            )
+
+
+def _soup(members, name, task):
+    """A copy of member 0 carrying the mean of all members' weights."""
+    soup = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(members[0]))
+    models.carry_vocabulary(soup)
+    averaged = [np.mean([keras.ops.convert_to_numpy(m.weights[j]) for m in members], axis=0)
+                for j in range(len(members[0].weights))]
+    soup.set_weights(averaged)
+    loss, metrics = heads.loss_and_metrics(task)
+    soup.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=metrics)
+    return keras.Model(soup.input, soup.output, name=name) if name != soup.name else soup
