@@ -129,9 +129,14 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
         _compile(network, optimizer, task)
         _log(verbose, f"kerasft: phase 2, {setting} of the backbone at learning rate {lr:g} "
                       f"(layer decay {layer_decay})")
+        before = network.get_weights()
         history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
                               class_weight=weights, callbacks=_callbacks(patience, callbacks), verbose=verbose)
         _merge(merged, history, phase=2)
+        if patience and _best(history.history["val_loss"]) > _best(merged.history["val_loss"]):
+            # Unfreezing made validation worse than the warmed-up head alone: keep the head's weights.
+            network.set_weights(before)
+            _log(verbose, "kerasft: phase 2 did not improve the validation loss; kept the phase-1 weights")
 
     # Nested models keep their compile state in a `.keras` file: leave only built-in optimizers there.
     for part in (head, network):
@@ -200,8 +205,13 @@ def _compile(model, optimizer, task):
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
+def _best(losses):
+    finite = [loss for loss in losses if np.isfinite(loss)]
+    return min(finite) if finite else np.inf
+
+
 def _callbacks(patience, extra):
-    callbacks = list(extra or [])
+    callbacks = list(extra or []) + [keras.callbacks.TerminateOnNaN()]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                        restore_best_weights=True))

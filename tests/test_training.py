@@ -96,3 +96,16 @@ def test_pipeline_predictions_equal_raw_input_predictions(tiny_image_data):
     via_pipeline = np.concatenate([model.get_layer("network")(x).numpy() for x, _ in preprocessed])
     raw = np.stack([x.numpy() for x, _ in tiny_image_data.test])
     np.testing.assert_allclose(model.predict(raw, verbose=0), via_pipeline, atol=1e-5)
+
+
+def test_phase_two_that_hurts_validation_keeps_the_phase_one_weights(tiny_image_data):
+    model = kft.build_classifier("resnet50", data=tiny_image_data, pretrained=False, image_size=(32, 32),
+                                 trainable="all")
+    history = kft.fine_tune(model, tiny_image_data, epochs=2, warmup_epochs=3, learning_rate=1e-3,
+                            fine_tune_learning_rate=5.0, layer_decay=1.0, verbose=0)  # a rate that wrecks it
+    phases = np.array(history.history["phase"])
+    losses = np.array(history.history["val_loss"])
+    assert not np.nanmin(losses[phases == 2], initial=np.inf) <= losses[phases == 1].min()
+    validation = features.preprocess(model, tiny_image_data.validation, batch_size=32)
+    loss = model.get_layer("network").evaluate(validation, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(losses[phases == 1].min(), rel=1e-3, abs=1e-5)
