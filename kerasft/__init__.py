@@ -9,11 +9,15 @@ print(kft.evaluate(model, data))
 ```
 """
 
-from kerasft import backbones, convert, data, samples
+from kerasft import backbones, convert, data, features, samples, tuning
+from kerasft.ensemble import ensemble
+from kerasft.export import export, load
 from kerasft.heads import Head
 from kerasft.models import build_classifier
 from kerasft.training import evaluate, fine_tune
+from kerasft.tuning import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["Head", "backbones", "build_classifier", "convert", "data", "evaluate", "fine_tune", "samples"]
+__all__ = ["Head", "backbones", "build_classifier", "convert", "data", "ensemble", "evaluate", "export",
+           "features", "fine_tune", "load", "samples", "tune", "tuning"]

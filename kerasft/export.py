@@ -1,0 +1,670 @@
+"""Writes a classifier as `.keras` + versioned SavedModels for TF Serving, with labels and a model card.
+
+```
+<path>/
+  model.keras        keras.models.load_model, no kerasft import (keras_hub where a KerasHub layer is inside)
+  1/ 2/ ...          SavedModel versions in TF Serving's model_base_path layout; each holds its own
+                     assets.extra/labels.txt and assets.extra/model_card.json
+  labels.txt         one class name per line, index order
+  model_card.json    backbone, data summary, metrics, hyperparameters, library versions, date, signatures
+```
+`labels.txt` and `model_card.json` describe the NEWEST export, and so does
+`model.keras` unless that export left it out (`formats=("saved_model",)`
+keeps the older file; `load` then follows the card to the newest version).
+Every version folder keeps its own labels and card, so older versions stay
+self-describing after newer exports.
+
+SavedModel signatures take RAW input and return `probabilities`
+float32[None, C], `label` string[None] and `score` float32[None]:
+- text: `serving_default(text: string[None])`. The graph holds
+  tensorflow-text ops: a serving process must `import tensorflow_text` first
+  (TF Serving: a build that includes those ops).
+- images: `serving_default(image_bytes: string[None])` decodes JPEG, PNG, GIF
+  (first frame) or BMP and resizes each image to the model's size, so a batch
+  may mix sizes; `predict_pixels(images: uint8[None, None, None, 3])`. An
+  ensemble whose members see different sizes decodes to the largest; the
+  smaller members resize once more, so their outputs on bytes differ slightly
+  from predictions on the original pixels.
+- multiclass/binary: `label` is the most probable class, `score` its
+  probability. Multilabel: `probabilities` are the per-class sigmoids,
+  `label`/`score` the most probable class (threshold `probabilities` for the
+  set). Regression: `probabilities` holds the predicted value `[None, 1]`,
+  `score` the value and `label` the value as a string.
+
+Writes are atomic and never destructive: a version is written into a hidden
+`.tmp-...` folder beside the others and renamed into place, files are written
+to temporary names and `os.replace`d, and an existing version is never
+overwritten. A crash leaves the earlier versions whole and no partial
+version visible (a killed process may leave a `.tmp-...` folder, which TF
+Serving ignores and which is safe to delete).
+
+`load(path)` reads any of these artefacts back into a `Predictor`.
+"""
+
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import json
+import numbers
+import os
+import platform
+import secrets
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasft.models import carry_vocabulary
+
+FORMATS = ("keras", "saved_model")
+KERAS_FILE = "model.keras"
+LABELS_FILE = "labels.txt"
+CARD_FILE = "model_card.json"
+# TF Serving's folder for files beside a SavedModel that the graph does not use.
+EXTRA_DIR = "assets.extra"
+_TEMP_PREFIX = ".tmp-"
+_LIBRARIES = {"kerasft": "kerasft", "keras": "keras", "keras_hub": "keras-hub", "tensorflow": "tensorflow",
+              "tensorflow_text": "tensorflow-text"}
+# Output activation of the classifier head -> task (see kerasft.heads).
+_TASK_OF_ACTIVATION = {"softmax": "multiclass", "sigmoid": "multilabel", "linear": "regression"}
+
+
+class ExportError(ValueError):
+    """An argument to `export` or `load`, or the folder it points at, is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """Where `export` wrote each artefact.
+
+    Attributes:
+        path: str. The export folder.
+        version: int or None. The SavedModel version written (None without "saved_model").
+        saved_model: str or None. The version folder.
+        keras: str or None. The `.keras` file.
+        labels: str. `labels.txt`.
+        model_card: str. `model_card.json`.
+    """
+
+    path: str
+    version: int
+    saved_model: str
+    keras: str
+    labels: str
+    model_card: str
+
+
+def export(model, path, class_names=None, version=None, data=None, metrics=None, hyperparameters=None,
+           formats=FORMATS):
+    """Writes a classifier as `model.keras`, a new SavedModel version, `labels.txt` and `model_card.json`.
+
+    Args:
+        model: keras.Model. A kerasft classifier (or any model with one raw
+            input, strings or `(None, None, None, 3)` pixels 0..255, and one
+            output per class); an image model needs a `Resizing` layer named
+            `"resize"`, as every kerasft image classifier has.
+        path: str or os.PathLike. The export folder (created when missing).
+        class_names: list of str or None. Class names in output order;
+            default: `data.class_names`, else `"0"`, `"1"`, ... (`["value"]`
+            for regression).
+        version: int or None. SavedModel version to write; None takes the
+            next free integer. An existing version is refused.
+        data: TaskData or None. Summarized in the model card (name, task,
+            examples per class and split).
+        metrics: dict or `Evaluation` or None. Recorded in the model card.
+        hyperparameters: dict or None. Recorded in the model card.
+        formats: tuple of str. Any of `"keras"` and `"saved_model"`.
+
+    Returns:
+        An `Exported` with the paths written.
+
+    Example:
+    >>> exported = kft.export(model, "saved_models/bbc_news", data=data, metrics=kft.evaluate(model, data))
+    >>> exported.saved_model
+    'saved_models/bbc_news/1'
+    """
+    # === Checks: everything that can be wrong is refused before anything is written ===
+    formats = _check_formats(formats)
+    modality, task, num_outputs = _describe(model)
+    class_names = _check_class_names(class_names, data, task, num_outputs)
+    root = _check_root(path)
+    if version is not None and "saved_model" not in formats:
+        raise ExportError(f"version={version!r} applies to SavedModels, but formats={formats} writes none.")
+    version = _check_version(version, root) if "saved_model" in formats else None
+    version_dir = os.path.join(root, str(version)) if version is not None else None
+    endpoints = _serving_endpoints(model, class_names, task)
+    card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints,
+                       version, formats)
+    labels_text = "".join(f"{name}\n" for name in class_names)
+
+    # === Stage: write everything under hidden temporary names beside the final ones ===
+    os.makedirs(root, exist_ok=True)
+    files = [(KERAS_FILE, functools.partial(_save_keras, model))] if "keras" in formats else []
+    files += [(LABELS_FILE, functools.partial(_write_text, labels_text)),
+              (CARD_FILE, functools.partial(_write_text, _to_json(card)))]
+    staged = []  # (temporary, final), committed in order
+    try:
+        if "saved_model" in formats:
+            staged.append((_temporary(root, str(version)), version_dir))
+            _write_saved_model(model, endpoints, staged[-1][0])
+            _write_extra(staged[-1][0], labels_text, card)
+        for name, write in files:
+            staged.append((_temporary(root, name), os.path.join(root, name)))
+            write(staged[-1][0])
+
+        # === Commit: renames only ===
+        while staged:
+            temporary, final = staged[0]
+            if os.path.isdir(temporary):
+                _rename_version(temporary, final)
+            else:
+                os.replace(temporary, final)
+            staged.pop(0)
+    finally:
+        for temporary, _ in staged:
+            _remove(temporary)
+    return Exported(path=root, version=version, saved_model=version_dir,
+                    keras=os.path.join(root, KERAS_FILE) if "keras" in formats else None,
+                    labels=os.path.join(root, LABELS_FILE), model_card=os.path.join(root, CARD_FILE))
+
+
+# === Checks ===
+
+
+def _check_formats(formats):
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+    if not formats or any(f not in FORMATS for f in formats):
+        raise ExportError(f"formats must be a non-empty selection of {FORMATS}. Received: formats={formats!r}")
+    return formats
+
+
+def _describe(model):
+    """Returns (modality, task, number of outputs) of a classifier."""
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError(
+            "export takes a keras.Model with one raw input and one output (a kerasft classifier or "
+            f"ensemble). Received: {type(model).__name__} with inputs "
+            f"{getattr(model, 'inputs', None)} and outputs {getattr(model, 'outputs', None)}."
+        )
+    inputs = model.inputs[0]
+    if inputs.dtype == "string" and len(inputs.shape) == 1:
+        modality = "text"
+    elif len(inputs.shape) == 4 and inputs.shape[-1] == 3:
+        modality = "image"
+    else:
+        raise ExportError(
+            "export takes raw input: strings of shape (None,) or images of shape (None, None, None, 3). "
+            f"Received an input of dtype {inputs.dtype} and shape {inputs.shape}."
+        )
+    return modality, _task(model), model.outputs[0].shape[-1]
+
+
+def _task(model):
+    """The task, read from the output layers named "predictions" (one per member in an ensemble).
+
+    A model without a kerasft head is taken to output class probabilities.
+    """
+    found = {(_TASK_OF_ACTIVATION.get(keras.activations.serialize(layer.activation), "multiclass"), layer.units)
+             for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.Dense) and layer.name == "predictions"}
+    tasks = {task for task, _ in found}
+    if len(tasks) > 1:
+        raise ExportError(f"The model mixes heads of different tasks: {sorted(tasks)}. Expected one task.")
+    if not found:
+        return "multiclass"
+    task, units = found.pop()
+    return "binary" if task == "multiclass" and units == 2 else task
+
+
+def _check_class_names(class_names, data, task, num_outputs):
+    if class_names is None:
+        class_names = getattr(data, "class_names", None) or (
+            ["value"] if task == "regression" else [str(i) for i in range(num_outputs)])
+    class_names = list(class_names)
+    if len(class_names) != num_outputs:
+        raise ExportError(
+            f"class_names must name each of the model's {num_outputs} outputs"
+            + (" (regression: one name for the value)" if task == "regression" else "")
+            + f". Received {len(class_names)}: {class_names}"
+        )
+    bad = [name for name in class_names if not isinstance(name, str) or not name or "\n" in name or "\r" in name]
+    if bad or len(set(class_names)) != len(class_names):
+        raise ExportError(
+            "class_names must be distinct, non-empty strings without line breaks (labels.txt holds one per "
+            f"line). Received: {class_names}"
+        )
+    return class_names
+
+
+def _check_root(path):
+    root = os.fspath(path)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ExportError(f"The export path must be a folder. Received a file: {root!r}")
+    return root
+
+
+def _versions(path):
+    """The SavedModel versions (ints, ascending) in an export folder."""
+    if not os.path.isdir(path):
+        return []
+    return sorted(int(name) for name in os.listdir(path)
+                  if name.isdigit() and os.path.isdir(os.path.join(path, name)))
+
+
+def _check_version(version, root):
+    if version is None:
+        return max(_versions(root), default=0) + 1
+    if not isinstance(version, numbers.Integral) or isinstance(version, bool) or version < 1:
+        raise ExportError(f"version must be an integer >= 1 (a TF Serving version folder). Received: {version!r}")
+    version = int(version)
+    if os.path.exists(os.path.join(root, str(version))):
+        raise ExportError(
+            f"Version {version} already exists in {root!r}; an export never overwrites a version. "
+            f"Pass version=None for the next free one ({max(_versions(root), default=0) + 1}) or another number."
+        )
+    return version
+
+
+# === Serving functions ===
+
+
+def _serving_endpoints(model, class_names, task):
+    """The serving signatures as `tf.function`s over raw input, by name.
+
+    The same functions are written into the SavedModel and run by a
+    `Predictor` over a `.keras` file, so both give the same outputs: text
+    `serving_default(text)`; images `serving_default(image_bytes)` and
+    `predict_pixels(images)`; each returns `{"probabilities", "label", "score"}`.
+    """
+
+    def outputs(probabilities):
+        probabilities = tf.cast(probabilities, tf.float32)
+        if task == "regression":
+            score = probabilities[:, 0]
+            return {"probabilities": probabilities, "label": tf.strings.as_string(score), "score": score}
+        label = tf.gather(tf.constant(class_names), tf.argmax(probabilities, axis=-1))
+        return {"probabilities": probabilities, "label": label, "score": tf.reduce_max(probabilities, axis=-1)}
+
+    if model.inputs[0].dtype == "string":
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve_text(text):
+            return outputs(model(text, training=False))
+
+        return {"serving_default": serve_text}
+
+    resize = _resize_layer(model)
+    decoded = tf.TensorSpec([resize.height, resize.width, 3], tf.float32)
+
+    def decode(image_bytes):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        # The model's own Resizing layer: exactly what the model does to an image of this size.
+        return resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_image_bytes(image_bytes):
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=decoded)
+        return outputs(model(images, training=False))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def predict_pixels(images):
+        return outputs(model(tf.cast(images, tf.float32), training=False))
+
+    return {"serving_default": serve_image_bytes, "predict_pixels": predict_pixels}
+
+
+def _resize_layer(model):
+    """The model's Resizing layer named "resize"; the largest one when an ensemble has several sizes."""
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.Resizing) and layer.name == "resize"]
+    if not layers:
+        raise ExportError(
+            f"Cannot tell which size image bytes should be decoded to: model {model.name!r} has no Resizing "
+            "layer named 'resize' (kerasft image classifiers have one in their 'preprocessor')."
+        )
+    return max(layers, key=lambda layer: layer.height * layer.width)
+
+
+def _signature_summary(endpoints):
+    """{name: {"inputs": {...}, "outputs": {...}}} with dtypes and shapes, for the model card."""
+
+    def describe(spec):
+        return f"{spec.dtype.name}{list(spec.shape)}"
+
+    summary = {}
+    for name, function in endpoints.items():
+        concrete = function.get_concrete_function()
+        inputs = {spec.name: describe(spec) for spec in concrete.structured_input_signature[0]}
+        outputs = {key: describe(tensor) for key, tensor in concrete.structured_outputs.items()}
+        summary[name] = {"inputs": inputs, "outputs": outputs}
+    return summary
+
+
+# === Writers ===
+
+
+def _write_saved_model(model, endpoints, folder):
+    # A plain tf.Module holding the model, not keras.export.ExportArchive: on TensorFlow
+    # 2.21 / Keras 3.15 the archive stores every weight twice (keras-team/keras#23553).
+    root = tf.Module()
+    root.model = model  # tracks the layers' weights and lookup tables
+    # Also list every weight: a Dropout's seed state is captured but not reachable through the layers.
+    root.model_variables = list(model.variables)
+    for name, function in endpoints.items():
+        setattr(root, name, function)
+    tf.saved_model.save(root, folder, signatures=endpoints)
+
+
+def _write_extra(folder, labels_text, card):
+    """Puts the version's own labels and card in its assets.extra folder."""
+    extra = os.path.join(folder, EXTRA_DIR)
+    os.makedirs(extra, exist_ok=True)
+    _write_text(labels_text, os.path.join(extra, LABELS_FILE))
+    _write_text(_to_json(card), os.path.join(extra, CARD_FILE))
+
+
+def _save_keras(model, filename):
+    # A tokenizer loaded from disk no longer carries its vocabulary; without it the file does not reload.
+    carry_vocabulary(model)
+    model.save(filename)
+
+
+def _write_text(text, filename):
+    with open(filename, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def _temporary(root, name):
+    """A hidden, unused name in `root` (same file system, so the final rename is atomic).
+
+    Not tempfile's: it creates 0700/0600 entries, which a serving process run
+    by another user could not read once renamed into place.
+    """
+    stem, suffix = os.path.splitext(name)
+    return os.path.join(root, f"{_TEMP_PREFIX}{stem}-{secrets.token_hex(8)}{suffix}")
+
+
+def _rename_version(temporary, final):
+    # os.rename onto an existing non-empty folder fails, so a concurrent export cannot be overwritten.
+    if os.path.exists(final):
+        raise ExportError(f"Version folder {final!r} appeared while exporting (another export?); "
+                          "nothing was written. Export again to take the next version.")
+    try:
+        os.rename(temporary, final)
+    except OSError as error:
+        raise ExportError(f"Could not move the new version into {final!r}: {error}. Nothing was written.") from error
+
+
+def _remove(temporary):
+    if os.path.isdir(temporary):
+        shutil.rmtree(temporary, ignore_errors=True)
+    elif os.path.exists(temporary):
+        os.remove(temporary)
+
+
+# === Model card ===
+
+
+def _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats):
+    card = {
+        "model": {
+            "name": model.name,
+            "modality": modality,
+            "task": task,
+            "outputs": len(class_names),
+            "parameters": int(model.count_params()),
+            **_input_details(model, modality),
+        },
+        "backbones": [_backbone_details(layer) for layer in model._flatten_layers(include_self=False)
+                      if layer.name == "backbone"],
+        "class_names": class_names,
+        "data": _data_summary(data) if data is not None else None,
+        "metrics": getattr(metrics, "metrics", metrics),
+        "hyperparameters": hyperparameters,
+        "signatures": _signature_summary(endpoints) if "saved_model" in formats else None,
+        "export": {"version": version, "formats": list(formats),
+                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "libraries": {**{module: _installed_version(dist) for module, dist in _LIBRARIES.items()},
+                      "python": platform.python_version()},
+    }
+    _to_json(card)  # refuse unserializable metrics or hyperparameters before writing anything
+    return card
+
+
+def _input_details(model, modality):
+    if modality == "image":
+        resize = _resize_layer(model)
+        return {"image_size": [resize.height, resize.width]}
+    lengths = sorted({layer.sequence_length for layer in model._flatten_layers(include_self=False)
+                      if hasattr(layer, "tokenizer") and hasattr(layer, "sequence_length")})
+    return {"sequence_length": lengths[0] if len(lengths) == 1 else lengths}
+
+
+def _backbone_details(layer):
+    config = layer.get_config()
+    return {
+        "class": type(layer).__name__,
+        "package": type(layer).__module__.split(".")[0],
+        "parameters": int(layer.count_params()),
+        # Scalars only: KerasHub backbones list their sizes here; a functional config would be every layer.
+        "config": {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool)) and k != "trainable"},
+    }
+
+
+def _data_summary(data):
+    from kerasft.data import SPLITS
+
+    summary = {"name": data.name, "modality": data.modality, "task": data.task,
+               "examples": {split: data.size(split) for split in SPLITS}}
+    if data.task != "regression":
+        counts = data._class_counts()
+        summary["class_counts"] = {split: dict(zip(data.class_names, map(int, row)))
+                                   for split, row in zip(SPLITS, counts)}
+    return summary
+
+
+def _installed_version(distribution):
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _to_json(card):
+    def default(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise ExportError(
+            f"The model card holds only JSON values (numbers, strings, lists, dicts). Received "
+            f"{type(value).__name__}: {value!r} in metrics or hyperparameters."
+        )
+
+    return json.dumps(card, indent=2, default=default) + "\n"
+
+
+# === Loading ===
+
+
+class Predictor:
+    """Predicts with an exported classifier from raw input, whichever artefact it was loaded from.
+
+    Made by `kerasft.load`. Inputs: a list of strings (text models); a numpy
+    array of images `(N, H, W, 3)` with pixels 0..255, or a list of image file
+    paths or encoded image bytes (image models).
+
+    Attributes:
+        class_names: list of str. Output names, in order.
+        modality: str. `"text"` or `"image"`.
+        source: str. The file or folder it was loaded from.
+        model: The loaded `keras.Model`, or the `tf.saved_model.load` object.
+    """
+
+    def __init__(self, model, endpoints, class_names, modality, source):
+        """Wraps serving functions; use `kerasft.load` rather than this.
+
+        Args:
+            model: keras.Model or a loaded SavedModel. What `endpoints` run
+                (a SavedModel's signatures need it alive).
+            endpoints: dict. Signature name -> callable of one raw-input
+                tensor returning `{"probabilities", "label", "score"}`.
+            class_names: list of str. Output names.
+            modality: str. `"text"` or `"image"`.
+            source: str. Where it was loaded from.
+        """
+        self.model = model
+        self._endpoints = endpoints
+        self.class_names = list(class_names)
+        self.modality = modality
+        self.source = source
+
+    def predict(self, inputs, batch_size=32):
+        """Returns the probabilities (regression: the values), a float32 array `(N, outputs)`.
+
+        Args:
+            inputs: list of str (text); numpy array `(N, H, W, 3)` of pixels
+                0..255 (uint8, or floats holding whole numbers), or list of
+                image file paths or encoded bytes (images).
+            batch_size: int. Examples per call.
+        """
+        return self._run(inputs, batch_size)["probabilities"]
+
+    def predict_labels(self, inputs, batch_size=32):
+        """Returns `(labels, scores)`: the most probable class name and its probability per input.
+
+        Regression gives the value as text and as the score.
+
+        Args:
+            inputs: as for `predict`.
+            batch_size: int. Examples per call.
+        """
+        outputs = self._run(inputs, batch_size)
+        return [label.decode("utf-8") for label in outputs["label"]], outputs["score"]
+
+    def _run(self, inputs, batch_size):
+        endpoint, tensor = self._route(inputs)
+        chunks = [self._endpoints[endpoint](tf.constant(tensor[start:start + batch_size]))
+                  for start in range(0, len(tensor), batch_size)]
+        if not chunks:
+            raise ExportError("predict() received no inputs.")
+        return {key: np.concatenate([chunk[key].numpy() for chunk in chunks]) for key in chunks[0]}
+
+    def _route(self, inputs):
+        """Returns (signature name, numpy batch) for raw inputs."""
+        if self.modality == "text":
+            if isinstance(inputs, (str, bytes)) or not all(isinstance(x, (str, bytes)) for x in inputs):
+                raise ExportError("A text model predicts from a list of strings. Received: "
+                                  f"{type(inputs).__name__} {str(inputs)[:80]!r}")
+            return "serving_default", np.array(list(inputs), dtype=object)
+        if isinstance(inputs, np.ndarray) and inputs.dtype != object:
+            return "predict_pixels", _as_pixels(inputs)
+        if isinstance(inputs, (str, bytes, os.PathLike)) or not all(
+                isinstance(x, (str, bytes, os.PathLike)) for x in inputs):
+            raise ExportError(
+                "An image model predicts from a numpy array (N, H, W, 3) of pixels 0..255 or a list of "
+                f"image file paths or encoded bytes. Received: {type(inputs).__name__} {str(inputs)[:80]!r}"
+            )
+        return "serving_default", np.array([_read_bytes(x) for x in inputs], dtype=object)
+
+
+def _as_pixels(images):
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ExportError(f"Images must be an array (N, H, W, 3). Received shape {images.shape}.")
+    if images.dtype == np.uint8:
+        return images
+    if images.size and (images.min() < 0 or images.max() > 255 or not np.all(np.mod(images, 1) == 0)):
+        raise ExportError(
+            "Images must hold whole-number pixels 0..255 (the SavedModel takes uint8). Received "
+            f"{images.dtype} values in [{images.min()}, {images.max()}]."
+        )
+    return images.astype(np.uint8)
+
+
+def _read_bytes(image):
+    if isinstance(image, bytes):
+        return image
+    with open(image, "rb") as file:
+        return file.read()
+
+
+def load(path):
+    """Loads an exported classifier as a `Predictor`: a `.keras` file, an export folder or a SavedModel.
+
+    An export folder is read through its `model.keras` when the newest
+    export wrote one, else through its newest SavedModel version. A `.keras`
+    file takes its class names from a `labels.txt` beside it (else "0", "1",
+    ...); a version folder from its own `assets.extra/labels.txt`.
+
+    Args:
+        path: str or os.PathLike. A `.keras` file, an export folder written by
+            `export`, or one SavedModel version folder.
+
+    Returns:
+        A `Predictor`.
+
+    Example:
+    >>> predictor = kft.load("saved_models/bbc_news")
+    >>> labels, scores = predictor.predict_labels(["Shares fell after the bank's results."])
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path) and path.endswith(".keras"):
+        return _keras_predictor(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return _saved_model_predictor(path)
+    if os.path.isfile(os.path.join(path, KERAS_FILE)) and _newest_export_wrote_keras(path):
+        return _keras_predictor(os.path.join(path, KERAS_FILE))
+    found = _versions(path)
+    if found:
+        return _saved_model_predictor(os.path.join(path, str(found[-1])))
+    raise ExportError(
+        f"Nothing to load at {path!r}. Expected a .keras file, an export folder (with {KERAS_FILE} or "
+        "numbered SavedModel versions) or a SavedModel folder (with saved_model.pb)."
+    )
+
+
+def _newest_export_wrote_keras(folder):
+    """False when the newest export was SavedModel-only, leaving an older model.keras behind."""
+    card = os.path.join(folder, CARD_FILE)
+    if not os.path.isfile(card):
+        return True
+    with open(card, encoding="utf-8") as file:
+        return "keras" in json.load(file)["export"]["formats"]
+
+
+def _keras_predictor(filename):
+    import keras_hub  # noqa: F401  registers the KerasHub layers a text model holds
+
+    model = keras.models.load_model(filename, compile=False)
+    modality, task, num_outputs = _describe(model)
+    labels_file = os.path.join(os.path.dirname(filename), LABELS_FILE)
+    class_names = _check_class_names(_read_labels(labels_file), None, task, num_outputs)
+    return Predictor(model, _serving_endpoints(model, class_names, task), class_names, modality, filename)
+
+
+def _saved_model_predictor(folder):
+    import tensorflow_text  # noqa: F401  registers the ops of a raw-text SavedModel
+
+    loaded = tf.saved_model.load(folder)
+    signatures = dict(loaded.signatures)
+    if "probabilities" not in getattr(signatures.get("serving_default"), "structured_outputs", {}):
+        raise ExportError(
+            f"{folder!r} is not a kerasft export: expected a serving_default signature with a 'probabilities' "
+            f"output. Received signatures: { {n: list(f.structured_outputs) for n, f in signatures.items()} }"
+        )
+    endpoints = {}
+    for name, signature in signatures.items():
+        (input_name,) = signature.structured_input_signature[1]
+        endpoints[name] = lambda tensor, signature=signature, key=input_name: signature(**{key: tensor})
+    modality = "text" if "text" in signatures["serving_default"].structured_input_signature[1] else "image"
+    num_outputs = signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
+    class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [str(i) for i in range(num_outputs)]
+    return Predictor(loaded, endpoints, class_names, modality, folder)
+
+
+def _read_labels(filename):
+    if not os.path.isfile(filename):
+        return None
+    with open(filename, encoding="utf-8") as file:
+        return file.read().splitlines()
