@@ -1,0 +1,61 @@
+"""The real pretrained assets on real data, a few dozen to a few hundred examples each (slow)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasft as kft
+from kerasft import features
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bbc():
+    return kft.samples.bbc_news(seed=0)
+
+
+def test_pretrained_minilm_features_classify_bbc_news(bbc):
+    small = bbc.subset(train=100, validation=40, test=100, seed=0)
+    model = kft.build_classifier("minilm_l6", data=small, sequence_length=64)
+    kft.fine_tune(model, small, epochs=30, learning_rate=3e-3, patience=5, verbose=0)
+    assert kft.evaluate(model, small)["accuracy"] >= 0.85  # chance is 0.2
+
+
+def test_cut_tokenization_gives_the_same_ids_as_full_articles(bbc):
+    model = kft.build_classifier("minilm_l6", data=bbc, sequence_length=128)
+    preprocessor = model.get_layer("preprocessor")
+    texts = [x.numpy().decode() for x, _ in bbc.test]
+    texts += [
+        "\u200b " * 300 + "words hidden behind 300 zero-width words",  # words that give no token
+        "a" + " \n\t " * 500 + "b",
+        "",
+        "short text",
+    ]
+    batch = tf.constant(texts)
+    cut = features.truncated_tokenize(preprocessor, batch, 128)
+    full = preprocessor(batch)
+    for key in full:
+        np.testing.assert_array_equal(cut[key].numpy(), full[key].numpy())
+
+
+def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():
+    data = kft.samples.fashion_mnist(seed=0).subset(train=300, validation=100, test=300, seed=0)
+    model = kft.build_classifier("efficientnet_lite0", data=data, image_size=(64, 64), head=kft.Head())
+    kft.fine_tune(model, data, epochs=20, learning_rate=3e-3, patience=4, verbose=0)
+    assert kft.evaluate(model, data)["accuracy"] >= 0.7  # chance is 0.1
+
+
+@pytest.mark.parametrize("recipe", ["text_classification.py", "image_classification.py"])
+def test_recipe_runs_offline_in_smoke_mode(recipe, tmp_path):
+    env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / "model.keras"))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", recipe)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stdout
+    assert (tmp_path / "model.keras").exists()
