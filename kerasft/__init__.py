@@ -14,10 +14,10 @@ from kerasft.ensemble import ensemble
 from kerasft.export import export, load
 from kerasft.heads import Head
 from kerasft.models import build_classifier
-from kerasft.training import evaluate, fine_tune
+from kerasft.training import distill, evaluate, fine_tune
 from kerasft.tuning import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["Head", "backbones", "build_classifier", "convert", "data", "ensemble", "evaluate", "export",
+__all__ = ["Head", "backbones", "build_classifier", "convert", "data", "distill", "ensemble", "evaluate", "export",
            "features", "fine_tune", "load", "samples", "tune", "tuning"]

@@ -13,6 +13,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerasft import backbones, features, heads, models
 
@@ -43,7 +44,8 @@ class DiscriminativeAdam(keras.optimizers.AdamW):
 
 def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size=32, learning_rate=1e-3,
               fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, patience=2,
-              class_weight="auto", seed=0, callbacks=None, verbose="auto"):
+              class_weight="auto", seed=0, callbacks=None, verbose="auto", teacher=None, temperature=2.0,
+              alpha=0.5):
     """Trains a classifier on a `TaskData`: the head on frozen features, then the unfrozen blocks.
 
     Phase 1 computes the frozen backbone's features once and trains only the
@@ -77,6 +79,13 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
         seed: int. Seeds shuffling and initialization.
         callbacks: list or None. Extra Keras callbacks for both phases.
         verbose: "auto", 0, 1 or 2. Keras progress output.
+        teacher: keras.Model or None. A classifier or ensemble on raw input
+            whose probabilities the model learns to match (distillation;
+            see `distill`). Its outputs are computed once per split.
+        temperature: float. Softens teacher and student alike (Hinton et
+            al., 2015); the soft term is scaled by `temperature**2`.
+        alpha: float. Weight of the hard labels; `1 - alpha` goes to the
+            teacher's soft probabilities.
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
@@ -96,13 +105,19 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     models.set_trainable(model, setting)  # rejects a bad setting before any work
     task = heads.task_of(model)
     head_epochs = epochs if setting == "frozen" else warmup_epochs
+    loss, metrics = heads.loss_and_metrics(task)
+    train_raw, validation_raw = data.train, data.validation
+    if teacher is not None:
+        loss, metrics = _check_teacher(teacher, model, task, temperature, alpha)
+        train_raw, validation_raw = (_with_teacher(teacher, data.train), _with_teacher(teacher, data.validation))
+        class_weight = None  # the soft targets already carry the teacher's view of the classes
     weights = _class_weight(class_weight, data, task)
     merged = keras.callbacks.History()
     merged.history = {}
     # Preprocessed once, cached, reshuffled each epoch; phase 1 reads it once for features.
-    train = features.preprocess(model, data.train, batch_size, shuffle=True, seed=seed,
+    train = features.preprocess(model, train_raw, batch_size, shuffle=True, seed=seed,
                                 num_examples=data.size("train"))
-    validation = features.preprocess(model, data.validation, batch_size, num_examples=data.size("validation"))
+    validation = features.preprocess(model, validation_raw, batch_size, num_examples=data.size("validation"))
     _, head = features.bottom_and_head(model)
     network = model.get_layer("network")
 
@@ -114,7 +129,8 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
         x_val, y_val = features.frozen_features(model, validation)
         _log(verbose, f"kerasft: phase 1, the head on frozen features ({len(x_train)} train, {len(x_val)} "
                       f"validation; features computed in {time.time() - start:.1f}s)")
-        _compile(head, keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), task)
+        head.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), loss=loss,
+                     metrics=metrics)
         history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=batch_size,
                            epochs=head_epochs, class_weight=weights, shuffle=True,
                            callbacks=_callbacks(patience, callbacks), verbose=verbose)
@@ -126,7 +142,7 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
         lr = fine_tune_learning_rate or _default_fine_tune_learning_rate(model)
         optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
                                        weight_decay=weight_decay)
-        _compile(network, optimizer, task)
+        network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         _log(verbose, f"kerasft: phase 2, {setting} of the backbone at learning rate {lr:g} "
                       f"(layer decay {layer_decay})")
         before = network.get_weights()
@@ -138,9 +154,10 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
             network.set_weights(before)
             _log(verbose, "kerasft: phase 2 did not improve the validation loss; kept the phase-1 weights")
 
-    # Nested models keep their compile state in a `.keras` file: leave only built-in optimizers there.
+    # Nested models keep their compile state in a `.keras` file: leave only built-in objects there.
     for part in (head, network):
-        _compile(part, keras.optimizers.Adam(), task)
+        loss, metrics = heads.loss_and_metrics(task)
+        part.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=metrics)
     return merged
 
 
@@ -200,9 +217,74 @@ def _layer_factors(model, layer_decay):
     return factors
 
 
-def _compile(model, optimizer, task):
-    loss, metrics = heads.loss_and_metrics(task)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+# === Distillation ===
+
+
+def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=None, trainable="frozen",
+            image_size=None, sequence_length=None, **fine_tune_kwargs):
+    """Trains a smaller student classifier to match a teacher's probabilities (and the true labels).
+
+    Args:
+        teacher: keras.Model. A classifier or an ensemble on raw input.
+        student_backbone: str. The student's backbone name (see
+            `kft.backbones.names()`), e.g. a smaller or faster one.
+        data: TaskData. The teacher's task.
+        temperature: float. Softening of both distributions.
+        alpha: float. Weight of the hard labels in the loss.
+        head: kft.Head or None. The student's head.
+        trainable: str. The student's trainable setting.
+        image_size, sequence_length: the student's input size.
+        **fine_tune_kwargs: passed to `fine_tune` (epochs, learning rates...).
+
+    Returns:
+        The trained student: a kerasft classifier that exports like any other.
+
+    Example:
+    >>> student = kft.distill(ens, "mobilenet_v3_small", data, epochs=5)
+    """
+    student = models.build_classifier(student_backbone, data=data, head=head, trainable=trainable,
+                                      image_size=image_size, sequence_length=sequence_length)
+    fine_tune(student, data, teacher=teacher, temperature=temperature, alpha=alpha, **fine_tune_kwargs)
+    return student
+
+
+def _check_teacher(teacher, student, task, temperature, alpha):
+    if task not in ("multiclass", "binary"):
+        raise TrainingError(f"Distillation needs a multiclass or binary task. Received: {task!r}")
+    if not isinstance(teacher, keras.Model) or teacher.input.dtype != student.input.dtype:
+        raise TrainingError("The teacher must be a keras.Model on the same raw input as the student "
+                            f"({student.input.dtype}). Received: {type(teacher).__name__}")
+    if teacher.output.shape[-1] != student.output.shape[-1]:
+        raise TrainingError(f"The teacher outputs {teacher.output.shape[-1]} classes, the student "
+                            f"{student.output.shape[-1]}.")
+    if not temperature > 0 or not 0.0 <= alpha <= 1.0:
+        raise TrainingError(f"temperature must be > 0 and alpha in [0, 1]. Received: temperature={temperature}, "
+                            f"alpha={alpha}")
+    classes = student.output.shape[-1]
+
+    def distillation_loss(y_true, y_pred):
+        # Both models output probabilities; log-probabilities are logits up to a constant.
+        hard, teacher_probabilities = y_true[:, :classes], y_true[:, classes:]
+        log_student = keras.ops.log(keras.ops.clip(y_pred, 1e-7, 1.0))
+        hard_term = -keras.ops.sum(hard * log_student, axis=-1)
+        soft_teacher = keras.ops.softmax(keras.ops.log(keras.ops.clip(teacher_probabilities, 1e-7, 1.0)) / temperature)
+        soft_student = keras.ops.log_softmax(log_student / temperature, axis=-1)
+        soft_term = -keras.ops.sum(soft_teacher * soft_student, axis=-1) * temperature**2
+        return alpha * hard_term + (1 - alpha) * soft_term
+
+    def accuracy(y_true, y_pred):
+        return keras.ops.cast(keras.ops.argmax(y_true[:, :classes], -1) == keras.ops.argmax(y_pred, -1), "float32")
+
+    return distillation_loss, [accuracy]
+
+
+def _with_teacher(teacher, dataset):
+    """`(x, y)` -> `(x, [one-hot y, teacher probabilities])`, the teacher run once over the split."""
+    probabilities = teacher.predict(dataset.map(lambda x, y: x).batch(64), verbose=0).astype("float32")
+    classes = probabilities.shape[-1]
+    soft = tf.data.Dataset.from_tensor_slices(probabilities)
+    return tf.data.Dataset.zip(dataset, soft).map(
+        lambda xy, p: (xy[0], tf.concat([tf.one_hot(tf.cast(xy[1], "int32"), classes), p], axis=-1)))
 
 
 def _best(losses):

@@ -109,3 +109,24 @@ def test_phase_two_that_hurts_validation_keeps_the_phase_one_weights(tiny_image_
     validation = features.preprocess(model, tiny_image_data.validation, batch_size=32)
     loss = model.get_layer("network").evaluate(validation, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(losses[phases == 1].min(), rel=1e-3, abs=1e-5)
+
+
+def test_distilled_student_learns_from_the_teacher(tiny_bert, tiny_text_data, tmp_path):
+    teacher = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="all")
+    kft.fine_tune(teacher, tiny_text_data, epochs=10, warmup_epochs=2, learning_rate=3e-2,
+                  fine_tune_learning_rate=3e-3, patience=0, verbose=0)
+    student = kft.distill(teacher, "tiny_bert", tiny_text_data, temperature=2.0, alpha=0.3, trainable="all",
+                          epochs=10, warmup_epochs=2, learning_rate=3e-2, fine_tune_learning_rate=3e-3,
+                          patience=0, verbose=0)
+    assert kft.evaluate(student, tiny_text_data)["accuracy"] >= 0.7
+    texts = np.array([x.numpy().decode() for x, _ in tiny_text_data.test], dtype=object)
+    agreement = (student.predict(texts, verbose=0).argmax(-1) == teacher.predict(texts, verbose=0).argmax(-1)).mean()
+    assert agreement >= 0.7
+    student.save(tmp_path / "student.keras")  # only built-in losses and optimizers left in it
+    keras.models.load_model(tmp_path / "student.keras")
+
+
+def test_distillation_refuses_a_teacher_of_another_task(tiny_bert, tiny_text_data):
+    teacher = kft.build_classifier("tiny_bert", num_classes=3)
+    with pytest.raises(training.TrainingError, match="teacher outputs 3 classes"):
+        kft.distill(teacher, "tiny_bert", tiny_text_data, epochs=1, verbose=0)
