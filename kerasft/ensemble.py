@@ -5,6 +5,7 @@ mean / weighted     raw input -> each distinct preprocessor once -> each distinc
                     -> every member's pooling + head -> (weighted) average of probabilities
 uniform_soup        one classifier whose weights are the mean of the members' weights
 greedy_soup         the same, adding members best-first only while validation accuracy does not drop
+                    (members whose architecture differs from the best one's are left out, with a warning)
 ```
 Members "share" a preprocessor or a backbone when config and weights are
 identical (e.g. several heads tuned on one frozen MiniLM): the ensemble then
@@ -15,6 +16,7 @@ probabilities that `keras.models.load_model` reads without kerasft.
 
 import hashlib
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -52,24 +54,36 @@ def ensemble(members, method="mean", validation=None, name="ensemble"):
     members = _check_members(members, method, validation)
     for member in members:
         models.carry_vocabulary(member)  # members loaded from disk or cloned lost it
-    task = heads.task_of(members[0])
     if method == "mean":
         return _average(members, [1.0] * len(members), name)
     scores = [_validation_accuracy(m, validation) for m in members] if validation is not None else None
     if method == "weighted":
         total = sum(scores)
         return _average(members, [s / total for s in scores], name)
-    _check_soupable(members)
     if method == "uniform_soup":
-        return _soup(members, name, task)
+        for i, member in enumerate(members[1:], start=1):
+            reason = _soup_mismatch(member, members[0])
+            if reason:
+                raise EnsembleError(
+                    f"Member {i} cannot be souped with member 0: {reason}. Soups need identical architectures "
+                    "fine-tuned from the same pretrained start; use method='mean' or 'weighted' instead."
+                )
+        return _soup(members, name)
+    # Greedy soup: best member first, then each member of the same architecture, kept if validation holds.
     order = sorted(range(len(members)), key=lambda i: -scores[i])
     chosen, best = [order[0]], scores[order[0]]
+    skipped = [i for i in order[1:] if _soup_mismatch(members[i], members[order[0]])]
     for i in order[1:]:
-        candidate = _soup([members[j] for j in chosen + [i]], name, task)
+        if i in skipped:
+            continue
+        candidate = _soup([members[j] for j in chosen + [i]], name)
         score = _validation_accuracy(candidate, validation)
         if score >= best:
             chosen, best = chosen + [i], score
-    return _soup([members[j] for j in chosen], name, task)
+    if skipped:
+        warnings.warn(f"greedy_soup left out members {skipped}: their architecture differs from the best "
+                      f"member's ({order[0]}), so their weights cannot be averaged with it.", stacklevel=2)
+    return _soup([members[j] for j in chosen], name)
 
 
 def _check_members(members, method, validation):
@@ -180,36 +194,26 @@ def _call_renamed(preprocessor, raw, new_name):
 # === Weight soups ===
 
 
-def _check_soupable(members):
-    reference = [w.shape for w in members[0].weights]
-    for i, member in enumerate(members[1:], start=1):
-        shapes = [w.shape for w in member.weights]
-        if shapes != reference:
-            where = next((j for j, (a, b) in enumerate(zip(reference, shapes)) if a != b), min(len(reference),
-                                                                                              len(shapes)))
-            detail = (f"weight {where} ({member.weights[where].path if where < len(shapes) else 'missing'}) has "
-                      f"shape {shapes[where] if where < len(shapes) else None}, member 0's "
-                      f"{reference[where] if where < len(reference) else None}")
-            raise EnsembleError(
-                f"Member {i} cannot be souped with member 0: different architectures ({len(shapes)} vs "
-                f"{len(reference)} weights; {detail}). Soups need identical architectures fine-tuned from the "
-                "same pretrained start; use method='mean' or 'weighted' instead."
-            )
-        # A member loaded from disk has no vocabulary in its config (KerasHub keeps it in assets).
-        if _config(member, ignore=("name", "vocabulary")) != _config(members[0], ignore=("name", "vocabulary")):
-            raise EnsembleError(
-                f"Member {i} cannot be souped with member 0: same weight shapes but a different configuration "
-                "(e.g. head activation, dropout or preprocessing). Use method='mean' or 'weighted' instead."
-            )
+def _soup_mismatch(member, reference):
+    """Why two classifiers cannot be souped, or None when they can."""
+    shapes, expected = [w.shape for w in member.weights], [w.shape for w in reference.weights]
+    if shapes != expected:
+        where = next((j for j, (a, b) in enumerate(zip(expected, shapes)) if a != b), min(len(shapes), len(expected)))
+        path = member.weights[where].path if where < len(shapes) else "missing"
+        return (f"different architectures ({len(shapes)} vs {len(expected)} weights; weight {where} ({path}) has "
+                f"shape {shapes[where] if where < len(shapes) else None}, the other's "
+                f"{expected[where] if where < len(expected) else None})")
+    # A member loaded from disk has no vocabulary in its config (KerasHub keeps it in assets).
+    if _config(member, ignore=("name", "vocabulary")) != _config(reference, ignore=("name", "vocabulary")):
+        return "same weight shapes but a different configuration (e.g. head activation, dropout or preprocessing)"
+    return None
 
 
-def _soup(members, name, task):
+def _soup(members, name):
     """A copy of member 0 carrying the mean of all members' weights."""
     soup = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(members[0]))
     models.carry_vocabulary(soup)
     averaged = [np.mean([keras.ops.convert_to_numpy(m.weights[j]) for m in members], axis=0)
                 for j in range(len(members[0].weights))]
     soup.set_weights(averaged)
-    loss, metrics = heads.loss_and_metrics(task)
-    soup.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=metrics)
     return keras.Model(soup.input, soup.output, name=name) if name != soup.name else soup

@@ -51,8 +51,11 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
             them against the data.
 
     Returns:
-        A compiled `keras.Model` from raw input (strings, or images as
-        uint8/float pixels 0..255) to outputs.
+        A `keras.Model` from raw input (strings, or images as uint8/float
+        pixels 0..255) to outputs. It is not compiled, so its `.keras` file
+        carries no optimizer: train it with `kft.fine_tune`, or compile it
+        yourself (`heads.loss_and_metrics(task)` fits its output) to `fit`
+        it on raw input.
 
     Example:
     >>> model = kft.build_classifier("minilm_l6", num_classes=5,
@@ -80,8 +83,6 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     network = _network(backbone_model, head, num_outputs, task)
     model = keras.Model(raw, network(preprocessor(raw)), name=f"{_short_name(spec.name)}_classifier")
     set_trainable(model, trainable, block_pattern=spec.block_pattern)
-    loss, metrics = heads.loss_and_metrics(task)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metrics)
     return model
 
 

@@ -154,10 +154,10 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
             network.set_weights(before)
             _log(verbose, "kerasft: phase 2 did not improve the validation loss; kept the phase-1 weights")
 
-    # Nested models keep their compile state in a `.keras` file: leave only built-in objects there.
+    # Compiled nested models would put their optimizers (one of them kerasft's own) and losses into
+    # the classifier's `.keras` file, which then needs kerasft and warns on load: keep none.
     for part in (head, network):
-        loss, metrics = heads.loss_and_metrics(task)
-        part.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=metrics)
+        part.compiled = False
     return merged
 
 

@@ -95,6 +95,13 @@ def test_greedy_soup_is_not_worse_than_the_best_member_on_validation(members, ti
     assert kft.evaluate(soup, tiny_text_data.validation)["accuracy"] >= best
 
 
+def test_greedy_soup_leaves_out_members_of_another_architecture(members, tiny_bert, tiny_text_data):
+    untrained = kft.build_classifier("tiny_bert", data=tiny_text_data, head=kft.Head(units=(3,)))  # never the best
+    with pytest.warns(UserWarning, match=r"left out members \[2\]"):
+        soup = kft.ensemble([members[0], members[2], untrained], method="greedy_soup", validation=tiny_text_data)
+    assert soup.count_params() == members[0].count_params()
+
+
 def test_soup_of_different_architectures_names_the_difference(members):
     with pytest.raises(EnsembleError, match="different architectures"):
         kft.ensemble(members, method="uniform_soup")
