@@ -1,19 +1,50 @@
-"""Input pipelines: a classifier's own preprocessing mapped over tf.data once, and frozen-feature caches.
+"""Input pipelines and feature caches: preprocessing mapped over tf.data once, frozen bottoms computed once.
 
 Preprocessing (tokenizing, resizing) runs in parallel inside `tf.data`,
 batched, then the result is cached so later epochs reuse it instead of
 recomputing it serially inside every train step. Long texts are cut to a word
 budget before tokenizing, with a check that keeps token ids identical to
 tokenizing the full text.
+
+A classifier's network splits at a **cut** into a bottom that never changes
+and a top that trains (`split_network`):
+
+```
+cut       bottom (frozen, computed once)          top (trained)
+"frozen"  backbone + pooling -> {"features"}      "head"
+"top:N"   backbone below its top N blocks ->      "backbone" (the top N blocks) + "pooling" + "head"
+          {"activations", and "padding_mask" for text}
+```
+`FeatureCache` runs the bottoms of several cuts in one pass over a TaskData's
+train and validation splits and keeps what they output, in memory or on disk,
+keyed by (model, backbone architecture and weights, cut, data fingerprint,
+preprocessing); a disk cache whose key differs is rebuilt, never reused.
+Augmentation changes the bottom's input on every pass, so it cannot use a
+cache: it belongs to the recomputed path (`Bottom.map`).
 """
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-# Preprocessed splits up to this size are cached after preprocessing; larger
-# ones cache the raw input and preprocess in parallel every epoch.
+from kerasft import backbones, models, paths
+
+# Preprocessed splits up to this size are cached after preprocessing (larger
+# ones cache the raw input and preprocess in parallel every epoch); a feature
+# cache larger than this goes to disk instead of memory.
 CACHE_LIMIT_BYTES = 2 * 1024**3
+
+# Bumped when the on-disk layout of a feature cache changes.
+_CACHE_FORMAT = 1
 
 
 def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_examples=None):
@@ -111,6 +142,104 @@ def truncated_tokenize(preprocessor, texts, max_words):
     return tf.cond(tf.reduce_any(incomplete), with_full_rows, lambda: features)
 
 
+class FeatureError(ValueError):
+    """A cut does not fit the model, or a feature cache cannot be built from the data."""
+
+
+# === Cuts ===
+
+
+def _cut_depth(cut):
+    """0 for `"frozen"`, N for `"top:N"`."""
+    if cut == "frozen":
+        return 0
+    match = re.fullmatch(r"top:(\d+)", cut) if isinstance(cut, str) else None
+    if not match or int(match.group(1)) < 1:
+        raise FeatureError(f'A cut is "frozen" or "top:N" with N >= 1. Received: cut={cut!r}')
+    return int(match.group(1))
+
+
+def _pooling_mask_name(network):
+    """The network input that masks the pooling (the padding mask of text), or None."""
+    mask = network.get_layer("pooling")._inbound_nodes[0].arguments.kwargs.get("mask")
+    return None if mask is None else mask._keras_history.operation.name
+
+
+def _cut_outputs(model, cut, block_pattern=None):
+    """What the bottom below `cut` outputs: `{name: KerasTensor}` inside the backbone's own graph."""
+    network = model.get_layer("network")
+    backbone = network.get_layer("backbone")
+    used = models._used_output(backbone)
+    depth = _cut_depth(cut)
+    if depth == 0:
+        pooling = network.get_layer("pooling")
+        mask_name = _pooling_mask_name(network)
+        # A weightless copy: the model's own pooling layer gains no call in another graph.
+        pool = pooling.__class__.from_config({**pooling.get_config(), "name": "features"})
+        return {"features": pool(used, **({"mask": backbone.input[mask_name]} if mask_name else {}))}
+    stem, found = backbones.blocks(backbone, block_pattern)
+    if depth > len(found):
+        raise FeatureError(
+            f"cut={cut!r} asks for more blocks than the backbone of {model.name!r} has: {len(found)} blocks "
+            f"({found[0][0]} .. {found[-1][0]}). Use top:1 .. top:{len(found)}."
+        )
+    below = {id(layer) for layer in stem} | {id(layer) for _, layers in found[:-depth] for layer in layers}
+    # Walk back from the used output; the tensors where the walk leaves the top blocks are the cut.
+    activations, passed, seen, stack = [], {}, set(), [used]
+    while stack:
+        tensor = stack.pop()
+        operation, node_index, _ = tensor._keras_history
+        if isinstance(operation, keras.layers.InputLayer):
+            passed[operation.name] = tensor  # e.g. the padding mask the top blocks also read
+        elif id(operation) in below:
+            if not any(tensor is known for known in activations):
+                activations.append(tensor)
+        elif (id(operation), node_index) not in seen:
+            seen.add((id(operation), node_index))
+            stack.extend(operation._inbound_nodes[node_index].input_tensors)
+    names = ["activations"] if len(activations) == 1 else [f"activations_{i}" for i in range(len(activations))]
+    return {**dict(zip(names, activations)), **passed}
+
+
+def split_network(model, cut, block_pattern=None):
+    """Splits a classifier's network at `cut`: a frozen bottom to compute once, and the top that trains.
+
+    Both parts share their layers (and so their weights) with `model`, and
+    `top(bottom(x, training=False))` computes what `model.get_layer("network")(x)` does.
+
+    Args:
+        model: keras.Model. A kerasft classifier.
+        cut: str. `"frozen"` (the bottom is the whole backbone and the
+            pooling) or `"top:N"` (the bottom stops below the top N blocks).
+        block_pattern: str or None. The backbone spec's block regex (found
+            from the layer names when None).
+
+    Returns:
+        `(bottom, top)`: `bottom` maps preprocessed input to a dict of
+        tensors; `top` maps that dict to the outputs through the top N
+        blocks (a sub-model named `"backbone"`), `"pooling"` and `"head"`
+        (only `"head"` for `"frozen"`).
+
+    Example:
+    >>> bottom, top = kft.features.split_network(model, "top:1")
+    >>> top(bottom(preprocessed, training=False))  # == model.get_layer("network")(preprocessed)
+    """
+    network = model.get_layer("network")
+    backbone = network.get_layer("backbone")
+    outputs = _cut_outputs(model, cut, block_pattern)
+    bottom = keras.Model(backbone.input, outputs, name="bottom")
+    inputs = {name: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=name) for name, t in outputs.items()}
+    head = network.get_layer("head")
+    if _cut_depth(cut) == 0:
+        return bottom, keras.Model(inputs, head(inputs["features"]), name="top")
+    names = list(outputs)
+    upper = keras.Model([outputs[n] for n in names], models._used_output(backbone), name="backbone")
+    upper_output = upper([inputs[n] for n in names], training=False)
+    mask_name = _pooling_mask_name(network)
+    pooled = network.get_layer("pooling")(upper_output, **({"mask": inputs[mask_name]} if mask_name else {}))
+    return bottom, keras.Model(inputs, head(pooled), name="top")
+
+
 def bottom_and_head(model):
     """Splits a classifier's network at the pooled features.
 
@@ -120,8 +249,43 @@ def bottom_and_head(model):
         its weights with `model`.
     """
     network = model.get_layer("network")
-    bottom = keras.Model(network.input, network.get_layer("pooling").output, name="bottom")
-    return bottom, network.get_layer("head")
+    pooled = _cut_outputs(model, "frozen")["features"]
+    return keras.Model(network.get_layer("backbone").input, pooled, name="bottom"), network.get_layer("head")
+
+
+class Bottom:
+    """The frozen bottom of a classifier below one or more cuts, traced once: one pass gives every cut.
+
+    Calling it on a batch of preprocessed input returns `{cut: {name: tensor}}`.
+
+    Args:
+        model: keras.Model. A kerasft classifier.
+        cuts: sequence of str. `"frozen"` and/or `"top:N"`.
+        block_pattern: str or None. The backbone spec's block regex.
+    """
+
+    def __init__(self, model, cuts, block_pattern=None):
+        self.cuts = tuple(dict.fromkeys(cuts))
+        backbone = model.get_layer("network").get_layer("backbone")
+        outputs = {cut: _cut_outputs(model, cut, block_pattern) for cut in self.cuts}
+        self.model = keras.Model(backbone.input, outputs, name="bottom")
+        self._call = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def __call__(self, x):
+        return self._call(x)
+
+    def map(self, dataset, cut):
+        """Maps the bottom over a batched `(preprocessed, label)` dataset: the uncached path.
+
+        Args:
+            dataset: tf.data.Dataset. Batches of `(preprocessed input, label)`.
+            cut: str. One of `self.cuts`.
+
+        Returns:
+            A dataset of `(inputs at the cut, label)`, recomputed on every pass
+            (so it may follow augmentation), as `FeatureCache.dataset` gives them.
+        """
+        return dataset.map(lambda x, y: (self(x)[cut], y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def frozen_features(model, preprocessed):
@@ -134,10 +298,274 @@ def frozen_features(model, preprocessed):
     Returns:
         `(features, labels)` numpy arrays, for training the head alone.
     """
-    bottom, _ = bottom_and_head(model)
+    bottom = Bottom(model, ["frozen"])
     features, labels = [], []
-    predict = tf.function(lambda x: bottom(x, training=False))
     for x, y in preprocessed:
-        features.append(predict(x).numpy())
+        features.append(bottom(x)["frozen"]["features"].numpy())
         labels.append(y.numpy())
     return np.concatenate(features), np.concatenate(labels)
+
+
+# === The cache ===
+
+
+def weights_digest(layer):
+    """Returns a hex digest of a layer's weights (shapes, dtypes and values, in order), to key caches and searches."""
+    sha = hashlib.sha256()
+    for weight in layer.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        sha.update(f"{value.shape}{value.dtype}".encode())
+        sha.update(value.tobytes())
+    return sha.hexdigest()[:20]
+
+
+def _config_digest(config):
+    """A digest of a layer config without its names: Keras numbers unnamed layers per process."""
+
+    def unnamed(value):
+        if isinstance(value, dict):
+            return {k: unnamed(v) for k, v in value.items() if k != "name"}
+        if isinstance(value, (list, tuple)):
+            return [unnamed(v) for v in value]
+        return value
+
+    return hashlib.sha256(json.dumps(unnamed(config), sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cache_key(model, data, cut, splits=("train", "validation")):
+    """Returns what a feature cache of `model` at `cut` over `data` depends on, as a JSON-able dict.
+
+    Args:
+        model: keras.Model. A kerasft classifier.
+        data: TaskData.
+        cut: str. `"frozen"` or `"top:N"`.
+        splits: sequence of str. The cached splits.
+    """
+    backbone = model.get_layer("network").get_layer("backbone")
+    return {
+        "format": _CACHE_FORMAT,
+        "model": model.name,
+        "architecture": f"{type(backbone).__name__} {backbone.dtype_policy.name}",
+        "weights": weights_digest(backbone),
+        "cut": cut,
+        "data": data.fingerprint(),
+        "splits": {split: data.size(split) for split in splits},
+        "preprocessing": _config_digest(model.get_layer("preprocessor").get_config()),
+    }
+
+
+class FeatureCache:
+    """What a classifier's frozen bottom outputs over a TaskData's splits, at one or more cuts, computed once.
+
+    Every cut not found on disk is computed in a single pass over each split
+    (preprocessed with the model's own preprocessor). On disk, a cut lives in
+    `<directory>/<model>-<cut>-<data fingerprint>/` as `.npy` files read
+    memory-mapped, beside a `key.json` (see `cache_key`); a folder whose key
+    differs (other weights, preprocessing, architecture or splits) is
+    rebuilt, never reused, and a folder only appears whole, by renaming, so a
+    killed run leaves nothing that looks complete.
+
+    Args:
+        model: keras.Model. A kerasft classifier; only its layers below each
+            cut run.
+        data: TaskData.
+        cuts: sequence of str. `"frozen"` and/or `"top:N"`.
+        directory: str, Path or None. Keep the caches on disk there and reuse
+            those whose key matches. None keeps them in memory up to
+            `CACHE_LIMIT_BYTES` in all; a cut that would pass it goes to
+            `spill_directory`.
+        spill_directory: str, Path or None. Where a cut too big for memory
+            goes (default: `kerasft.paths.user_cache_dir("features")`).
+        splits: sequence of str. The splits to cache.
+        batch_size: int. Examples per forward pass while computing.
+        block_pattern: str or None. The backbone spec's block regex.
+        verbose: int. 1 prints what was computed, reused or rebuilt.
+
+    Attributes:
+        locations: dict. Cut -> `"memory"` or the folder that holds it.
+        computed: list of str. The cuts this instance computed.
+        rebuilt: list of str. The computed cuts whose folder held another key.
+        seconds: float. Time spent computing.
+
+    Example:
+    >>> cache = kft.features.FeatureCache(model, data, cuts=["frozen", "top:1"])
+    >>> train = cache.dataset("top:1", "train", batch_size=32, shuffle=True, seed=0)
+    >>> _, top = kft.features.split_network(model, "top:1")
+    >>> top.predict(cache.dataset("top:1", "validation", batch_size=64))
+    """
+
+    def __init__(self, model, data, cuts=("frozen",), directory=None, spill_directory=None,
+                 splits=("train", "validation"), batch_size=64, block_pattern=None, verbose=0):
+        self.cuts = tuple(dict.fromkeys(cuts))
+        for cut in self.cuts:
+            _cut_depth(cut)
+        for split in splits:
+            if data.size(split) == 0:
+                raise FeatureError(f"Cannot cache the features of an empty {split} split ({data.name}).")
+        self.splits = tuple(splits)
+        self.locations, self.computed, self.rebuilt, self.seconds = {}, [], [], 0.0
+        self._directory = Path(directory) if directory is not None else None
+        self._spill_directory = spill_directory
+        self._verbose = verbose
+        self._arrays, self._bytes_in_memory = {}, 0
+        key = cache_key(model, data, self.cuts[0], self.splits)  # hashes the weights once for all cuts
+        self._keys = {cut: {**key, "cut": cut} for cut in self.cuts}
+        self._slots = {cut: f"{model.name}-{cut.replace(':', '')}-{self._keys[cut]['data'][:12]}" for cut in self.cuts}
+        missing = [cut for cut in self.cuts if not self._load(cut)]
+        if missing:
+            self._compute(model, data, missing, batch_size, block_pattern)
+
+    def _load(self, cut):
+        """Opens a cut's folder when its key matches; False when it is absent or built for another key."""
+        if self._directory is None:
+            return False
+        folder = self._directory / self._slots[cut]
+        try:
+            stored = json.loads((folder / "key.json").read_text())
+            arrays = _read(folder, self.splits, stored["inputs"])
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError) as error:  # a damaged folder is rebuilt too
+            stored = {"key": {"damaged": str(error)}}
+        if stored.get("key") != self._keys[cut]:
+            differs = sorted(k for k in self._keys[cut] if stored.get("key", {}).get(k) != self._keys[cut][k])
+            self._log(f"kerasft: the feature cache in {folder} was built for another {', '.join(differs)}; "
+                      "rebuilding it")
+            self.rebuilt.append(cut)
+            return False
+        self._arrays[cut] = arrays
+        self.locations[cut] = folder
+        self._log(f"kerasft: reusing the {cut} feature cache in {folder}")
+        return True
+
+    def _compute(self, model, data, cuts, batch_size, block_pattern):
+        start = time.time()
+        bottom = Bottom(model, cuts, block_pattern)
+        sizes = {split: data.size(split) for split in self.splits}
+        stores = {}
+        for split in self.splits:
+            row = 0
+            for x, y in preprocess(model, getattr(data, split), batch_size, num_examples=sizes[split]):
+                outputs = bottom(x)
+                for cut in cuts:
+                    if cut not in stores:
+                        stores[cut] = self._store(cut, outputs[cut], sizes)
+                    stores[cut].write(split, row, outputs[cut], y)
+                row += len(y)
+        for cut in cuts:
+            self._arrays[cut], self.locations[cut] = stores[cut].finish()
+        self.computed.extend(cuts)
+        self.seconds += time.time() - start
+        where = ", ".join(f"{cut} ({self.nbytes(cut) / 1e6:.1f} MB, "
+                          f"{'in memory' if self.locations[cut] == 'memory' else self.locations[cut]})" for cut in cuts)
+        self._log(f"kerasft: computed the features at {where} over "
+                  f"{' + '.join(f'{n} {s}' for s, n in sizes.items())} examples in {self.seconds:.1f}s")
+
+    def _store(self, cut, first_outputs, sizes):
+        size = sum(sizes.values()) * sum(t.dtype.size * int(np.prod(t.shape[1:])) for t in first_outputs.values())
+        folder = None if self._directory is None else self._directory / self._slots[cut]
+        if folder is None:
+            if self._bytes_in_memory + size > CACHE_LIMIT_BYTES:
+                folder = Path(self._spill_directory or paths.user_cache_dir("features")) / self._slots[cut]
+            else:
+                self._bytes_in_memory += size
+        return _Store(folder, {"key": self._keys[cut], "inputs": list(first_outputs)}, sizes)
+
+    def _log(self, message):
+        if self._verbose:
+            print(message, flush=True)
+
+    def arrays(self, cut, split):
+        """Returns `(inputs, labels)` of a cut and split: a dict of numpy arrays (memory-mapped on disk) and labels."""
+        if cut not in self._arrays:
+            raise FeatureError(f"This cache holds the cuts {list(self._arrays)}. Received: cut={cut!r}")
+        if split not in self.splits:
+            raise FeatureError(f"This cache holds the splits {list(self.splits)}. Received: split={split!r}")
+        return self._arrays[cut][split]
+
+    def nbytes(self, cut):
+        """Returns the bytes a cut's arrays take over all cached splits."""
+        return sum(a.nbytes for split in self.splits for a in (*self.arrays(cut, split)[0].values(),
+                                                                self.arrays(cut, split)[1]))
+
+    def dataset(self, cut, split, batch_size, shuffle=False, seed=None):
+        """Returns batches of `(inputs at the cut, labels)`, the input of `split_network(model, cut)[1]`.
+
+        Args:
+            cut: str. A cached cut.
+            split: str. A cached split.
+            batch_size: int. Examples per batch.
+            shuffle: bool. A new order on every pass (over the whole split).
+            seed: int or None. Shuffle seed.
+        """
+        inputs, labels = self.arrays(cut, split)
+        names = list(inputs)
+        arrays = [inputs[name] for name in names] + [labels]
+        dtypes = [tf.as_dtype(a.dtype) for a in arrays]
+
+        def take(index):
+            return [np.asarray(a[index]) for a in arrays]
+
+        def gather(index):
+            tensors = tf.numpy_function(take, [index], dtypes, stateful=False)
+            for tensor, array in zip(tensors, arrays):
+                tensor.set_shape((None, *array.shape[1:]))
+            return dict(zip(names, tensors[:-1])), tensors[-1]
+
+        # Shuffling indices, not examples, shuffles the whole split without a buffer of activations.
+        ds = tf.data.Dataset.range(len(labels))
+        if shuffle:
+            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class _Store:
+    """One cut's arrays being filled batch by batch: in memory, or in a folder that appears by renaming."""
+
+    def __init__(self, folder, manifest, sizes):
+        self.folder, self.manifest, self.sizes = folder, manifest, sizes
+        self.arrays = {}
+        if folder is not None:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            # Held while writing: a second process waits instead of writing the same folder.
+            self._lock = open(folder.parent / f"{folder.name}.lock", "w")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            self.partial = folder.parent / f"{folder.name}.partial"
+            shutil.rmtree(self.partial, ignore_errors=True)  # left by a killed run; we hold the lock
+            self.partial.mkdir()
+
+    def _allocate(self, split, name, like):
+        shape = (self.sizes[split], *like.shape[1:])
+        if self.folder is None:
+            return np.empty(shape, dtype=like.dtype)
+        return np.lib.format.open_memmap(self.partial / f"{split}.{name}.npy", mode="w+", dtype=like.dtype,
+                                         shape=shape)
+
+    def write(self, split, row, outputs, labels):
+        values = {name: tensor.numpy() for name, tensor in outputs.items()}
+        values["labels"] = labels.numpy()
+        if split not in self.arrays:
+            self.arrays[split] = {name: self._allocate(split, name, value) for name, value in values.items()}
+        for name, value in values.items():
+            self.arrays[split][name][row:row + len(value)] = value
+
+    def finish(self):
+        """Returns `({split: (inputs, labels)}, location)`; a disk folder is complete from here on."""
+        if self.folder is None:
+            return {split: (arrays, arrays.pop("labels")) for split, arrays in self.arrays.items()}, "memory"
+        for arrays in self.arrays.values():
+            for array in arrays.values():
+                array.flush()
+        self.arrays.clear()
+        (self.partial / "key.json").write_text(json.dumps(self.manifest, indent=1))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.replace(self.partial, self.folder)
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+        return _read(self.folder, self.sizes, self.manifest["inputs"]), self.folder
+
+
+def _read(folder, splits, names):
+    """Memory-maps a cache folder's arrays: `{split: ({name: array}, labels)}`."""
+    return {split: ({name: np.load(folder / f"{split}.{name}.npy", mmap_mode="r") for name in names},
+                    np.load(folder / f"{split}.labels.npy", mmap_mode="r")) for split in splits}
