@@ -32,6 +32,9 @@ bench: install
 	$(PY) bench/input_pipeline.py
 	$(PY) bench/pretrained_vs_random.py
 	$(PY) bench/ensemble_latency.py
+	$(PY) bench/litert_bench.py
+	$(PY) bench/tune_cache.py
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

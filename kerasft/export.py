@@ -7,10 +7,14 @@
                      assets.extra/labels.txt and assets.extra/model_card.json
   labels.txt         one class name per line, index order
   model_card.json    backbone, data summary, metrics, hyperparameters, library versions, date, signatures
+  model.tflite       with formats=(..., "litert"): LiteRT float32, and model_<quantize>.tflite per
+                     quantization; text models also vocab.txt and tokenizer_settings.json (see kerasft.litert)
 ```
 `labels.txt` and `model_card.json` describe the NEWEST export, and so does
 `model.keras` unless that export left it out (`formats=("saved_model",)`
 keeps the older file; `load` then follows the card to the newest version).
+Likewise a `.tflite` file an older export wrote stays until a newer one
+replaces it; the card's `litert.files` lists those of the newest export.
 Every version folder keeps its own labels and card, so older versions stay
 self-describing after newer exports.
 
@@ -38,6 +42,11 @@ overwritten. A crash leaves the earlier versions whole and no partial
 version visible (a killed process may leave a `.tmp-...` folder, which TF
 Serving ignores and which is safe to delete).
 
+A LiteRT export is checked before anything is written: each file runs
+through the interpreter on the data's test split beside the Keras model, its
+parity report goes into the card (and is printed), and a file that loses more
+than `max_accuracy_drop` accuracy fails the whole export (`kerasft.litert`).
+
 `load(path)` reads any of these artefacts back into a `Predictor`.
 """
 
@@ -56,9 +65,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasft import litert
 from kerasft.models import carry_vocabulary
 
-FORMATS = ("keras", "saved_model")
+FORMATS = ("keras", "saved_model", "litert")
+DEFAULT_FORMATS = ("keras", "saved_model")
 KERAS_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 CARD_FILE = "model_card.json"
@@ -86,6 +97,8 @@ class Exported:
         keras: str or None. The `.keras` file.
         labels: str. `labels.txt`.
         model_card: str. `model_card.json`.
+        litert: dict or None. Quantization (`"float32"`, ...) -> `.tflite` file written.
+        litert_reports: dict or None. Quantization -> parity report (as in the model card).
     """
 
     path: str
@@ -94,11 +107,17 @@ class Exported:
     keras: str
     labels: str
     model_card: str
+    litert: dict = None
+    litert_reports: dict = None
 
 
 def export(model, path, class_names=None, version=None, data=None, metrics=None, hyperparameters=None,
-           formats=FORMATS):
+           formats=DEFAULT_FORMATS, quantize=None, calibration=200, max_accuracy_drop=0.01):
     """Writes a classifier as `model.keras`, a new SavedModel version, `labels.txt` and `model_card.json`.
+
+    With `"litert"` in `formats` it also writes `model.tflite` (float32) and
+    one `model_<quantize>.tflite` per quantization asked, each checked
+    against the Keras model on `data`'s test split first (see `kerasft.litert`).
 
     Args:
         model: keras.Model. A kerasft classifier (or any model with one raw
@@ -112,10 +131,20 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
         version: int or None. SavedModel version to write; None takes the
             next free integer. An existing version is refused.
         data: TaskData or None. Summarized in the model card (name, task,
-            examples per class and split).
+            examples per class and split). Required by `"litert"`: its test
+            split checks the files, its training split calibrates int8.
         metrics: dict or `Evaluation` or None. Recorded in the model card.
         hyperparameters: dict or None. Recorded in the model card.
-        formats: tuple of str. Any of `"keras"` and `"saved_model"`.
+        formats: tuple of str. Any of `"keras"`, `"saved_model"` and `"litert"`.
+        quantize: str, tuple of str or None. LiteRT quantizations besides
+            float32: any of `"float16"`, `"dynamic"`, `"int8"`.
+        calibration: int, numpy array or list of str. int8 calibration: a
+            number of training examples (stratified sample, seed 0), or raw
+            inputs (images `(N, H, W, 3)` 0..255, or texts).
+        max_accuracy_drop: float. Largest accuracy loss (a fraction: 0.01 = 1
+            point) a LiteRT file may show against the Keras model on the
+            test split; a larger loss raises `litert.AccuracyDropError` and
+            nothing is written.
 
     Returns:
         An `Exported` with the paths written.
@@ -124,9 +153,14 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     >>> exported = kft.export(model, "saved_models/bbc_news", data=data, metrics=kft.evaluate(model, data))
     >>> exported.saved_model
     'saved_models/bbc_news/1'
+    >>> kft.export(model, "saved_models/fashion", data=data, formats=("litert",), quantize="int8").litert
+    {'float32': 'saved_models/fashion/model.tflite', 'int8': 'saved_models/fashion/model_int8.tflite'}
     """
     # === Checks: everything that can be wrong is refused before anything is written ===
     formats = _check_formats(formats)
+    if quantize is not None and "litert" not in formats:
+        raise ExportError(f"quantize={quantize!r} applies to LiteRT files, but formats={formats} writes none. "
+                          "Add 'litert' to formats.")
     modality, task, num_outputs = _describe(model)
     class_names = _check_class_names(class_names, data, task, num_outputs)
     root = _check_root(path)
@@ -135,13 +169,23 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     version = _check_version(version, root) if "saved_model" in formats else None
     version_dir = os.path.join(root, str(version)) if version is not None else None
     endpoints = _serving_endpoints(model, class_names, task)
-    card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints,
-                       version, formats)
+    # Built once early to refuse unserializable metrics before the LiteRT work, which comes last: each file
+    # is converted and compared against the Keras model, and a worse one is refused before anything is written.
+    _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats)
+    prepared = None
+    if "litert" in formats:
+        resize = _resize_layer(model) if modality == "image" else None
+        prepared = litert.prepare(model, data, task, class_names, resize=resize, quantize=quantize,
+                                  calibration=calibration, max_accuracy_drop=max_accuracy_drop)
+    card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version,
+                       formats, prepared.card if prepared else None)
     labels_text = "".join(f"{name}\n" for name in class_names)
 
     # === Stage: write everything under hidden temporary names beside the final ones ===
     os.makedirs(root, exist_ok=True)
     files = [(KERAS_FILE, functools.partial(_save_keras, model))] if "keras" in formats else []
+    if prepared:
+        files += [(name, functools.partial(_write_bytes, content)) for name, content in prepared.files.items()]
     files += [(LABELS_FILE, functools.partial(_write_text, labels_text)),
               (CARD_FILE, functools.partial(_write_text, _to_json(card)))]
     staged = []  # (temporary, final), committed in order
@@ -167,7 +211,9 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
             _remove(temporary)
     return Exported(path=root, version=version, saved_model=version_dir,
                     keras=os.path.join(root, KERAS_FILE) if "keras" in formats else None,
-                    labels=os.path.join(root, LABELS_FILE), model_card=os.path.join(root, CARD_FILE))
+                    labels=os.path.join(root, LABELS_FILE), model_card=os.path.join(root, CARD_FILE),
+                    litert={q: os.path.join(root, litert.filename(q)) for q in prepared.reports} if prepared else None,
+                    litert_reports=prepared.reports if prepared else None)
 
 
 # === Checks ===
@@ -280,12 +326,7 @@ def _serving_endpoints(model, class_names, task):
     """
 
     def outputs(probabilities):
-        probabilities = tf.cast(probabilities, tf.float32)
-        if task == "regression":
-            score = probabilities[:, 0]
-            return {"probabilities": probabilities, "label": tf.strings.as_string(score), "score": score}
-        label = tf.gather(tf.constant(class_names), tf.argmax(probabilities, axis=-1))
-        return {"probabilities": probabilities, "label": label, "score": tf.reduce_max(probabilities, axis=-1)}
+        return _outputs(probabilities, class_names, task)
 
     if model.inputs[0].dtype == "string":
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -312,6 +353,16 @@ def _serving_endpoints(model, class_names, task):
         return outputs(model(tf.cast(images, tf.float32), training=False))
 
     return {"serving_default": serve_image_bytes, "predict_pixels": predict_pixels}
+
+
+def _outputs(probabilities, class_names, task):
+    """`{"probabilities", "label", "score"}` from a batch of model outputs."""
+    probabilities = tf.cast(probabilities, tf.float32)
+    if task == "regression":
+        score = probabilities[:, 0]
+        return {"probabilities": probabilities, "label": tf.strings.as_string(score), "score": score}
+    label = tf.gather(tf.constant(class_names), tf.argmax(probabilities, axis=-1))
+    return {"probabilities": probabilities, "label": label, "score": tf.reduce_max(probabilities, axis=-1)}
 
 
 def _resize_layer(model):
@@ -375,6 +426,11 @@ def _write_text(text, filename):
         file.write(text)
 
 
+def _write_bytes(content, filename):
+    with open(filename, "wb") as file:
+        file.write(content)
+
+
 def _temporary(root, name):
     """A hidden, unused name in `root` (same file system, so the final rename is atomic).
 
@@ -406,7 +462,8 @@ def _remove(temporary):
 # === Model card ===
 
 
-def _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats):
+def _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats,
+                litert_card=None):
     card = {
         "model": {
             "name": model.name,
@@ -423,6 +480,7 @@ def _model_card(model, modality, task, class_names, data, metrics, hyperparamete
         "metrics": getattr(metrics, "metrics", metrics),
         "hyperparameters": hyperparameters,
         "signatures": _signature_summary(endpoints) if "saved_model" in formats else None,
+        "litert": litert_card,
         "export": {"version": version, "formats": list(formats),
                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
         "libraries": {**{module: _installed_version(dist) for module, dist in _LIBRARIES.items()},
@@ -499,14 +557,15 @@ class Predictor:
         class_names: list of str. Output names, in order.
         modality: str. `"text"` or `"image"`.
         source: str. The file or folder it was loaded from.
-        model: The loaded `keras.Model`, or the `tf.saved_model.load` object.
+        model: The loaded `keras.Model`, the `tf.saved_model.load` object, or
+            a `kerasft.litert.LiteRTModel`.
     """
 
     def __init__(self, model, endpoints, class_names, modality, source):
         """Wraps serving functions; use `kerasft.load` rather than this.
 
         Args:
-            model: keras.Model or a loaded SavedModel. What `endpoints` run
+            model: keras.Model, a loaded SavedModel or a LiteRTModel. What `endpoints` run
                 (a SavedModel's signatures need it alive).
             endpoints: dict. Signature name -> callable of one raw-input
                 tensor returning `{"probabilities", "label", "score"}`.
@@ -590,16 +649,21 @@ def _read_bytes(image):
 
 
 def load(path):
-    """Loads an exported classifier as a `Predictor`: a `.keras` file, an export folder or a SavedModel.
+    """Loads an exported classifier as a `Predictor`: a `.keras` file, an export folder, a SavedModel or a `.tflite`.
 
     An export folder is read through its `model.keras` when the newest
-    export wrote one, else through its newest SavedModel version. A `.keras`
-    file takes its class names from a `labels.txt` beside it (else "0", "1",
-    ...); a version folder from its own `assets.extra/labels.txt`.
+    export wrote one, else through its newest SavedModel version, else
+    through its `model.tflite`. A `.keras` file takes its class names from a
+    `labels.txt` beside it (else "0", "1", ...); a version folder from its
+    own `assets.extra/labels.txt`; a `.tflite` file from its embedded
+    metadata, which also holds what runs outside the file: the resize
+    settings of an image model, the tokenizer of a text model (see
+    `kerasft.litert.LiteRTModel`).
 
     Args:
         path: str or os.PathLike. A `.keras` file, an export folder written by
-            `export`, or one SavedModel version folder.
+            `export`, one SavedModel version folder, or a `.tflite` file
+            written by `export(..., formats=("litert",))`.
 
     Returns:
         A `Predictor`.
@@ -611,26 +675,32 @@ def load(path):
     path = os.fspath(path)
     if os.path.isfile(path) and path.endswith(".keras"):
         return _keras_predictor(path)
+    if os.path.isfile(path) and path.endswith(".tflite"):
+        return _litert_predictor(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return _saved_model_predictor(path)
-    if os.path.isfile(os.path.join(path, KERAS_FILE)) and _newest_export_wrote_keras(path):
+    wrote = _newest_formats(path)
+    if os.path.isfile(os.path.join(path, KERAS_FILE)) and "keras" in wrote:
         return _keras_predictor(os.path.join(path, KERAS_FILE))
     found = _versions(path)
-    if found:
+    tflite = os.path.join(path, litert.filename("float32"))
+    if found and ("saved_model" in wrote or not os.path.isfile(tflite)):
         return _saved_model_predictor(os.path.join(path, str(found[-1])))
+    if os.path.isfile(tflite):
+        return _litert_predictor(tflite)
     raise ExportError(
-        f"Nothing to load at {path!r}. Expected a .keras file, an export folder (with {KERAS_FILE} or "
-        "numbered SavedModel versions) or a SavedModel folder (with saved_model.pb)."
+        f"Nothing to load at {path!r}. Expected a .keras or .tflite file, an export folder (with {KERAS_FILE}, "
+        "numbered SavedModel versions or model.tflite) or a SavedModel folder (with saved_model.pb)."
     )
 
 
-def _newest_export_wrote_keras(folder):
-    """False when the newest export was SavedModel-only, leaving an older model.keras behind."""
+def _newest_formats(folder):
+    """The formats the newest export wrote (its card), so older files it left behind are passed over."""
     card = os.path.join(folder, CARD_FILE)
     if not os.path.isfile(card):
-        return True
+        return FORMATS
     with open(card, encoding="utf-8") as file:
-        return "keras" in json.load(file)["export"]["formats"]
+        return json.load(file)["export"]["formats"]
 
 
 def _keras_predictor(filename):
@@ -661,6 +731,23 @@ def _saved_model_predictor(folder):
     num_outputs = signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
     class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [str(i) for i in range(num_outputs)]
     return Predictor(loaded, endpoints, class_names, modality, folder)
+
+
+def _litert_predictor(filename):
+    runner = litert.LiteRTModel(filename)
+
+    def outputs(probabilities):
+        return _outputs(probabilities, runner.class_names, runner.task)
+
+    if runner.modality == "text":
+        endpoints = {"serving_default": lambda text: outputs(runner.predict(list(text.numpy())))}
+    else:
+        def decode(image_bytes):
+            return [tf.io.decode_image(data, channels=3, expand_animations=False) for data in image_bytes]
+
+        endpoints = {"serving_default": lambda image_bytes: outputs(runner.predict(decode(image_bytes))),
+                     "predict_pixels": lambda images: outputs(runner.predict(images.numpy()))}
+    return Predictor(runner, endpoints, runner.class_names, runner.modality, filename)
 
 
 def _read_labels(filename):
