@@ -9,13 +9,14 @@ import kerasft as kft
 from kerasft import features, training
 
 
-def test_frozen_fine_tune_learns_a_separable_task(tiny_image_data):
-    # Random-init MobileNets give every 32x32 image the same features; ResNet50's do differ.
-    model = kft.build_classifier("resnet50", data=tiny_image_data, pretrained=False,
-                                 image_size=(32, 32), head=kft.Head(units=(16,)))
-    history = kft.fine_tune(model, tiny_image_data, epochs=15, learning_rate=1e-2, verbose=0)
+def test_frozen_fine_tune_learns_a_separable_task(tiny_bert, tiny_text_data):
+    # Random-init CNNs with BatchNorm in inference mode can give every image the same features;
+    # a random transformer (LayerNorm throughout) still tells "cat" from "dog".
+    keras.utils.set_random_seed(0)  # the random backbone's features decide how separable the task is
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, head=kft.Head(units=(64,), dropout=0.0))
+    history = kft.fine_tune(model, tiny_text_data, epochs=80, learning_rate=1e-2, patience=15, verbose=0)
     assert set(history.history["phase"]) == {1}
-    assert kft.evaluate(model, tiny_image_data)["accuracy"] >= 0.8
+    assert kft.evaluate(model, tiny_text_data)["accuracy"] >= 0.8
 
 
 def test_partial_fine_tune_runs_both_phases_and_keeps_batch_norm_statistics(tiny_image_data):
@@ -44,6 +45,7 @@ def test_fine_tuned_model_saves_with_builtin_optimizers_only(tiny_image_data, tm
 
 
 def test_text_fine_tune_on_tiny_bert_beats_chance(tiny_bert, tiny_text_data):
+    keras.utils.set_random_seed(0)
     model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="all")
     kft.fine_tune(model, tiny_text_data, epochs=10, warmup_epochs=2, learning_rate=3e-2,
                   fine_tune_learning_rate=3e-3, patience=0, verbose=0)
@@ -112,6 +114,7 @@ def test_phase_two_that_hurts_validation_keeps_the_phase_one_weights(tiny_image_
 
 
 def test_distilled_student_learns_from_the_teacher(tiny_bert, tiny_text_data, tmp_path):
+    keras.utils.set_random_seed(0)
     teacher = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="all")
     kft.fine_tune(teacher, tiny_text_data, epochs=10, warmup_epochs=2, learning_rate=3e-2,
                   fine_tune_learning_rate=3e-3, patience=0, verbose=0)
