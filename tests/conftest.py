@@ -17,18 +17,31 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "
               "on", "mat", "fast", "slow", "big", "small", "red", "blue", "green"]
 
 
-def _tiny_bert(pretrained, image_size=None):
+def tiny_bert_spec(name, vocabulary, **tokenizer_kwargs):
+    """A 2-layer, hidden-size-8 BERT (random weights) over `vocabulary`, registered as `name`."""
+    import functools
+
+    from kerasft import backbones
+
+    return backbones.register(backbones.BackboneSpec(
+        name=name, modality="text", build=functools.partial(_tiny_bert, len(vocabulary)),
+        block_pattern=r"^(transformer_layer_\d+)$",
+        text_preprocessor=functools.partial(_tiny_bert_preprocessor, vocabulary, tokenizer_kwargs),
+        sequence_length=16, source="random (tests)"))
+
+
+def _tiny_bert(vocabulary_size, pretrained, image_size=None):
     import keras_hub
 
-    return keras_hub.models.BertBackbone(vocabulary_size=len(TINY_VOCAB), num_layers=2, num_heads=2,
+    return keras_hub.models.BertBackbone(vocabulary_size=vocabulary_size, num_layers=2, num_heads=2,
                                          hidden_dim=8, intermediate_dim=16, max_sequence_length=16,
                                          name="backbone")
 
 
-def _tiny_bert_preprocessor(sequence_length):
+def _tiny_bert_preprocessor(vocabulary, tokenizer_kwargs, sequence_length):
     import keras_hub
 
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=TINY_VOCAB)
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, **tokenizer_kwargs)
     return keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=sequence_length,
                                                            name="preprocessor")
 
@@ -36,11 +49,27 @@ def _tiny_bert_preprocessor(sequence_length):
 @pytest.fixture(scope="session")
 def tiny_bert():
     """A 2-layer, hidden-size-8 BERT registered as 'tiny_bert' (random weights)."""
+    return tiny_bert_spec("tiny_bert", TINY_VOCAB)
+
+
+def _tiny_cnn(pretrained, image_size):
+    import keras
+
+    pixels = keras.Input(shape=(*image_size, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="block1_conv")(pixels)
+    x = keras.layers.BatchNormalization(name="block1_bn")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block2_conv")(x)
+    return keras.Model(pixels, x, name="backbone")
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    """A 2-block CNN registered as 'tiny_cnn' (random weights): exports in a second, not ResNet50's ten."""
     from kerasft import backbones
 
     return backbones.register(backbones.BackboneSpec(
-        name="tiny_bert", modality="text", build=_tiny_bert, block_pattern=r"^(transformer_layer_\d+)$",
-        text_preprocessor=_tiny_bert_preprocessor, sequence_length=16, source="random (tests)"))
+        name="tiny_cnn", modality="image", build=_tiny_cnn, block_pattern=r"^(block\d+)_",
+        image_size=(32, 32), min_image_size=8, scale=1 / 255, source="random (tests)"))
 
 
 @pytest.fixture(scope="session")

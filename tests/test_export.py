@@ -17,34 +17,17 @@ import sys
 import textwrap
 import types
 
-import keras
 import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from kerasft import backbones
 
 exporting = importlib.import_module("kerasft.export")  # the module; `kft.export` may be the function
 
 SUBPROCESS_TIMEOUT = 240
 TOLERANCE = 1e-5
-
-
-def _tiny_cnn(pretrained, image_size):
-    pixels = keras.Input(shape=(*image_size, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="block1_conv")(pixels)
-    x = keras.layers.BatchNormalization(name="block1_bn")(x)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block2_conv")(x)
-    return keras.Model(pixels, x, name="backbone")
-
-
-@pytest.fixture(scope="module")
-def tiny_cnn():
-    return backbones.register(backbones.BackboneSpec(
-        name="tiny_cnn", modality="image", build=_tiny_cnn, block_pattern=r"^(block\d+)_",
-        image_size=(32, 32), min_image_size=8, scale=1 / 255, source="random (tests)"))
 
 
 # Prelude of the fresh-process scripts: signature outputs -> .npz (strings as bytes, not pickled objects).

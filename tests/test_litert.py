@@ -24,9 +24,8 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from conftest import TINY_VOCAB
-from kerasft import backbones, litert
-from test_export import tiny_cnn  # noqa: F401  the fixture registering the 2-block CNN
+from conftest import TINY_VOCAB, tiny_bert_spec
+from kerasft import litert
 
 exporting = importlib.import_module("kerasft.export")
 
@@ -59,7 +58,7 @@ def _test_images(data):
 
 
 @pytest.fixture(scope="module")
-def image_litert(tiny_cnn, tiny_image_data, tmp_path_factory):  # noqa: F811
+def image_litert(tiny_cnn, tiny_image_data, tmp_path_factory):
     """A trained tiny CNN exported as .keras + LiteRT float32 and int8, once."""
     work = tmp_path_factory.mktemp("image_litert")
     keras.utils.set_random_seed(0)
@@ -79,28 +78,10 @@ FOLDED_WORDS = ["strasse", "cafe", "naive", "unicode", "istanbul", "中", "文"]
 UNCASED_VOCAB = TINY_VOCAB + FOLDED_WORDS
 
 
-def _uncased_bert(pretrained, image_size=None):
-    import keras_hub
-
-    return keras_hub.models.BertBackbone(vocabulary_size=len(UNCASED_VOCAB), num_layers=2, num_heads=2,
-                                         hidden_dim=8, intermediate_dim=16, max_sequence_length=16,
-                                         name="backbone")
-
-
-def _uncased_preprocessor(sequence_length):
-    import keras_hub
-
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=UNCASED_VOCAB, lowercase=True, strip_accents=True)
-    return keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=sequence_length,
-                                                           name="preprocessor")
-
-
 @pytest.fixture(scope="module")
 def tiny_bert_uncased():
     """The tiny BERT with a lowercasing, accent-stripping tokenizer (as MiniLM's), registered as 'tiny_bert_uncased'."""
-    return backbones.register(backbones.BackboneSpec(
-        name="tiny_bert_uncased", modality="text", build=_uncased_bert, block_pattern=r"^(transformer_layer_\d+)$",
-        text_preprocessor=_uncased_preprocessor, sequence_length=16, source="random (tests)"))
+    return tiny_bert_spec("tiny_bert_uncased", UNCASED_VOCAB, lowercase=True, strip_accents=True)
 
 
 @pytest.fixture(scope="module")
