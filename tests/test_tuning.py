@@ -138,9 +138,7 @@ SEARCH_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import conftest
     import kerasft as kft
-    kft.backbones.register(kft.backbones.BackboneSpec(
-        name="tiny_bert", modality="text", build=conftest._tiny_bert, block_pattern=r"^(transformer_layer_\\d+)$",
-        text_preprocessor=conftest._tiny_bert_preprocessor, sequence_length=16, source="random (tests)"))
+    conftest.tiny_bert_spec("tiny_bert", conftest.TINY_VOCAB)
     texts, labels = json.load(open(sys.argv[1]))
     kft.tune(kft.data.from_arrays(texts, labels, seed=0), "tiny_bert", **ast.literal_eval(open(sys.argv[2]).read()))
 """)
