@@ -23,7 +23,7 @@ demo: install
 	$(PY) recipes/text_classification.py
 
 lint: install
-	$(VENV)/bin/ruff check --select F,E9 --line-length 120 kerasft tests bench recipes
+	$(VENV)/bin/ruff check --select F,E9,E501 --line-length 120 kerasft tests bench recipes
 
 test: install lint
 	$(PY) -m pytest tests

@@ -21,7 +21,7 @@ import warnings
 import keras
 import numpy as np
 
-from kerasft import heads, models, training
+from kerasft import distribute, heads, models, training
 
 METHODS = ("mean", "weighted", "uniform_soup", "greedy_soup")
 
@@ -30,7 +30,7 @@ class EnsembleError(ValueError):
     """The members cannot be combined as asked."""
 
 
-def ensemble(members, method="mean", validation=None, name="ensemble"):
+def ensemble(members, method="mean", validation=None, name="ensemble", strategy=None):
     """Combines classifiers of the same task into one model.
 
     Args:
@@ -44,6 +44,8 @@ def ensemble(members, method="mean", validation=None, name="ensemble"):
             unbatched `(raw input, label)`; required by `"weighted"` and
             `"greedy_soup"`.
         name: str. Name of the returned model.
+        strategy: tf.distribute.Strategy or None. The ensemble's variables are
+            created under it (to fine-tune or distill from it there).
 
     Returns:
         A `keras.Model` from raw input to probabilities.
@@ -54,6 +56,11 @@ def ensemble(members, method="mean", validation=None, name="ensemble"):
     members = _check_members(members, method, validation)
     for member in members:
         models.carry_vocabulary(member)  # members loaded from disk or cloned lost it
+    with distribute.training_scope(strategy):
+        return _combine(members, method, validation, name)
+
+
+def _combine(members, method, validation, name):
     if method == "mean":
         return _average(members, [1.0] * len(members), name)
     scores = [_validation_accuracy(m, validation) for m in members] if validation is not None else None
@@ -82,7 +89,7 @@ def ensemble(members, method="mean", validation=None, name="ensemble"):
             chosen, best = chosen + [i], score
     if skipped:
         warnings.warn(f"greedy_soup left out members {skipped}: their architecture differs from the best "
-                      f"member's ({order[0]}), so their weights cannot be averaged with it.", stacklevel=2)
+                      f"member's ({order[0]}), so their weights cannot be averaged with it.", stacklevel=3)
     return _soup([members[j] for j in chosen], name)
 
 
@@ -93,7 +100,7 @@ def _check_members(members, method, validation):
     if not members:
         raise EnsembleError("ensemble() needs a non-empty list of classifiers.")
     for i, member in enumerate(members):
-        if not isinstance(member, keras.Model) or not _is_classifier(member):
+        if not isinstance(member, keras.Model) or not models.is_classifier(member):
             raise EnsembleError(
                 f"Member {i} is not a kerasft classifier (a keras.Model with 'preprocessor' and 'network' "
                 f"layers, from kft.build_classifier). Received: {type(member).__name__}"
@@ -111,11 +118,6 @@ def _check_members(members, method, validation):
     if method in ("weighted", "greedy_soup") and validation is None:
         raise EnsembleError(f"method={method!r} needs validation= data to score the members.")
     return members
-
-
-def _is_classifier(model):
-    names = {layer.name for layer in model.layers}
-    return {"preprocessor", "network"} <= names
 
 
 def _validation_accuracy(model, validation):

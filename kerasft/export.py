@@ -65,7 +65,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import litert
+from kerasft import distribute, heads, litert
 from kerasft.models import carry_vocabulary
 
 FORMATS = ("keras", "saved_model", "litert")
@@ -78,8 +78,6 @@ EXTRA_DIR = "assets.extra"
 _TEMP_PREFIX = ".tmp-"
 _LIBRARIES = {"kerasft": "kerasft", "keras": "keras", "keras_hub": "keras-hub", "tensorflow": "tensorflow",
               "tensorflow_text": "tensorflow-text"}
-# Output activation of the classifier head -> task (see kerasft.heads).
-_TASK_OF_ACTIVATION = {"softmax": "multiclass", "sigmoid": "multilabel", "linear": "regression"}
 
 
 class ExportError(ValueError):
@@ -155,7 +153,18 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     'saved_models/bbc_news/1'
     >>> kft.export(model, "saved_models/fashion", data=data, formats=("litert",), quantize="int8").litert
     {'float32': 'saved_models/fashion/model.tflite', 'int8': 'saved_models/fashion/model_int8.tflite'}
+
+    Under a multi-worker strategy every worker calls `export` (saving runs
+    collective ops), but only the chief's files are kept: the others write
+    to a scratch folder that is removed after.
     """
+    with distribute.chief_path(path, model.distribute_strategy) as path:
+        return _export(model, path, class_names, version, data, metrics, hyperparameters, formats, quantize,
+                       calibration, max_accuracy_drop)
+
+
+def _export(model, path, class_names, version, data, metrics, hyperparameters, formats, quantize, calibration,
+            max_accuracy_drop):
     # === Checks: everything that can be wrong is refused before anything is written ===
     formats = _check_formats(formats)
     if quantize is not None and "litert" not in formats:
@@ -248,20 +257,10 @@ def _describe(model):
 
 
 def _task(model):
-    """The task, read from the output layers named "predictions" (one per member in an ensemble).
-
-    A model without a kerasft head is taken to output class probabilities.
-    """
-    found = {(_TASK_OF_ACTIVATION.get(keras.activations.serialize(layer.activation), "multiclass"), layer.units)
-             for layer in model._flatten_layers(include_self=False)
-             if isinstance(layer, keras.layers.Dense) and layer.name == "predictions"}
-    tasks = {task for task, _ in found}
-    if len(tasks) > 1:
-        raise ExportError(f"The model mixes heads of different tasks: {sorted(tasks)}. Expected one task.")
-    if not found:
-        return "multiclass"
-    task, units = found.pop()
-    return "binary" if task == "multiclass" and units == 2 else task
+    try:
+        return heads.task_of(model)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
 
 
 def _check_class_names(class_names, data, task, num_outputs):

@@ -288,22 +288,26 @@ class Bottom:
         return dataset.map(lambda x, y: (self(x)[cut], y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def frozen_features(model, preprocessed):
-    """Runs the frozen bottom once over a preprocessed dataset.
+def frozen_features(model, *preprocessed):
+    """Runs the frozen bottom once over preprocessed datasets (one traced function for all of them).
 
     Args:
         model: keras.Model. A kerasft classifier.
-        preprocessed: tf.data.Dataset. Output of `preprocess`.
+        *preprocessed: tf.data.Dataset. Outputs of `preprocess`.
 
     Returns:
-        `(features, labels)` numpy arrays, for training the head alone.
+        A list with one `(features, labels)` pair of numpy arrays per dataset,
+        for training the head alone.
     """
     bottom = Bottom(model, ["frozen"])
-    features, labels = [], []
-    for x, y in preprocessed:
-        features.append(bottom(x)["frozen"]["features"].numpy())
-        labels.append(y.numpy())
-    return np.concatenate(features), np.concatenate(labels)
+    pairs = []
+    for dataset in preprocessed:
+        features, labels = [], []
+        for x, y in dataset:
+            features.append(bottom(x)["frozen"]["features"].numpy())
+            labels.append(y.numpy())
+        pairs.append((np.concatenate(features), np.concatenate(labels)))
+    return pairs
 
 
 # === The cache ===

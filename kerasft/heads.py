@@ -9,6 +9,7 @@ TASKS = ("multiclass", "binary", "multilabel", "regression")
 # The output layer of each task; "binary" is a two-class softmax so every
 # classifier outputs one probability per class.
 _OUTPUT_ACTIVATION = {"multiclass": "softmax", "binary": "softmax", "multilabel": "sigmoid", "regression": None}
+_TASK_OF_ACTIVATION = {"softmax": "multiclass", "sigmoid": "multilabel", "linear": "regression"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +75,21 @@ def loss_and_metrics(task):
 
 
 def task_of(model):
-    """Reads the task back from a classifier's output layer (for models loaded from disk)."""
-    output = model.get_layer("network").get_layer("head").get_layer("predictions")
-    name = keras.activations.serialize(output.activation)
-    if name == "softmax":
-        return "binary" if output.units == 2 else "multiclass"
-    return {"sigmoid": "multilabel", "linear": "regression"}.get(name, "multiclass")
+    """Reads the task back from a model's output layers (for models loaded from disk, and ensembles).
+
+    Every Dense layer named `"predictions"` (one per member of an ensemble)
+    is read; a model without one is taken to output class probabilities.
+
+    Raises:
+        ValueError: the model mixes heads of different tasks.
+    """
+    found = {(_TASK_OF_ACTIVATION.get(keras.activations.serialize(layer.activation), "multiclass"), layer.units)
+             for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.Dense) and layer.name == "predictions"}
+    tasks = {task for task, _ in found}
+    if len(tasks) > 1:
+        raise ValueError(f"The model mixes heads of different tasks: {sorted(tasks)}. Expected one task.")
+    if not found:
+        return "multiclass"
+    task, units = found.pop()
+    return "binary" if task == "multiclass" and units == 2 else task

@@ -20,7 +20,7 @@ import re
 
 import keras
 
-from kerasft import backbones, heads
+from kerasft import backbones, distribute, heads
 
 
 class ClassifierError(ValueError):
@@ -28,7 +28,8 @@ class ClassifierError(ValueError):
 
 
 def build_classifier(backbone, num_classes=None, task="multiclass", head=None, trainable="frozen",
-                     pretrained=True, image_size=None, sequence_length=None, data=None):
+                     pretrained=True, image_size=None, sequence_length=None, data=None, strategy=None,
+                     precision="auto"):
     """Builds a classifier that takes raw input and outputs one probability per class.
 
     Args:
@@ -49,6 +50,13 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
         sequence_length: int. Tokens per text; default: the backbone's own.
         data: TaskData or None. Fills in `num_classes` and `task` and checks
             them against the data.
+        strategy: tf.distribute.Strategy or None. Variables are created under
+            its scope, so `fine_tune(..., strategy=strategy)` can train them
+            (see `kft.distribute.strategy`).
+        precision: str. `"auto"` (float32 on CPU, mixed_float16 on GPU,
+            mixed_bfloat16 on TPU), `"float32"`, `"mixed_float16"` or
+            `"mixed_bfloat16"`: the dtype policy of the layers, set only while
+            they are built. The output layer computes in float32 always.
 
     Returns:
         A `keras.Model` from raw input (strings, or images as uint8/float
@@ -65,7 +73,13 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     num_outputs, task = _resolve_task(num_classes, task, data, spec)
     head = head or heads.Head()
     _parse_trainable(trainable)  # reject a malformed setting before any weights load
+    with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy):
+        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained)
+    set_trainable(model, trainable, block_pattern=spec.block_pattern)
+    return model
 
+
+def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained):
     if spec.modality == "text":
         sequence_length = sequence_length or spec.sequence_length
         if not isinstance(sequence_length, int) or sequence_length < 8:
@@ -81,9 +95,7 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
         backbone_model = spec.build(pretrained, image_size)
 
     network = _network(backbone_model, head, num_outputs, task)
-    model = keras.Model(raw, network(preprocessor(raw)), name=f"{_short_name(spec.name)}_classifier")
-    set_trainable(model, trainable, block_pattern=spec.block_pattern)
-    return model
+    return keras.Model(raw, network(preprocessor(raw)), name=f"{_short_name(spec.name)}_classifier")
 
 
 def _resolve_task(num_classes, task, data, spec):
@@ -123,6 +135,11 @@ def _check_image_size(image_size, spec):
             "smaller source images are upscaled to it."
         )
     return size
+
+
+def is_classifier(model):
+    """True for a model with the classifier structure above ("preprocessor" then "network")."""
+    return isinstance(model, keras.Model) and {"preprocessor", "network"} <= {layer.name for layer in model.layers}
 
 
 def _short_name(name):

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import backbones, features, heads, models
+from kerasft import backbones, distribute, features, heads, models
 
 
 class TrainingError(ValueError):
@@ -45,7 +45,7 @@ class DiscriminativeAdam(keras.optimizers.AdamW):
 def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size=32, learning_rate=1e-3,
               fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, patience=2,
               class_weight="auto", seed=0, callbacks=None, verbose="auto", teacher=None, temperature=2.0,
-              alpha=0.5):
+              alpha=0.5, strategy=None, scale_batch=False):
     """Trains a classifier on a `TaskData`: the head on frozen features, then the unfrozen blocks.
 
     Phase 1 computes the frozen backbone's features once and trains only the
@@ -86,6 +86,12 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
             al., 2015); the soft term is scaled by `temperature**2`.
         alpha: float. Weight of the hard labels; `1 - alpha` goes to the
             teacher's soft probabilities.
+        strategy: tf.distribute.Strategy or None. Compiles and trains under
+            it; the model must have been built under it
+            (`build_classifier(..., strategy=strategy)`). `batch_size` is
+            global: split over the replicas.
+        scale_batch: bool. Multiply `batch_size` by the strategy's replica
+            count (keeps the per-replica batch as given).
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
@@ -100,6 +106,8 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
         if not isinstance(value, int) or value < 0 or (name == "epochs" and value < 1):
             raise TrainingError(f"{name} must be a {'positive' if name == 'epochs' else 'non-negative'} "
                                 f"integer. Received: {name}={value!r}")
+    distribute.check_built_under(model, strategy)
+    batch_size = distribute.scaled_batch_size(batch_size, strategy, scale_batch)
     keras.utils.set_random_seed(seed)
     setting = trainable or models.trainable_setting(model)
     models.set_trainable(model, setting)  # rejects a bad setting before any work
@@ -125,29 +133,30 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     if head_epochs:
         start = time.time()
         models.set_trainable(model, "frozen")
-        x_train, y_train = features.frozen_features(model, train)
-        x_val, y_val = features.frozen_features(model, validation)
+        (x_train, y_train), (x_val, y_val) = features.frozen_features(model, train, validation)
         _log(verbose, f"kerasft: phase 1, the head on frozen features ({len(x_train)} train, {len(x_val)} "
                       f"validation; features computed in {time.time() - start:.1f}s)")
-        head.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), loss=loss,
-                     metrics=metrics)
-        history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=batch_size,
-                           epochs=head_epochs, class_weight=weights, shuffle=True,
-                           callbacks=_callbacks(patience, callbacks), verbose=verbose)
+        with distribute.training_scope(strategy):
+            head.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), loss=loss,
+                         metrics=metrics)
+            history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=batch_size,
+                               epochs=head_epochs, class_weight=weights, shuffle=True,
+                               callbacks=_callbacks(patience, callbacks), verbose=verbose)
         _merge(merged, history, phase=1)
         models.set_trainable(model, setting)
 
     # === Phase 2: the unfrozen blocks at discriminative rates ===
     if setting != "frozen":
         lr = fine_tune_learning_rate or _default_fine_tune_learning_rate(model)
-        optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
-                                       weight_decay=weight_decay)
-        network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         _log(verbose, f"kerasft: phase 2, {setting} of the backbone at learning rate {lr:g} "
                       f"(layer decay {layer_decay})")
         before = network.get_weights()
-        history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
-                              class_weight=weights, callbacks=_callbacks(patience, callbacks), verbose=verbose)
+        with distribute.training_scope(strategy):
+            optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
+                                           weight_decay=weight_decay)
+            network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+            history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
+                                  class_weight=weights, callbacks=_callbacks(patience, callbacks), verbose=verbose)
         _merge(merged, history, phase=2)
         if patience and _best(history.history["val_loss"]) > _best(merged.history["val_loss"]):
             # Unfreezing made validation worse than the warmed-up head alone: keep the head's weights.
@@ -221,7 +230,7 @@ def _layer_factors(model, layer_decay):
 
 
 def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=None, trainable="frozen",
-            image_size=None, sequence_length=None, **fine_tune_kwargs):
+            image_size=None, sequence_length=None, strategy=None, precision="auto", **fine_tune_kwargs):
     """Trains a smaller student classifier to match a teacher's probabilities (and the true labels).
 
     Args:
@@ -234,6 +243,9 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
         head: kft.Head or None. The student's head.
         trainable: str. The student's trainable setting.
         image_size, sequence_length: the student's input size.
+        strategy: tf.distribute.Strategy or None. The student is built and
+            trained under it.
+        precision: str. The student's dtype policy (see `build_classifier`).
         **fine_tune_kwargs: passed to `fine_tune` (epochs, learning rates...).
 
     Returns:
@@ -243,8 +255,10 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
     >>> student = kft.distill(ens, "mobilenet_v3_small", data, epochs=5)
     """
     student = models.build_classifier(student_backbone, data=data, head=head, trainable=trainable,
-                                      image_size=image_size, sequence_length=sequence_length)
-    fine_tune(student, data, teacher=teacher, temperature=temperature, alpha=alpha, **fine_tune_kwargs)
+                                      image_size=image_size, sequence_length=sequence_length, strategy=strategy,
+                                      precision=precision)
+    fine_tune(student, data, teacher=teacher, temperature=temperature, alpha=alpha, strategy=strategy,
+              **fine_tune_kwargs)
     return student
 
 
@@ -357,7 +371,8 @@ def evaluate(model, data, class_names=None, batch_size=64):
     """Evaluates a classifier on held-out data: accuracy, macro-F1, per-class metrics, confusion matrix.
 
     Args:
-        model: keras.Model. A kerasft classifier.
+        model: keras.Model. A kerasft classifier or ensemble (any model from
+            raw input to outputs).
         data: TaskData (its test split is used) or a tf.data.Dataset of
             unbatched `(raw input, label)`.
         class_names: list of str or None. Names for the per-class table
@@ -369,12 +384,16 @@ def evaluate(model, data, class_names=None, batch_size=64):
     """
     dataset = data.test if hasattr(data, "test") else data
     class_names = class_names or getattr(data, "class_names", None)
-    preprocessed = features.preprocess(model, dataset, batch_size)
-    network = model.get_layer("network")
     probabilities, labels = [], []
-    for x, y in preprocessed:
-        probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
-        labels.append(y.numpy())
+    if models.is_classifier(model):  # preprocessing in tf.data (text: the fast word-cut tokenizer)
+        network = model.get_layer("network")
+        for x, y in features.preprocess(model, dataset, batch_size):
+            probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
+            labels.append(y.numpy())
+    else:  # an ensemble, or any model on raw input
+        for x, y in dataset.batch(batch_size):
+            probabilities.append(keras.ops.convert_to_numpy(model(x, training=False)))
+            labels.append(y.numpy())
     if not probabilities:
         raise TrainingError("evaluate() received an empty dataset.")
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)

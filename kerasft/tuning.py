@@ -54,7 +54,7 @@ from keras_tuner.src.backend import io as keras_tuner_io
 from keras_tuner.src.distribute import utils as distribute_utils
 from keras_tuner.src.engine import tuner_utils
 
-from kerasft import backbones, features, heads, models, training
+from kerasft import backbones, distribute, features, heads, models, training
 
 
 class TuningError(ValueError):
@@ -228,22 +228,28 @@ class TransferHyperModel(keras_tuner.HyperModel):
         pretrained: bool. Load the backbone's pretrained weights.
         image_size: tuple or None. As `kft.build_classifier`.
         sequence_length: int or None. As `kft.build_classifier`.
+        strategy: tf.distribute.Strategy or None. Models are built and
+            trained under it; trial batch sizes are global.
+        precision: str. Dtype policy of the models (see `kft.build_classifier`).
+        scale_batch: bool. Multiply each trial's batch size by the replica count.
         verbose: int. 1 prints how the feature cache was made.
     """
 
     def __init__(self, data, backbone, space=None, cache_features=True, spill_directory=None, epochs=10, seed=0,
-                 pretrained=True, image_size=None, sequence_length=None, verbose=0):
+                 pretrained=True, image_size=None, sequence_length=None, strategy=None, precision="auto",
+                 scale_batch=False, verbose=0):
         super().__init__(name="transfer")
         self.data, self.epochs, self.seed, self.verbose = data, epochs, seed, verbose
         self.spec = backbones.get(backbone)
         self.cached = cache_features is not False
         self.cache_directory = None if isinstance(cache_features, bool) else Path(cache_features)
         self.spill_directory = spill_directory
-        self._build_args = dict(pretrained=False, image_size=image_size, sequence_length=sequence_length)
+        self.strategy, self.precision, self.scale_batch = strategy, precision, scale_batch
+        self._build_args = dict(pretrained=False, image_size=image_size, sequence_length=sequence_length,
+                                strategy=strategy, precision=precision)
         # Seeded, so a random-init backbone is the same in every process (resumed and distributed searches).
         keras.utils.set_random_seed(seed)
-        self.reference = models.build_classifier(self.spec, data=data, pretrained=pretrained,
-                                                 image_size=image_size, sequence_length=sequence_length)
+        self.reference = models.build_classifier(self.spec, data=data, **{**self._build_args, "pretrained": pretrained})
         backbone_model = self.reference.get_layer("network").get_layer("backbone")
         num_blocks = len(backbones.blocks(backbone_model, self.spec.block_pattern)[1])
         self.rules = search_space(space, data.modality, data.task, self.cached, num_blocks)
@@ -306,6 +312,10 @@ class TransferHyperModel(keras_tuner.HyperModel):
             checkpoint is small.
         """
         values = self.values(hp)
+        with distribute.precision_scope(self.precision, self.strategy):
+            return self._trial_model(values)
+
+    def _trial_model(self, values):
         keras.utils.set_random_seed(self.seed)
         cut = values["unfreeze"]
         template = self._top(cut)
@@ -381,10 +391,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
                               f"pass only keyword arguments (callbacks, epochs, ...). Received {len(args)} "
                               "positional arguments.")
         values = self.values(hp)
-        train, validation = self.datasets(values["unfreeze"], values["batch_size"], values["augmentation"] or 0.0)
+        batch_size = distribute.scaled_batch_size(values["batch_size"], self.strategy, self.scale_batch)
+        train, validation = self.datasets(values["unfreeze"], batch_size, values["augmentation"] or 0.0)
         kwargs.setdefault("epochs", self.epochs)
         kwargs.setdefault("verbose", 0)
-        return model.fit(train, validation_data=validation, shuffle=False, **kwargs)
+        with distribute.training_scope(self.strategy):
+            return model.fit(train, validation_data=validation, shuffle=False, **kwargs)
 
     @property
     def feature_cache(self):
@@ -491,6 +503,7 @@ class _TransferTuner:
             "seconds": round(time.time() - self._started.pop(trial.trial_id, time.time()), 3),
             "epochs": self._epochs.pop(trial.trial_id, 0),
             "features": "cached" if self.hypermodel.cached else "recomputed",
+            "tuner_id": self.tuner_id,  # which worker of a distributed search ran it
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         _write_atomic(Path(self.get_trial_dir(trial.trial_id)) / "kerasft_trial.json", json.dumps(record))
@@ -815,7 +828,8 @@ def _check_directory(project_dir, key):
 
 def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", project_name=None, overwrite=False,
          cache_features=True, space=None, objective="val_accuracy", epochs=10, seed=0, strategy=None,
-         pretrained=True, image_size=None, sequence_length=None, callbacks=None, verbose=1):
+         precision="auto", scale_batch=False, pretrained=True, image_size=None, sequence_length=None,
+         callbacks=None, verbose=1):
     """Searches heads, unfreeze depths and training settings of a backbone on a TaskData with KerasTuner.
 
     Each trial trains the classifier above its cut (`unfreeze`) on what the
@@ -850,7 +864,12 @@ def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", pro
             `val_mae`, `mae`, ...).
         epochs: int. Epochs of a trial (Hyperband: its most).
         seed: int. Seeds the tuner, random initialization and shuffling.
-        strategy: tf.distribute.Strategy or None. Trials build and train under it.
+        strategy: tf.distribute.Strategy or None. Trials build and train under
+            it (`kft.distribute.strategy()`); batch sizes are global. To
+            spread trials over machines instead, use KerasTuner's chief/worker
+            mode: `kft.distribute.tuning_env`.
+        precision: str. Dtype policy of the models (see `kft.build_classifier`).
+        scale_batch: bool. Multiply each trial's batch size by the replica count.
         pretrained: bool. Load the backbone's pretrained weights.
         image_size: tuple or None. As `kft.build_classifier`.
         sequence_length: int or None. As `kft.build_classifier`.
@@ -904,7 +923,8 @@ def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", pro
             data, spec, space=space,
             cache_features=project_dir / "features" if cache_features == "disk" else cache_features,
             spill_directory=project_dir / "features", epochs=epochs, seed=seed, pretrained=pretrained,
-            image_size=image_size, sequence_length=sequence_length, verbose=verbose)
+            image_size=image_size, sequence_length=sequence_length, strategy=strategy, precision=precision,
+            scale_batch=scale_batch, verbose=verbose)
         bottom_key = features.cache_key(hypermodel.reference, data, "frozen")
         key.update({name: bottom_key[name] for name in ("architecture", "weights", "preprocessing")})
         _check_directory(project_dir, key)

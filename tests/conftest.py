@@ -62,14 +62,19 @@ def _tiny_cnn(pretrained, image_size):
     return keras.Model(pixels, x, name="backbone")
 
 
-@pytest.fixture(scope="session")
-def tiny_cnn():
+def tiny_cnn_spec():
     """A 2-block CNN registered as 'tiny_cnn' (random weights): exports in a second, not ResNet50's ten."""
     from kerasft import backbones
 
     return backbones.register(backbones.BackboneSpec(
         name="tiny_cnn", modality="image", build=_tiny_cnn, block_pattern=r"^(block\d+)_",
         image_size=(32, 32), min_image_size=8, scale=1 / 255, source="random (tests)"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    """The tiny CNN of `tiny_cnn_spec`."""
+    return tiny_cnn_spec()
 
 
 @pytest.fixture(scope="session")

@@ -51,11 +51,15 @@ def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():
     assert kft.evaluate(model, data)["accuracy"] >= 0.7  # chance is 0.1
 
 
-@pytest.mark.parametrize("recipe", ["text_classification.py", "image_classification.py"])
-def test_recipe_runs_offline_in_smoke_mode(recipe, tmp_path):
-    env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / "model.keras"))
+@pytest.mark.parametrize("recipe, output", [
+    ("text_classification.py", "model.keras"),
+    ("image_classification.py", "model.keras"),
+    ("distributed_training.py", "export"),  # the default strategy here; test_distribute runs the others
+])
+def test_recipe_runs_offline_in_smoke_mode(recipe, output, tmp_path):
+    env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / output))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", recipe)], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
-    assert (tmp_path / "model.keras").exists()
+    assert (tmp_path / output).exists()

@@ -53,7 +53,8 @@ def test_keras_file_reloads_without_kerasft_and_predicts_the_same(tiny_bert, tin
     script = textwrap.dedent(f"""
         import sys, numpy as np, keras, keras_hub
         model = keras.models.load_model({str(path)!r}, safe_mode=True)
-        np.save({str(tmp_path / 'out.npy')!r}, model.predict(np.load({str(tmp_path / 'texts.npy')!r}, allow_pickle=True), verbose=0))
+        texts = np.load({str(tmp_path / 'texts.npy')!r}, allow_pickle=True)
+        np.save({str(tmp_path / 'out.npy')!r}, model.predict(texts, verbose=0))
         assert "kerasft" not in sys.modules
     """)
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)

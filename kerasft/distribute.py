@@ -1,0 +1,332 @@
+"""tf.distribute strategies, mixed precision and KerasTuner's chief/worker mode, for kerasft's training calls.
+
+kerasft never creates a strategy behind the user's back: `strategy()` makes
+one, and `build_classifier`, `fine_tune`, `tune`, `ensemble` and `distill`
+take it as `strategy=` and build and train under its scope.
+
+```python
+strategy = kft.distribute.strategy()            # TPU, several GPUs, TF_CONFIG cluster, or default
+model = kft.build_classifier("minilm_l6", data=data, strategy=strategy)
+kft.fine_tune(model, data, strategy=strategy, batch_size=32, scale_batch=True)
+```
+Batch sizes are global (split across replicas); `scale_batch=True` multiplies
+them by the replica count. Precision is chosen per device ("auto": float32 on
+CPU, where mixed precision is slower, mixed_float16 on GPU, mixed_bfloat16 on
+TPU) and set only while a classifier is built.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import keras
+import tensorflow as tf
+
+KINDS = ("auto", "default", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+class DistributeError(ValueError):
+    """A strategy or precision was asked for that this machine or this call cannot give."""
+
+
+# === Strategies ===
+
+
+def strategy(kind="auto", tpu=None, devices=None):
+    """Returns the `tf.distribute.Strategy` to train under.
+
+    Args:
+        kind: str. `"auto"` picks, in order: `TPUStrategy` when a TPU cluster
+            resolves (`tpu=` or the `TPU_NAME` environment), `MultiWorkerMirroredStrategy`
+            when `TF_CONFIG` names a cluster of several tasks, `MirroredStrategy` for
+            several GPUs, else the default strategy. Explicit kinds: `"default"`
+            (no distribution), `"cpu"` (one CPU device), `"gpu"` (one GPU),
+            `"mirrored"` (all local GPUs, or `devices=`), `"multi_worker"`
+            (the cluster `TF_CONFIG` names), `"tpu"`.
+        tpu: str or None. TPU address or name for `"tpu"` (`"local"` on a TPU VM).
+        devices: list of str or None. Devices for `"mirrored"`, e.g. two
+            logical CPUs `["/cpu:0", "/cpu:1"]`.
+
+    Returns:
+        A `tf.distribute.Strategy`. Its `num_replicas_in_sync` is the number
+        of replicas a global batch is split over.
+
+    Example:
+    >>> strategy = kft.distribute.strategy("mirrored")
+    >>> strategy.num_replicas_in_sync
+    2
+    """
+    gpus = len(tf.config.list_physical_devices("GPU"))  # logical devices would start the runtime too early
+    chosen = resolve_kind(kind, tf_config=os.environ.get("TF_CONFIG"), num_gpus=gpus,
+                          tpu=tpu or os.environ.get("TPU_NAME"))
+    if chosen == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or os.environ.get("TPU_NAME"))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as error:
+            if kind == "auto":  # TPU_NAME set on a machine that cannot reach it: fall back
+                warnings.warn(f"kerasft: no TPU resolved ({error}); using the default strategy.")
+                return tf.distribute.get_strategy()
+            raise DistributeError(f"No TPU could be resolved from tpu={tpu!r}: {error}") from error
+        return tf.distribute.TPUStrategy(resolver)
+    if chosen == "multi_worker":
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:  # "Collective ops must be configured at program startup"
+            raise DistributeError(
+                "A multi-worker strategy must be created before TensorFlow runs anything in this process "
+                f"({error}): call kft.distribute.strategy() first thing in the script.") from error
+    if chosen == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if chosen == "gpu":
+        if not gpus:
+            raise DistributeError("strategy('gpu') needs a GPU, and TensorFlow sees none on this machine.")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if chosen == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    return tf.distribute.get_strategy()
+
+
+def resolve_kind(kind="auto", tf_config=None, num_gpus=0, tpu=None):
+    """Decides which strategy `strategy(kind)` builds, from what the machine shows (pure; no devices touched).
+
+    Args:
+        kind: str. One of `KINDS`.
+        tf_config: str or None. The `TF_CONFIG` environment value.
+        num_gpus: int. GPUs TensorFlow sees.
+        tpu: str or None. A TPU address or name, if any.
+
+    Returns:
+        One of `"tpu"`, `"multi_worker"`, `"mirrored"`, `"gpu"`, `"cpu"`, `"default"`.
+    """
+    if kind not in KINDS:
+        raise DistributeError(f"Unknown strategy kind {kind!r}; expected one of {KINDS}.")
+    cluster_tasks = _cluster_tasks(tf_config)
+    if kind == "multi_worker" and cluster_tasks < 1:
+        raise DistributeError("strategy('multi_worker') needs TF_CONFIG naming the cluster, e.g. "
+                              '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                              '"task": {"type": "worker", "index": 0}}')
+    if kind != "auto":
+        return kind
+    if tpu:
+        return "tpu"
+    if cluster_tasks > 1:
+        return "multi_worker"
+    if num_gpus > 1:
+        return "mirrored"
+    return "default"
+
+
+def _cluster_tasks(tf_config):
+    if not tf_config:
+        return 0
+    try:
+        cluster = json.loads(tf_config)["cluster"]
+        return sum(len(tasks) for job, tasks in cluster.items() if job in ("chief", "worker"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise DistributeError(f"TF_CONFIG is not a valid cluster description ({error}): {tf_config!r}") from None
+
+
+def is_multi_worker(strategy):
+    """True for a `MultiWorkerMirroredStrategy` that spans several workers."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def is_chief(strategy=None):
+    """True on the one worker that writes checkpoints and exports (always True off a cluster)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    return (resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict()))
+
+
+@contextlib.contextmanager
+def chief_path(path, strategy=None):
+    """Yields where this worker writes `path`: the path itself on the chief, a scratch folder elsewhere.
+
+    TensorFlow's documented multi-worker pattern: every worker runs the same
+    save (collective ops inside it need all of them) but only the chief's
+    copy is kept; the others write beside a temporary folder, removed after.
+    """
+    if is_chief(strategy):
+        yield path
+        return
+    scratch = tempfile.mkdtemp(prefix="kerasft-worker-")
+    try:
+        yield os.path.join(scratch, os.path.basename(os.path.normpath(path)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def scaled_batch_size(batch_size, strategy=None, scale_batch=False):
+    """The global batch size: `batch_size`, times the replica count when `scale_batch`."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DistributeError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    replicas = (strategy or tf.distribute.get_strategy()).num_replicas_in_sync
+    if scale_batch:
+        return batch_size * replicas
+    if batch_size < replicas:
+        raise DistributeError(f"The global batch size {batch_size} is smaller than the {replicas} replicas it is "
+                              "split over; pass a larger batch_size or scale_batch=True.")
+    return batch_size
+
+
+def check_built_under(model, strategy):
+    """Raises unless `model`'s variables were created under `strategy` (a strategy cannot adopt them later)."""
+    if strategy is None or not model.weights:
+        return
+    if not strategy.extended.variable_created_in_scope(model.weights[0].value):  # the tf.Variable inside
+        raise DistributeError(
+            f"{model.name} was built outside the strategy it is asked to train under "
+            f"({type(strategy).__name__}). Build it under the same strategy: "
+            "kft.build_classifier(..., strategy=strategy).")
+
+
+@contextlib.contextmanager
+def training_scope(strategy=None):
+    """Enters `strategy.scope()` (if any) and, for several workers, the Keras fix below."""
+    if strategy is None:
+        yield
+        return
+    with strategy.scope(), _multi_worker_fix(strategy):
+        yield
+
+
+# === The Keras 3 multi-worker fix ===
+# MultiWorkerMirroredStrategy fails in Keras 3 `fit` (https://github.com/keras-team/keras/issues/20585):
+# 1. `_maybe_symbolic_build` reduces the first distributed batch with `strategy.reduce(..., axis=None)`,
+#    which CollectiveAllReduce cannot do for a structure of PerReplica inputs ("Attempt to convert a
+#    value (PerReplica...)"). The symbolic build only needs shapes and dtypes: the local first replica's
+#    batch gives them.
+# 2. `reduce_per_replica` reduces every metric with `strategy.reduce("MEAN", v, axis=0)`, which fails on
+#    scalar metrics ("Invalid reduction dimension 0 for input with 0 dimensions"): scalars reduce with
+#    axis=None.
+# The patch is applied only while kerasft trains under such a strategy, and undone after.
+_FIX_WRITTEN_FOR = "3.15"
+
+
+@contextlib.contextmanager
+def _multi_worker_fix(strategy):
+    if not is_multi_worker(strategy):
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if not keras.__version__.startswith(_FIX_WRITTEN_FOR + "."):
+        warnings.warn(f"kerasft: the MultiWorkerMirroredStrategy fix was written for Keras {_FIX_WRITTEN_FOR}; "
+                      f"Keras {keras.__version__} is installed and may not need it "
+                      "(https://github.com/keras-team/keras/issues/20585). Applying it anyway.")
+    original_reduce = tf_trainer.reduce_per_replica
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and is_multi_worker(strategy):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0), values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or not is_multi_worker(self.distribute_strategy):
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tf.nest.map_structure(
+                lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+            break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = original_build
+
+
+# === Precision ===
+
+
+def precision_policy(precision="auto", strategy=None, devices=None):
+    """The Keras dtype policy name `precision` means on the devices that will train.
+
+    `"auto"`: `mixed_bfloat16` on TPUs, `mixed_float16` on GPUs, else
+    `float32` (on CPU mixed precision runs slower: a MobileNetV3 step took
+    0.24 s in bfloat16 against 0.13 s in float32).
+
+    Args:
+        precision: str. One of `PRECISIONS`.
+        strategy: tf.distribute.Strategy or None. Its replicas' devices decide.
+        devices: list of str or None. Device names that decide instead (for
+            the default strategy: the GPUs TensorFlow sees, else the CPU).
+    """
+    if precision not in PRECISIONS:
+        raise DistributeError(f"Unknown precision {precision!r}; expected one of {PRECISIONS}.")
+    if precision != "auto":
+        return precision
+    if devices is None:
+        strategy = strategy or tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.TPUStrategy):
+            devices = ["TPU"]
+        elif tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy():
+            devices = list(strategy.extended.worker_devices)
+        else:
+            devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
+    names = " ".join(devices).upper()  # "/job:worker/replica:0/task:0/device:GPU:0", "/gpu:0", ...
+    if "TPU" in names:
+        return "mixed_bfloat16"
+    return "mixed_float16" if "GPU" in names else "float32"
+
+
+@contextlib.contextmanager
+def precision_scope(precision="auto", strategy=None):
+    """Sets the Keras dtype policy while layers are built, then puts the previous one back."""
+    policy = precision_policy(precision, strategy)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# === KerasTuner's chief/worker mode ===
+
+
+def tuning_env(role, oracle_ip="127.0.0.1", oracle_port=8000, worker_index=0):
+    """The environment variables that make `kft.tune()` a chief or a worker of a distributed search.
+
+    KerasTuner's own mode: the chief runs the oracle (it trains nothing) and
+    serves trials on `oracle_ip:oracle_port`; each worker asks it for trials
+    and trains them, all on one shared `directory`. Start the chief first.
+
+    Args:
+        role: str. `"chief"` or `"worker"`.
+        oracle_ip: str. The chief's address, as the workers reach it.
+        oracle_port: int. The chief's port.
+        worker_index: int. Makes each worker's id (`tuner<index>`) unique.
+
+    Returns:
+        A dict to merge into `os.environ` (or a subprocess's `env`).
+
+    Example:
+    >>> env = {**os.environ, **kft.distribute.tuning_env("worker", "10.0.0.1", 8000, worker_index=1)}
+    >>> subprocess.Popen(["python", "recipes/tune_and_ensemble.py"], env=env)
+    """
+    if role not in ("chief", "worker"):
+        raise DistributeError(f"role must be 'chief' or 'worker'. Received: {role!r}")
+    if not isinstance(oracle_port, int) or not 0 < oracle_port < 65536:
+        raise DistributeError(f"oracle_port must be a port number. Received: {oracle_port!r}")
+    tuner_id = "chief" if role == "chief" else f"tuner{worker_index}"
+    return {"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": str(oracle_ip),
+            "KERASTUNER_ORACLE_PORT": str(oracle_port)}

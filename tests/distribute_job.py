@@ -1,0 +1,78 @@
+"""One process of test_distribute's multi-process tests: a strategy must be set up before TensorFlow starts.
+
+Usage: python tests/distribute_job.py <job> <output folder> [index]
+  mirrored   fine-tune the tiny CNN under the default strategy and under a MirroredStrategy over two
+             logical CPUs; save both loss curves to <out>/mirrored.json
+  worker     one worker of a MultiWorkerMirroredStrategy (TF_CONFIG set by the caller): fine-tune the
+             tiny CNN, save its weights to <out>/weights_<index>.npz, export to <out>/export
+  tune       one process of a KerasTuner chief/worker search (KERASTUNER_* set by the caller) over
+             <out>/runs; the chief writes <out>/chief.json with the best model's predictions
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+job, out = sys.argv[1], sys.argv[2]
+if job == "mirrored":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import conftest  # noqa: E402
+import kerasft as kft  # noqa: E402
+
+strategy = kft.distribute.strategy()  # first thing: a multi-worker strategy must come before any TF work
+
+
+def image_data():
+    rng = np.random.default_rng(0)
+    labels = np.arange(96) % 2
+    images = np.clip(np.where(labels[:, None, None, None] == 1, 170, 60) + rng.normal(0, 25, (96, 32, 32, 3)),
+                     0, 255).astype("uint8")
+    return kft.data.from_arrays(images, labels, class_names=["dark", "bright"], seed=0)
+
+
+def train(data, strategy):
+    keras.utils.set_random_seed(0)  # the same initial weights in every run and on every worker
+    model = kft.build_classifier("tiny_cnn", data=data, trainable="top:1", head=kft.Head(dropout=0.0),
+                                 strategy=strategy)
+    history = kft.fine_tune(model, data, epochs=2, warmup_epochs=2, batch_size=16, patience=0, verbose=0,
+                            strategy=strategy)
+    return model, history.history
+
+
+conftest.tiny_cnn_spec()
+if job == "mirrored":
+    data = image_data()
+    mirrored = kft.distribute.strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+    _, default_curve = train(data, None)
+    _, mirrored_curve = train(data, mirrored)
+    with open(os.path.join(out, "mirrored.json"), "w") as f:
+        json.dump({"replicas": mirrored.num_replicas_in_sync, "default": default_curve, "mirrored": mirrored_curve},
+                  f)
+elif job == "worker":
+    index = int(sys.argv[3])
+    model, history = train(image_data(), strategy)
+    np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
+    exported = kft.export(model, os.path.join(out, "export"), formats=("keras",))
+    with open(os.path.join(out, f"worker_{index}.json"), "w") as f:
+        json.dump({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+                   "chief": kft.distribute.is_chief(strategy), "history": history}, f)
+elif job == "tune":
+    conftest.tiny_bert_spec("tiny_bert", conftest.TINY_VOCAB)
+    texts = [f"the {'cat' if i % 2 else 'dog'} {conftest.TINY_VOCAB[5 + i % 15]} sat {i}" for i in range(80)]
+    data = kft.data.from_arrays(texts, ["cats" if i % 2 else "dogs" for i in range(80)], seed=0)
+    search = kft.tune(data, "tiny_bert", tuner="random", max_trials=6, epochs=3, directory=os.path.join(out, "runs"),
+                      space={"unfreeze": "frozen"}, verbose=1)
+    if os.environ["KERASTUNER_TUNER_ID"] == "chief":
+        best = search.best_models(1)[0]
+        with open(os.path.join(out, "chief.json"), "w") as f:
+            json.dump({"trials": len(search.results()),
+                       "accuracy": kft.evaluate(best, data)["accuracy"]}, f)
