@@ -8,6 +8,7 @@ kerasft ensemble a.keras b.keras --method greedy_soup --data reviews.csv --outpu
 kerasft export model.keras saved_models/reviews --formats keras,saved_model,litert
 kerasft evaluate saved_models/reviews reviews.csv
 kerasft predict saved_models/reviews "The film was a delight." --json
+kerasft cache info                                 the user cache; `kerasft cache clear` empties it
 ```
 Data is a folder (one subfolder per class), a `.csv`/`.tsv`/`.jsonl` file, a
 TensorFlow Datasets name as `tfds:<name>` (prepared offline), or a sample as
@@ -258,6 +259,21 @@ def _prediction_inputs(args, modality):
     return texts, [t if len(t) <= 60 else t[:57] + "..." for t in texts]
 
 
+def cmd_cache(args):
+    from kerasft import paths
+
+    if args.action == "clear":
+        freed = paths.clear_cache(("features",) if args.features else ())
+        print(f"removed {freed / 1e6:.1f} MB from {paths.user_cache_dir(*(('features',) if args.features else ()))}")
+        return
+    usage = paths.cache_usage()
+    print(f"{paths.user_cache_dir()} (feature caches capped at {paths.cache_limit_bytes() / 2**30:.1f} GB, "
+          "$KERASFT_CACHE_MAX_GB)")
+    for name, size in usage.items():
+        print(f"  {name:<12} {size / 1e6:10.1f} MB")
+    print(f"  {'total':<12} {sum(usage.values()) / 1e6:10.1f} MB")
+
+
 def _settings(args):
     skip = {"command", "func", "config", "debug", "verbose", "json"}
     return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
@@ -276,6 +292,7 @@ EXAMPLES = {
               "--data reviews.csv",
     "evaluate": "kerasft evaluate saved_models/reviews reviews.csv --json",
     "predict": "kerasft predict saved_models/reviews \"What a match!\" texts.txt --json",
+    "cache": "kerasft cache info; kerasft cache clear --features",
 }
 
 
@@ -379,6 +396,11 @@ def build_parser():
     sub.add_argument("inputs", nargs="+", help="image files or folders; or texts, .txt files (a text per line), - "
                                                "for stdin")
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    sub = command("cache", "show or clear kerasft's user cache (converted presets, spilled feature caches)",
+                  cmd_cache)
+    sub.add_argument("action", choices=["info", "clear"])
+    sub.add_argument("--features", action="store_true", help="clear only the feature caches")
     return parser
 
 

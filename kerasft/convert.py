@@ -328,6 +328,11 @@ def _read_exactly(file, num_bytes, path):
 def _read_zip_format(path):
     storage_refs = {}
     with zipfile.ZipFile(path) as archive:
+        unsafe = [name for name in archive.namelist()
+                  if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or ":" in name]
+        if unsafe:  # nothing is extracted, but such names only come from a crafted archive
+            raise ValueError(f"Refusing to read {path}: archive entries with absolute or '..' paths: {unsafe[:5]}. "
+                             "Nothing was loaded.")
         pickle_names = [name for name in archive.namelist() if name.endswith("/data.pkl")]
         if len(pickle_names) != 1:
             raise ValueError(

@@ -694,6 +694,8 @@ def _build(*, name, modality, input_kind, inputs, digests, raw_labels, split_of,
         empty = np.array([not text.strip() for text in inputs], bool)
         report.empty = int(empty.sum())
         keep &= ~empty
+    if input_kind == "text":
+        _warn_numeric_texts(inputs, name)
     if deduplicate:
         keep &= _unique_mask(digests, labels, split_of, keep, report)
     if report.empty or report.duplicates:
@@ -718,6 +720,22 @@ def _build(*, name, modality, input_kind, inputs, digests, raw_labels, split_of,
                     input_kind=input_kind, image_size=image_size, report=report)
 
 
+def _warn_numeric_texts(texts, name):
+    """A text column that holds only numbers is most likely the wrong column (or a regression target)."""
+    numeric = 0
+    for text in texts:
+        try:
+            float(text)
+            numeric += 1
+        except ValueError:
+            if text.strip():
+                return
+    if numeric:
+        warnings.warn(f"Every text in {name!r} is a number (e.g. {texts[0]!r}). A text model reads words; is the "
+                      "text column the right one? (Numeric targets go in the label column with task='regression'.)",
+                      DataWarning, stacklevel=4)
+
+
 def _unique_mask(digests, labels, split_of, keep, report):
     """Marks exact duplicates to drop: within a pool keep the first; drop
     train copies of validation/test examples, leaving eval splits as they are."""
@@ -739,6 +757,12 @@ def _check_classes(labels, class_names, task, name):
         return
     counts = (labels.sum(axis=0) if task == "multilabel"
               else np.bincount(labels, minlength=len(class_names)))
+    if task != "multilabel" and len(class_names) > max(20, len(labels) // 2):
+        raise DataError(
+            f"{name!r} has {len(class_names)} classes for {len(labels)} examples: most classes have one "
+            "example, too few to learn or evaluate. Is the label column an identifier or free text? Received "
+            f"labels such as {_first(repr(n) for n in class_names[:3])}."
+        )
     empty = [n for n, c in zip(class_names, counts) if c == 0]
     if empty:
         raise DataError(
@@ -1143,7 +1167,8 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
                    if any(_has_bad_bytes(row.get(c)) for c in (text_column, label_column))]
     if undecodable:
         raise DataError(
-            f"{str(path)!r} is not valid {encoding}: {_first(undecodable)} hold other bytes. "
+            f"{str(path)!r} is not valid {encoding}: {_first(undecodable)} "
+            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
             "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
         )
     texts = np.array([str(row.get(text_column) or "") for row in rows], dtype=object)

@@ -21,7 +21,7 @@ import warnings
 import keras
 import numpy as np
 
-from kerasft import distribute, heads, models, training
+from kerasft import distribute, features, heads, models, training
 
 METHODS = ("mean", "weighted", "uniform_soup", "greedy_soup")
 
@@ -130,15 +130,7 @@ def _validation_accuracy(model, validation):
 
 def _config(layer, ignore=("name",)):
     """A layer's config without the keys in `ignore` (names are made unique per instance)."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ignore}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(keras.saving.serialize_keras_object(layer))
+    return features.unnamed_config(keras.saving.serialize_keras_object(layer), ignore)
 
 
 def _digest(layer):

@@ -323,17 +323,44 @@ def weights_digest(layer):
     return sha.hexdigest()[:20]
 
 
-def _config_digest(config):
-    """A digest of a layer config without its names: Keras numbers unnamed layers per process."""
+def unnamed_config(config, ignore=("name",)):
+    """A (nested) layer config without the keys in `ignore`, its layer names replaced by their order.
 
-    def unnamed(value):
+    Keras numbers unnamed layers per process (`input_layer_3`), so two
+    identical models built one after the other differ only in those names,
+    which also appear in every reference to a layer (`keras_history`,
+    `input_layers`).
+    """
+    layer_names = {}
+
+    def collect(value):
         if isinstance(value, dict):
-            return {k: unnamed(v) for k, v in value.items() if k != "name"}
-        if isinstance(value, (list, tuple)):
-            return [unnamed(v) for v in value]
-        return value
+            if "inbound_nodes" in value and isinstance(value.get("name"), str):  # a layer of a functional model
+                layer_names.setdefault(value["name"], f"layer_{len(layer_names)}")
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
 
-    return hashlib.sha256(json.dumps(unnamed(config), sort_keys=True, default=str).encode()).hexdigest()[:20]
+    def rename(value):
+        if isinstance(value, dict):
+            return {k: rename(v) for k, v in value.items() if k not in ignore}
+        if isinstance(value, (list, tuple)):
+            return [rename(v) for v in value]
+        return layer_names.get(value, value) if isinstance(value, str) else value
+
+    collect(config)
+    return rename(config)
+
+
+def _config_digest(config):
+    return hashlib.sha256(json.dumps(unnamed_config(config), sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def architecture_digest(model):
+    """A digest of a model's architecture (its config, names left out), equal across processes."""
+    return _config_digest(model.get_config())
 
 
 def cache_key(model, data, cut, splits=("train", "validation")):
@@ -439,6 +466,7 @@ class FeatureCache:
             return False
         self._arrays[cut] = arrays
         self.locations[cut] = folder
+        os.utime(folder)  # recently used: the last to go when the cache makes room
         self._log(f"kerasft: reusing the {cut} feature cache in {folder}")
         return True
 
@@ -470,7 +498,12 @@ class FeatureCache:
         folder = None if self._directory is None else self._directory / self._slots[cut]
         if folder is None:
             if self._bytes_in_memory + size > CACHE_LIMIT_BYTES:
-                folder = Path(self._spill_directory or paths.user_cache_dir("features")) / self._slots[cut]
+                root = Path(self._spill_directory or paths.user_cache_dir("features"))
+                if self._spill_directory is None:  # kerasft's own cache: keep it under the cap
+                    for removed in paths.make_room(root, size):
+                        self._log(f"kerasft: removed the least recently used feature cache {removed} "
+                                  f"(cap {paths.cache_limit_bytes() / 2**30:.0f} GB, $KERASFT_CACHE_MAX_GB)")
+                folder = root / self._slots[cut]
             else:
                 self._bytes_in_memory += size
         return _Store(folder, {"key": self._keys[cut], "inputs": list(first_outputs)}, sizes)

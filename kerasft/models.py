@@ -29,7 +29,7 @@ class ClassifierError(ValueError):
 
 def build_classifier(backbone, num_classes=None, task="multiclass", head=None, trainable="frozen",
                      pretrained=True, image_size=None, sequence_length=None, data=None, strategy=None,
-                     precision="auto"):
+                     precision="auto", seed=None):
     """Builds a classifier that takes raw input and outputs one probability per class.
 
     Args:
@@ -57,6 +57,9 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
             mixed_bfloat16 on TPU), `"float32"`, `"mixed_float16"` or
             `"mixed_bfloat16"`: the dtype policy of the layers, set only while
             they are built. The output layer computes in float32 always.
+        seed: int or None. Seeds the initialization of the head (and of the
+            backbone when `pretrained=False`): the same seed builds the same
+            weights. None leaves Keras' global seed as it is.
 
     Returns:
         A `keras.Model` from raw input (strings, or images as uint8/float
@@ -73,6 +76,8 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     num_outputs, task = _resolve_task(num_classes, task, data, spec)
     head = head or heads.Head()
     _parse_trainable(trainable)  # reject a malformed setting before any weights load
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy):
         model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained)
     set_trainable(model, trainable, block_pattern=spec.block_pattern)

@@ -9,7 +9,11 @@ Both phases stop early on validation loss and restore the best weights.
 """
 
 import dataclasses
+import json
+import os
+import shutil
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -45,7 +49,7 @@ class DiscriminativeAdam(keras.optimizers.AdamW):
 def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size=32, learning_rate=1e-3,
               fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, patience=2,
               class_weight="auto", seed=0, callbacks=None, verbose="auto", teacher=None, temperature=2.0,
-              alpha=0.5, strategy=None, scale_batch=False):
+              alpha=0.5, strategy=None, scale_batch=False, checkpoint_dir=None):
     """Trains a classifier on a `TaskData`: the head on frozen features, then the unfrozen blocks.
 
     Phase 1 computes the frozen backbone's features once and trains only the
@@ -92,6 +96,13 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
             global: split over the replicas.
         scale_batch: bool. Multiply `batch_size` by the strategy's replica
             count (keeps the per-replica batch as given).
+        checkpoint_dir: str, Path or None. Makes the call resumable: every
+            epoch's weights, optimizer state and logs go there (Keras
+            `BackupAndRestore`), and a finished phase is kept. Calling
+            `fine_tune` again with the same model, data, arguments and folder
+            after a crash or a kill resumes at the last finished epoch and
+            ends with the same number of epochs. A folder holding another
+            run's checkpoint is refused.
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
@@ -111,6 +122,14 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     keras.utils.set_random_seed(seed)
     setting = trainable or models.trainable_setting(model)
     models.set_trainable(model, setting)  # rejects a bad setting before any work
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = _Checkpoint(checkpoint_dir, {
+            "model": features.architecture_digest(model), "data": data.fingerprint(), "trainable": setting,
+            "epochs": epochs, "warmup_epochs": warmup_epochs, "batch_size": batch_size,
+            "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
+            "layer_decay": layer_decay, "weight_decay": weight_decay, "patience": patience, "seed": seed,
+            "teacher": teacher is not None})
     task = heads.task_of(model)
     head_epochs = epochs if setting == "frozen" else warmup_epochs
     loss, metrics = heads.loss_and_metrics(task)
@@ -130,7 +149,11 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     network = model.get_layer("network")
 
     # === Phase 1: the head on frozen features, computed once ===
-    if head_epochs:
+    if head_epochs and checkpoint and checkpoint.finished(1):
+        checkpoint.restore(1, head)
+        _merge(merged, checkpoint.history(1), phase=1)
+        _log(verbose, f"kerasft: phase 1 restored from {checkpoint.directory}")
+    elif head_epochs:
         start = time.time()
         models.set_trainable(model, "frozen")
         (x_train, y_train), (x_val, y_val) = features.frozen_features(model, train, validation)
@@ -141,7 +164,9 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
                          metrics=metrics)
             history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=batch_size,
                                epochs=head_epochs, class_weight=weights, shuffle=True,
-                               callbacks=_callbacks(patience, callbacks), verbose=verbose)
+                               callbacks=_callbacks(patience, callbacks, checkpoint, 1), verbose=verbose)
+        if checkpoint:
+            history = checkpoint.finish(1, head)  # the epochs of every attempt, not only the last one's
         _merge(merged, history, phase=1)
         models.set_trainable(model, setting)
 
@@ -151,12 +176,19 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
         _log(verbose, f"kerasft: phase 2, {setting} of the backbone at learning rate {lr:g} "
                       f"(layer decay {layer_decay})")
         before = network.get_weights()
-        with distribute.training_scope(strategy):
-            optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
-                                           weight_decay=weight_decay)
-            network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-            history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
-                                  class_weight=weights, callbacks=_callbacks(patience, callbacks), verbose=verbose)
+        if checkpoint and checkpoint.finished(2):
+            checkpoint.restore(2, network)
+            history = checkpoint.history(2)
+        else:
+            with distribute.training_scope(strategy):
+                optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
+                                               weight_decay=weight_decay)
+                network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+                history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
+                                      class_weight=weights, verbose=verbose,
+                                      callbacks=_callbacks(patience, callbacks, checkpoint, 2))
+            if checkpoint:
+                history = checkpoint.finish(2, network)
         _merge(merged, history, phase=2)
         if patience and _best(history.history["val_loss"]) > _best(merged.history["val_loss"]):
             # Unfreezing made validation worse than the warmed-up head alone: keep the head's weights.
@@ -306,11 +338,15 @@ def _best(losses):
     return min(finite) if finite else np.inf
 
 
-def _callbacks(patience, extra):
+def _callbacks(patience, extra, checkpoint=None, phase=None):
     callbacks = list(extra or []) + [keras.callbacks.TerminateOnNaN()]
+    if checkpoint:
+        callbacks += checkpoint.callbacks(phase)  # before EarlyStopping, which its restored state seeds
     if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                       restore_best_weights=True))
+        stopping = _ResumedEarlyStopping if checkpoint else keras.callbacks.EarlyStopping
+        callbacks.append(stopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+        if checkpoint:
+            callbacks[-1].checkpoint, callbacks[-1].phase = checkpoint, phase
     return callbacks
 
 
@@ -318,6 +354,122 @@ def _merge(merged, history, phase):
     for key, values in history.history.items():
         merged.history.setdefault(key, []).extend(values)
     merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
+
+
+# === Resumable training ===
+
+
+class _Checkpoint:
+    """The resumable state of one `fine_tune` call in a folder.
+
+    ```
+    checkpoint_dir/
+      run.json              what the run is (refuses another run's folder) and each phase's epoch logs
+      phase1/ phase2/       Keras BackupAndRestore: last epoch's weights + optimizer state + epoch number
+      phase1.weights.h5     a finished phase's final weights (phase 2: the network's)
+      phase<N>.best.weights.h5  the best epoch so far, so a resumed EarlyStopping can restore it
+    ```
+    """
+
+    def __init__(self, directory, key):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._state_path = self.directory / "run.json"
+        key = json.loads(json.dumps(key, default=str))
+        if self._state_path.exists():
+            self.state = json.loads(self._state_path.read_text())
+            if self.state.get("key") != key:
+                changed = sorted(k for k in key if self.state.get("key", {}).get(k) != key[k])
+                raise TrainingError(
+                    f"{self.directory} holds the checkpoint of another fine_tune run (it differs in {changed}). "
+                    "Pass another checkpoint_dir, or delete that folder to start over.")
+        else:
+            self.state = {"key": key, "phases": {}}
+            self._save()
+
+    def _phase(self, phase):
+        return self.state["phases"].setdefault(str(phase), {"finished": False, "epochs": []})
+
+    def _save(self):
+        temporary = self._state_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state, indent=1))
+        os.replace(temporary, self._state_path)
+
+    def callbacks(self, phase):
+        return [keras.callbacks.BackupAndRestore(str(self.directory / f"phase{phase}"), delete_checkpoint=False),
+                _EpochLog(self, phase)]
+
+    def log_epoch(self, phase, epoch, logs):
+        epochs = self._phase(phase)["epochs"]
+        del epochs[epoch:]  # an epoch run again after a resume replaces its earlier record
+        epochs.append({k: float(v) for k, v in (logs or {}).items()})
+        self._save()
+
+    def epochs(self, phase):
+        return self._phase(phase)["epochs"]
+
+    def weights_path(self, phase, kind="final"):
+        return self.directory / (f"phase{phase}.weights.h5" if kind == "final" else f"phase{phase}.best.weights.h5")
+
+    def finished(self, phase):
+        return self._phase(phase)["finished"] and self.weights_path(phase).exists()
+
+    def finish(self, phase, model):
+        """Keeps the phase's final weights; returns its whole history (every attempt's epochs, in order)."""
+        temporary = self.directory / f"phase{phase}.tmp.weights.h5"
+        model.save_weights(temporary)
+        os.replace(temporary, self.weights_path(phase))
+        self._phase(phase)["finished"] = True
+        self._save()
+        shutil.rmtree(self.directory / f"phase{phase}", ignore_errors=True)
+        return self.history(phase)
+
+    def restore(self, phase, model):
+        model.load_weights(self.weights_path(phase))
+
+    def history(self, phase):
+        """The phase's epochs, from every attempt, as a `keras.callbacks.History`."""
+        history = keras.callbacks.History()
+        history.history, history.epoch = {}, list(range(len(self.epochs(phase))))
+        for epoch in self.epochs(phase):
+            for key, value in epoch.items():
+                history.history.setdefault(key, []).append(value)
+        return history
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Records each epoch's logs in the checkpoint (BackupAndRestore keeps only the epoch number)."""
+
+    def __init__(self, checkpoint, phase):
+        super().__init__()
+        self.checkpoint, self.phase = checkpoint, phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoint.log_epoch(self.phase, epoch, logs)
+
+
+class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that picks up where a killed run left it: best value, patience count, best weights."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        losses = [e.get(self.monitor, np.inf) for e in self.checkpoint.epochs(self.phase)]
+        best_path = self.checkpoint.weights_path(self.phase, "best")
+        if losses and best_path.exists():
+            best = int(np.argmin(losses))
+            self.best, self.best_epoch, self.wait = losses[best], best, len(losses) - 1 - best
+            current = self.model.get_weights()
+            self.model.load_weights(best_path)
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)
+
+    def on_epoch_end(self, epoch, logs=None):
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best is not None and self.best != before:
+            temporary = self.checkpoint.directory / f"phase{self.phase}.best.tmp.weights.h5"
+            self.model.save_weights(temporary)
+            os.replace(temporary, self.checkpoint.weights_path(self.phase, "best"))
 
 
 def _log(verbose, message):

@@ -1,0 +1,96 @@
+"""Interruption: `kill -9` at a random point must never cost finished work (fine_tune, tune, export)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+JOBS = Path(__file__).with_name("jobs.py")
+
+
+def _epochs_logged(run_json):
+    try:
+        state = json.loads(run_json.read_text())
+    except (OSError, ValueError):
+        return 0
+    return sum(len(phase["epochs"]) for phase in state["phases"].values())
+
+
+def _run(*args, timeout=300):
+    result = subprocess.run([sys.executable, str(JOBS), *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_fine_tune_resumes_after_kill_9_with_the_same_epochs_and_as_good(tmp_path):
+    _run("fine_tune", "-", tmp_path / "uninterrupted.json")
+    reference = json.loads((tmp_path / "uninterrupted.json").read_text())
+
+    checkpoint = tmp_path / "checkpoint"
+    kill_after = random.Random().randint(2, 12)  # 8 head epochs, then 6 with the top block: either phase
+    process = subprocess.Popen([sys.executable, str(JOBS), "fine_tune", str(checkpoint), str(tmp_path / "x.json"),
+                                "slow"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while _epochs_logged(checkpoint / "run.json") < kill_after:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    logged = _epochs_logged(checkpoint / "run.json")
+    assert 2 <= logged < 14, f"killed after {logged} epochs"
+
+    _run("fine_tune", checkpoint, tmp_path / "resumed.json")
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert resumed["history"]["phase"] == reference["history"]["phase"] == [1] * 8 + [2] * 6
+    # As good: the same validation-loss curve up to the reshuffled epochs after the restart.
+    assert resumed["history"]["val_loss"][-1] <= reference["history"]["val_loss"][-1] + 0.01
+    assert resumed["history"]["val_loss"][:logged] == pytest.approx(reference["history"]["val_loss"][:logged],
+                                                                    abs=1e-6)
+
+
+def test_a_checkpoint_folder_of_another_run_is_refused(tiny_cnn, tiny_image_data, tmp_path):
+    import kerasft as kft
+
+    model = kft.build_classifier("tiny_cnn", data=tiny_image_data)
+    kft.fine_tune(model, tiny_image_data, epochs=1, verbose=0, checkpoint_dir=tmp_path)
+    with pytest.raises(kft.training.TrainingError, match=r"holds the checkpoint of another fine_tune run .*'epochs'"):
+        kft.fine_tune(model, tiny_image_data, epochs=2, verbose=0, checkpoint_dir=tmp_path)
+
+
+def test_export_killed_mid_write_leaves_earlier_versions_whole_and_no_partial_one(tmp_path):
+    folder = tmp_path / "export"
+    _run("export", folder, 1)
+    first = sorted(p.name for p in folder.iterdir())
+    process = subprocess.Popen([sys.executable, str(JOBS), "export", str(folder), "50"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not any(p.name.startswith(".tmp-") for p in folder.iterdir()):  # mid-write of version 2 or later
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.01)
+        time.sleep(random.Random().uniform(0, 0.5))
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    versions = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+    assert versions == list(range(1, len(versions) + 1))
+    for version in versions:  # every visible version is complete and loads
+        assert (folder / str(version) / "saved_model.pb").exists()
+        assert (folder / str(version) / "assets.extra" / "labels.txt").exists()
+    assert {"1", "model.keras", "labels.txt", "model_card.json"} <= set(first)
+
+    import kerasft as kft
+
+    predictor = kft.load(folder / str(versions[-1]))  # the newest visible version serves
+    assert predictor.predict(__import__("numpy").zeros((1, 32, 32, 3), "uint8")).shape == (1, 2)
