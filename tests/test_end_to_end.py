@@ -55,6 +55,9 @@ def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():
     ("text_classification.py", "model.keras"),
     ("image_classification.py", "model.keras"),
     ("distributed_training.py", "export"),  # the default strategy here; test_distribute runs the others
+    ("tune_and_ensemble.py", "export"),
+    ("distillation.py", "export"),
+    ("serving.py", "export"),
 ])
 def test_recipe_runs_offline_in_smoke_mode(recipe, output, tmp_path):
     env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / output))
