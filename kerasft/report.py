@@ -92,7 +92,10 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
     for heading, md, body in sections:
         page += [f"<h2>{html.escape(heading)}</h2>", body]
         markdown += [f"## {heading}", "", md, ""]
-    page.append("</body></html>")
+    # Counts the images the browser could decode into <body data-images="loaded/total"> (checked by the tests).
+    page.append("<script>addEventListener('load', () => { const all = [...document.images]; "
+                "document.body.dataset.images = all.filter(i => i.complete && i.naturalWidth > 0).length + '/' + "
+                "all.length; });</script></body></html>")
     _write_text(run_dir / "report.md", "\n".join(markdown))
     _write_text(run_dir / "report.html", "\n".join(page))
     return run_dir / "report.html"
