@@ -38,20 +38,26 @@ def tfidf_baseline(data):
 
 
 def kerasft_path(data, trials, sequence_length, directory):
+    """The default path, timed as a user runs it: search, mean ensemble of the 3 best, test evaluation."""
     start = time.perf_counter()
     search = kft.tune(data, backbone="minilm_l6", tuner="random", max_trials=trials, directory=directory,
                       space={"unfreeze": "frozen"}, sequence_length=sequence_length, epochs=20, verbose=1)
     members = search.best_models(3)
     tuned = time.perf_counter() - start
+    mean = kft.ensemble(members, method="mean")
+    mean_test = kft.evaluate(mean, data)["accuracy"]
+    seconds = time.perf_counter() - start
+    # Not timed: the other candidates, for the table.
     candidates = {
         "best single member": members[0],
-        "mean ensemble of 3": kft.ensemble(members, method="mean"),
+        "mean ensemble of 3": mean,
         "weighted ensemble of 3": kft.ensemble(members, method="weighted", validation=data),
         "greedy soup of 3": kft.ensemble(members, method="greedy_soup", validation=data),
     }
-    scores = {name: (kft.evaluate(model, data.validation)["accuracy"], kft.evaluate(model, data)["accuracy"])
+    scores = {name: (kft.evaluate(model, data.validation)["accuracy"],
+                     mean_test if model is mean else kft.evaluate(model, data)["accuracy"])
               for name, model in candidates.items()}
-    return scores, tuned, time.perf_counter() - start
+    return scores, tuned, seconds
 
 
 def full_fine_tune_seconds(data, sequence_length):
@@ -76,10 +82,12 @@ def main():
             f"| TF-IDF 1-2 grams + logistic regression (baseline) | | {baseline:.4f} | {baseline_s:.0f} s |",
             f"| MiniLM full fine-tune, 2 epochs (time budget) | | {full_accuracy:.4f} | {full_s:.0f} s |"]
     rows += [f"| kerasft: {name} | {val:.4f} | {test:.4f} | |" for name, (val, test) in scores.items()]
-    rows += ["", f"kerasft path (tune {args.trials} frozen-backbone trials + 3 ensembles, evaluations included): "
-             f"{kerasft_s:.0f} s, **{kerasft_s / full_s:.2f}x** the full fine-tune's time (search alone "
-             f"{tuned_s:.0f} s). Best kerasft test accuracy minus the baseline: **{100 * (best - baseline):+.1f} "
-             "points**."]
+    mean_test = scores["mean ensemble of 3"][1]
+    rows += ["", f"kerasft's default path (tune {args.trials} frozen-backbone trials, mean ensemble of the 3 best, "
+             f"test evaluation): {kerasft_s:.0f} s, **{kerasft_s / full_s:.2f}x** the full fine-tune's time "
+             f"(build, 2 epochs, test evaluation: {full_s:.0f} s; the search alone {tuned_s:.0f} s). Mean ensemble "
+             f"minus the baseline: **{100 * (mean_test - baseline):+.1f} points**; best kerasft row minus the "
+             f"baseline: {100 * (best - baseline):+.1f} points."]
     write_section("BBC News quality (bench/quality.py)", "\n".join(rows),
                   f"stratified 70/15/15 split of 2127 articles (duplicates dropped), MiniLM sequence length "
                   f"{args.sequence_length}")

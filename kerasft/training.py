@@ -542,10 +542,11 @@ def evaluate(model, data, class_names=None, batch_size=64):
         for x, y in features.preprocess(model, dataset, batch_size):
             probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
             labels.append(y.numpy())
-    else:  # an ensemble, or any model on raw input
-        for x, y in dataset.batch(batch_size):
-            probabilities.append(keras.ops.convert_to_numpy(model(x, training=False)))
-            labels.append(y.numpy())
+    else:  # an ensemble, or any model on raw input: its compiled predict function, not op-by-op calls
+        batches = dataset.batch(batch_size)
+        if batches.cardinality() != 0:
+            probabilities.append(model.predict(batches.map(lambda x, y: x), verbose=0))
+            labels.extend(y.numpy() for _, y in batches)
     if not probabilities:
         raise TrainingError("evaluate() received an empty dataset.")
     probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
