@@ -11,7 +11,6 @@ Usage: .venv/bin/python bench/ensemble_latency.py [--repeats 5]
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,16 +19,7 @@ import numpy as np  # noqa: E402
 
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
-
-
-def latency(model, batch, repeats):
-    model.predict(batch, verbose=0)  # trace once
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(batch, verbose=0)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from timing import median_latency  # noqa: E402
 
 
 def main():
@@ -46,9 +36,9 @@ def main():
         [keras.Model(m.input, m.output, name=f"member_{i}")(raw) for i, m in enumerate(members)]))
     np.testing.assert_allclose(shared.predict(batch, verbose=0), naive.predict(batch, verbose=0), atol=1e-5)
 
-    one = latency(members[0], batch, args.repeats)
-    shared_t = latency(shared, batch, args.repeats)
-    naive_t = latency(naive, batch, args.repeats)
+    one = median_latency(members[0], batch, args.repeats)
+    shared_t = median_latency(shared, batch, args.repeats)
+    naive_t = median_latency(naive, batch, args.repeats)
     rows = [
         "| model | latency, batch 32 | ratio to one member |",
         "|---|---|---|",

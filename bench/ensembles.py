@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
+from timing import median_latency  # noqa: E402
 
 DATASETS = {
     "BBC News": dict(backbone="minilm_l6", build={"sequence_length": 128}, student={"sequence_length": 64},
@@ -42,16 +43,6 @@ def load(name):
     if name == "BBC News":
         return kft.samples.bbc_news(seed=0)
     return kft.samples.fashion_mnist(seed=0).subset(train=2000, validation=500, test=2000, seed=0)
-
-
-def latency(model, batch, repeats=5):
-    model.predict(batch, verbose=0)  # trace once
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(batch, verbose=0)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def scores(model, data):
@@ -87,7 +78,7 @@ def run(name, setting, trials):
         students[label] = student
     inputs = [x.numpy() for x, _ in data.test.take(32)]
     batch = np.array([x.decode() for x in inputs], dtype=object) if data.modality == "text" else np.stack(inputs)
-    sizes = {label: (model.count_params(), latency(model, batch), scores(model, data)[1])
+    sizes = {label: (model.count_params(), median_latency(model, batch), scores(model, data)[1])
              for label, model in {"teacher: mean ensemble of 3": teacher, **students}.items()}
     return table, sizes, searched
 

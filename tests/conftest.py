@@ -96,15 +96,20 @@ def tiny_text_data():
     return data.from_arrays(texts, labels, seed=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_image_data():
-    """160 RGB 32x32 images, 2 classes told apart by brightness, uint8."""
+def brightness_data(n=160, dark=60, bright=170, noise=25.0):
+    """`n` RGB 32x32 uint8 images in 2 classes told apart by brightness, as a TaskData (seeded)."""
     import numpy as np
 
     from kerasft import data
 
     rng = np.random.default_rng(0)
-    labels = np.arange(160) % 2
-    base = np.where(labels[:, None, None, None] == 1, 170, 60)
-    images = np.clip(base + rng.normal(0, 25, size=(160, 32, 32, 3)), 0, 255).astype("uint8")
+    labels = np.arange(n) % 2
+    base = np.where(labels[:, None, None, None] == 1, bright, dark)
+    images = np.clip(base + rng.normal(0, noise, size=(n, 32, 32, 3)), 0, 255).astype("uint8")
     return data.from_arrays(images, labels, class_names=["dark", "bright"], seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_data():
+    """160 RGB 32x32 images, 2 classes told apart by brightness, uint8."""
+    return brightness_data()

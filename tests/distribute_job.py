@@ -31,14 +31,6 @@ import kerasft as kft  # noqa: E402
 strategy = kft.distribute.strategy()  # first thing: a multi-worker strategy must come before any TF work
 
 
-def image_data():
-    rng = np.random.default_rng(0)
-    labels = np.arange(96) % 2
-    images = np.clip(np.where(labels[:, None, None, None] == 1, 170, 60) + rng.normal(0, 25, (96, 32, 32, 3)),
-                     0, 255).astype("uint8")
-    return kft.data.from_arrays(images, labels, class_names=["dark", "bright"], seed=0)
-
-
 def train(data, strategy):
     keras.utils.set_random_seed(0)  # the same initial weights in every run and on every worker
     model = kft.build_classifier("tiny_cnn", data=data, trainable="top:1", head=kft.Head(dropout=0.0),
@@ -50,7 +42,7 @@ def train(data, strategy):
 
 conftest.tiny_cnn_spec()
 if job == "mirrored":
-    data = image_data()
+    data = conftest.brightness_data(96)
     mirrored = kft.distribute.strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     _, default_curve = train(data, None)
     _, mirrored_curve = train(data, mirrored)
@@ -59,7 +51,7 @@ if job == "mirrored":
                   f)
 elif job == "worker":
     index = int(sys.argv[3])
-    model, history = train(image_data(), strategy)
+    model, history = train(conftest.brightness_data(96), strategy)
     np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
     exported = kft.export(model, os.path.join(out, "export"), formats=("keras",))
     with open(os.path.join(out, f"worker_{index}.json"), "w") as f:

@@ -14,20 +14,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import conftest  # noqa: E402
 import kerasft as kft  # noqa: E402
 
 conftest.tiny_cnn_spec()
-
-
-def image_data():
-    rng = np.random.default_rng(0)
-    labels = np.arange(120) % 2
-    images = np.clip(np.where(labels[:, None, None, None] == 1, 150, 90) + rng.normal(0, 40, (120, 32, 32, 3)),
-                     0, 255).astype("uint8")
-    return kft.data.from_arrays(images, labels, class_names=["dark", "bright"], seed=0)
 
 
 class Slow(keras.callbacks.Callback):
@@ -43,7 +34,7 @@ def model_for(data):
 job = sys.argv[1]
 if job == "fine_tune":
     checkpoint_dir, out = sys.argv[2], sys.argv[3]
-    data = image_data()
+    data = conftest.brightness_data(120, dark=90, bright=150, noise=40.0)
     model = model_for(data)
     history = kft.fine_tune(model, data, epochs=6, warmup_epochs=8, batch_size=16, learning_rate=3e-3,
                             fine_tune_learning_rate=1e-3, patience=3, verbose=0,
@@ -53,7 +44,7 @@ if job == "fine_tune":
         json.dump({"history": history.history, "accuracy": kft.evaluate(model, data)["accuracy"]}, f)
 elif job == "export":
     folder, count = sys.argv[2], int(sys.argv[3])
-    data = image_data()
+    data = conftest.brightness_data(120, dark=90, bright=150, noise=40.0)
     model = model_for(data)
     for _ in range(count):
         kft.export(model, folder, data=data)
