@@ -37,6 +37,8 @@ bench: install
 	$(PY) bench/litert_bench.py
 	$(PY) bench/tune_cache.py
 	$(PY) bench/quality.py
+	$(PY) bench/ensembles.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -326,7 +326,7 @@ class TaskData:
                                       for s in SPLITS])
         else:
             rows = [[name] + [str(int(n)) for n in counts]
-                    for name, counts in zip(self.class_names, self._class_counts().T)]
+                    for name, counts in zip(self.class_names, self.class_counts().T)]
         rows.append(["total"] + [str(sizes[s]) for s in SPLITS])
         table = [["class" if self.task != "regression" else "label", *SPLITS]] + rows
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -339,8 +339,8 @@ class TaskData:
             lines.append("  (multilabel: counts are examples carrying each class)")
         return "\n".join(lines + ["cleaning:"] + ["  " + l for l in self.report.lines()])
 
-    def _class_counts(self):
-        """Returns (splits, classes) example counts; multilabel counts positives."""
+    def class_counts(self):
+        """Returns an array (3, classes): examples per class in train, validation and test (multilabel: positives)."""
         counts = []
         for split in SPLITS:
             labels = self.labels(split)

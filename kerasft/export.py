@@ -515,7 +515,7 @@ def _data_summary(data):
     summary = {"name": data.name, "modality": data.modality, "task": data.task,
                "examples": {split: data.size(split) for split in SPLITS}}
     if data.task != "regression":
-        counts = data._class_counts()
+        counts = data.class_counts()
         summary["class_counts"] = {split: dict(zip(data.class_names, map(int, row)))
                                    for split, row in zip(SPLITS, counts)}
     return summary

@@ -169,7 +169,7 @@ def _cut_outputs(model, cut, block_pattern=None):
     """What the bottom below `cut` outputs: `{name: KerasTensor}` inside the backbone's own graph."""
     network = model.get_layer("network")
     backbone = network.get_layer("backbone")
-    used = models._used_output(backbone)
+    used = models.used_output(backbone)
     depth = _cut_depth(cut)
     if depth == 0:
         pooling = network.get_layer("pooling")
@@ -233,7 +233,7 @@ def split_network(model, cut, block_pattern=None):
     if _cut_depth(cut) == 0:
         return bottom, keras.Model(inputs, head(inputs["features"]), name="top")
     names = list(outputs)
-    upper = keras.Model([outputs[n] for n in names], models._used_output(backbone), name="backbone")
+    upper = keras.Model([outputs[n] for n in names], models.used_output(backbone), name="backbone")
     upper_output = upper([inputs[n] for n in names], training=False)
     mask_name = _pooling_mask_name(network)
     pooled = network.get_layer("pooling")(upper_output, **({"mask": inputs[mask_name]} if mask_name else {}))

@@ -100,7 +100,7 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
         backbone_model = spec.build(pretrained, image_size)
 
     network = _network(backbone_model, head, num_outputs, task)
-    return keras.Model(raw, network(preprocessor(raw)), name=f"{_short_name(spec.name)}_classifier")
+    return keras.Model(raw, network(preprocessor(raw)), name=f"{short_name(spec.name)}_classifier")
 
 
 def _resolve_task(num_classes, task, data, spec):
@@ -147,7 +147,8 @@ def is_classifier(model):
     return isinstance(model, keras.Model) and {"preprocessor", "network"} <= {layer.name for layer in model.layers}
 
 
-def _short_name(name):
+def short_name(name):
+    """A backbone name or path as an identifier: `"/models/My-BERT/"` -> `"My_BERT"`."""
     return re.sub(r"\W+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "backbone"
 
 
@@ -202,7 +203,7 @@ def _network(backbone_model, head, num_outputs, task):
         inputs = keras.Input(shape=inputs.shape[1:], dtype=inputs.dtype, name="pixels")
     features = backbone_model(inputs, training=False)
     if isinstance(features, dict):
-        features = features["sequence_output"]  # see _used_output
+        features = features["sequence_output"]  # see used_output
     if len(features.shape) == 3:
         mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
         pooled = keras.layers.GlobalAveragePooling1D(name="pooling")(features, mask=mask)
@@ -253,7 +254,7 @@ def set_trainable(model, trainable, block_pattern=None):
     unfrozen = {id(layer) for _, layers in (found if top is None else found[-top:]) for layer in layers}
     if top is None:
         unfrozen |= {id(layer) for layer in stem}
-    unfrozen &= _layers_feeding(_used_output(backbone_model))
+    unfrozen &= _layers_feeding(used_output(backbone_model))
     for layer in backbone_model.layers:
         layer.trainable = id(layer) in unfrozen
         for sub in layer._flatten_layers(include_self=True):
@@ -261,7 +262,7 @@ def set_trainable(model, trainable, block_pattern=None):
                 sub.trainable = False
 
 
-def _used_output(backbone_model):
+def used_output(backbone_model):
     """The backbone output the network pools (a KerasHub text backbone also has a pooled output)."""
     output = backbone_model.output
     return output["sequence_output"] if isinstance(output, dict) else output

@@ -905,7 +905,7 @@ def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", pro
         raise TuningError('cache_features must be True, False, "disk" or a folder. '
                           f"Received: cache_features={cache_features!r}")
     rules = search_space(space, data.modality, data.task, cache_features is not False)  # blocks: checked once built
-    project_name = project_name or f"{models._short_name(spec.name)}_{tuner}"
+    project_name = project_name or f"{models.short_name(spec.name)}_{tuner}"
     project_dir = Path(directory) / project_name
     distributed = distribute_utils.has_chief_oracle()
 
