@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -164,6 +165,20 @@ def chief_path(path, strategy=None):
         yield os.path.join(scratch, os.path.basename(os.path.normpath(path)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def worker_path(path, strategy=None):
+    """Where this worker keeps files it alone reads back (checkpoints): `path` on the chief, a sub-folder elsewhere.
+
+    Every worker of a multi-worker strategy holds the same synchronized state
+    and must be able to resume from its own copy; the chief's copy stays where
+    the user looks, the others go to `<path>/workers/<task type>_<index>`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if is_chief(strategy):
+        return Path(path)
+    resolver = strategy.cluster_resolver
+    return Path(path) / "workers" / f"{resolver.task_type}_{resolver.task_id}"
 
 
 def scaled_batch_size(batch_size, strategy=None, scale_batch=False):

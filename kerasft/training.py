@@ -102,7 +102,8 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
             `fine_tune` again with the same model, data, arguments and folder
             after a crash or a kill resumes at the last finished epoch and
             ends with the same number of epochs. A folder holding another
-            run's checkpoint is refused.
+            run's checkpoint is refused. Under a multi-worker strategy the
+            chief writes there and each other worker in `workers/<task>/`.
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
@@ -124,7 +125,7 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     models.set_trainable(model, setting)  # rejects a bad setting before any work
     checkpoint = None
     if checkpoint_dir is not None:
-        checkpoint = _Checkpoint(checkpoint_dir, {
+        checkpoint = _Checkpoint(distribute.worker_path(checkpoint_dir, strategy), {
             "model": features.architecture_digest(model), "data": data.fingerprint(), "trainable": setting,
             "epochs": epochs, "warmup_epochs": warmup_epochs, "batch_size": batch_size,
             "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,

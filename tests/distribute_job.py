@@ -31,12 +31,12 @@ import kerasft as kft  # noqa: E402
 strategy = kft.distribute.strategy()  # first thing: a multi-worker strategy must come before any TF work
 
 
-def train(data, strategy):
+def train(data, strategy, checkpoint_dir=None):
     keras.utils.set_random_seed(0)  # the same initial weights in every run and on every worker
     model = kft.build_classifier("tiny_cnn", data=data, trainable="top:1", head=kft.Head(dropout=0.0),
                                  strategy=strategy)
     history = kft.fine_tune(model, data, epochs=2, warmup_epochs=2, batch_size=16, patience=0, verbose=0,
-                            strategy=strategy)
+                            strategy=strategy, checkpoint_dir=checkpoint_dir)
     return model, history.history
 
 
@@ -51,7 +51,7 @@ if job == "mirrored":
                   f)
 elif job == "worker":
     index = int(sys.argv[3])
-    model, history = train(conftest.brightness_data(96), strategy)
+    model, history = train(conftest.brightness_data(96), strategy, checkpoint_dir=os.path.join(out, "checkpoint"))
     np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
     exported = kft.export(model, os.path.join(out, "export"), formats=("keras",))
     with open(os.path.join(out, f"worker_{index}.json"), "w") as f:

@@ -192,6 +192,9 @@ def test_two_workers_train_to_identical_weights_and_only_the_chief_exports(tmp_p
     assert len(first.files) > 0
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name])
+    # Checkpoints: the chief's where asked, the other worker's in its own sub-folder.
+    assert (tmp_path / "checkpoint" / "run.json").exists()
+    assert (tmp_path / "checkpoint" / "workers" / "worker_1" / "run.json").exists()
     # One export: the chief's; the other worker wrote to a scratch folder and removed it.
     assert sorted(os.listdir(tmp_path / "export")) == ["labels.txt", "model.keras", "model_card.json"]
     reloaded = keras.models.load_model(tmp_path / "export" / "model.keras")
