@@ -128,7 +128,7 @@ def cmd_train(args):
     name = _default_name(data)
     run_dir = Path(args.run_dir or f"runs/{name}")
     model = kft.build_classifier(args.backbone, data=data, head=_head(args), trainable=args.trainable,
-                                 **_input_size(args, data))
+                                 seed=args.seed, **_input_size(args, data))
     history = kft.fine_tune(model, data, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             fine_tune_learning_rate=args.fine_tune_learning_rate, seed=args.seed,
