@@ -12,6 +12,7 @@ Usage: python tests/distribute_job.py <job> <output folder> [index]
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -61,8 +62,12 @@ elif job == "tune":
     conftest.tiny_bert_spec("tiny_bert", conftest.TINY_VOCAB)
     texts = [f"the {'cat' if i % 2 else 'dog'} {conftest.TINY_VOCAB[5 + i % 15]} sat {i}" for i in range(80)]
     data = kft.data.from_arrays(texts, ["cats" if i % 2 else "dogs" for i in range(80)], seed=0)
+    class Slow(keras.callbacks.Callback):  # a trial takes seconds, so one worker cannot take all six alone
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(1.0)
+
     search = kft.tune(data, "tiny_bert", tuner="random", max_trials=6, epochs=3, directory=os.path.join(out, "runs"),
-                      space={"unfreeze": "frozen"}, verbose=1)
+                      space={"unfreeze": "frozen"}, callbacks=[Slow()], verbose=1)
     if os.environ["KERASTUNER_TUNER_ID"] == "chief":
         best = search.best_models(1)[0]
         with open(os.path.join(out, "chief.json"), "w") as f:

@@ -205,7 +205,15 @@ def test_keras_tuner_chief_and_two_workers_share_one_search(tmp_path):
     port = _free_ports(1)[0]
     logs = [tmp_path / name for name in ("chief.log", "worker_0.log", "worker_1.log")]
     chief = _start(["tune", str(tmp_path)], distribute.tuning_env("chief", "127.0.0.1", port), logs[0])
-    time.sleep(2)  # the oracle listens before the workers ask it for trials
+    deadline = time.time() + 180  # the oracle listens before the workers ask it for trials
+    while True:
+        assert chief.poll() is None, logs[0].read_text()[-3000:]
+        assert time.time() < deadline, "the chief did not listen in 3 minutes"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
     workers = [_start(["tune", str(tmp_path)], distribute.tuning_env("worker", "127.0.0.1", port, worker_index=i),
                       logs[i + 1]) for i in range(2)]
     _run([chief, *workers], logs, timeout=400)
