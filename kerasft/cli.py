@@ -79,7 +79,11 @@ def _load_model(path):
 def _head(args):
     import kerasft as kft
 
-    units = tuple(int(u) for u in args.head_units.split(",") if u) if args.head_units else ()
+    try:
+        units = tuple(int(u) for u in args.head_units.split(",") if u) if args.head_units else ()
+    except ValueError:
+        raise UsageError(f"--head-units takes widths separated by commas, e.g. 256,128. Received: "
+                         f"{args.head_units!r}") from None
     return kft.Head(units=units, dropout=args.dropout)
 
 
@@ -90,9 +94,9 @@ def _input_size(args, data):
 
 
 def _default_name(data):
-    import re
+    from kerasft import models
 
-    return re.sub(r"\W+", "_", data.name).strip("_") or "run"
+    return models.short_name(data.name)
 
 
 # === Subcommands ===

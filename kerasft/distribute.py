@@ -291,11 +291,9 @@ def precision_policy(precision="auto", strategy=None, devices=None):
         return precision
     if devices is None:
         strategy = strategy or tf.distribute.get_strategy()
-        if isinstance(strategy, tf.distribute.TPUStrategy):
-            devices = ["TPU"]
-        elif tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy():
-            devices = list(strategy.extended.worker_devices)
-        else:
+        try:
+            devices = list(strategy.extended.worker_devices)  # the replicas' device names ("...TPU:0", "/gpu:0")
+        except RuntimeError:  # the default strategy has none: whatever TensorFlow places on
             devices = [d.name for d in tf.config.list_physical_devices("GPU")] or ["CPU"]
     names = " ".join(devices).upper()  # "/job:worker/replica:0/task:0/device:GPU:0", "/gpu:0", ...
     if "TPU" in names:

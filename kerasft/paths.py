@@ -22,6 +22,18 @@ def user_cache_dir(*parts):
     return path
 
 
+def write_atomic(path, content):
+    """Writes `content` (str: UTF-8, or bytes) to `path` through a temporary name renamed into place.
+
+    A reader never sees a half-written file, and a killed writer leaves the
+    previous file whole.
+    """
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    os.replace(temporary, path)
+
+
 # === Size cap and cleaning ===
 
 DEFAULT_LIMIT_GB = 20.0
@@ -98,5 +110,8 @@ def clear_cache(parts=()):
     target = user_cache_dir(*parts)
     freed = folder_bytes(target)
     for entry in target.iterdir():
-        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     return freed

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasft import paths
+
 
 def write_report(run_dir, evaluation=None, history=None, search=None, data=None, title="kerasft run",
                  details=None, top_k=12):
@@ -64,11 +66,11 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
             _write_csv(run_dir / "per_class.csv", header, rows)
             sections.append(("Per class", _md_table(header, rows), _html_table(header, rows)))
         if evaluation.confusion_matrix is not None:
-            _save(_confusion_figure(evaluation), run_dir / "confusion_matrix.png")
+            save_figure(_confusion_figure(evaluation), run_dir / "confusion_matrix.png")
             sections.append(_image_section("Confusion matrix", "confusion_matrix.png"))
     curves = getattr(history, "history", history)
     if curves and curves.get("loss"):
-        _save(_curves_figure(curves), run_dir / "curves.png")
+        save_figure(_curves_figure(curves), run_dir / "curves.png")
         sections.insert(1 if details else 0, _image_section("Training curves", "curves.png"))
     if search is not None:
         results = search.results()
@@ -77,7 +79,7 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
         sections.append(("Tuning trials", _md_table(names, rows), _html_table(names, rows)))
         plot = Path(search.directory) / "results.png"
         if plot.exists():
-            _write_bytes(run_dir / "results.png", plot.read_bytes())
+            paths.write_atomic(run_dir / "results.png", plot.read_bytes())
             sections.append(_image_section("Objective per trial", "results.png"))
     if evaluation is not None and evaluation.confusion_matrix is not None:
         sections.append(_misclassified(run_dir, evaluation, data, top_k))
@@ -96,15 +98,16 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
     page.append("<script>addEventListener('load', () => { const all = [...document.images]; "
                 "document.body.dataset.images = all.filter(i => i.complete && i.naturalWidth > 0).length + '/' + "
                 "all.length; });</script></body></html>")
-    _write_text(run_dir / "report.md", "\n".join(markdown))
-    _write_text(run_dir / "report.html", "\n".join(page))
+    paths.write_atomic(run_dir / "report.md", "\n".join(markdown))
+    paths.write_atomic(run_dir / "report.html", "\n".join(page))
     return run_dir / "report.html"
 
 
 # === Figures ===
 
 
-def _figure(size):
+def new_figure(size):
+    """A matplotlib Figure on the Agg canvas: no display, no pyplot global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -115,7 +118,7 @@ def _figure(size):
 
 def _curves_figure(curves):
     metrics = [m for m in ("loss", "accuracy", "mae") if m in curves]
-    figure = _figure((5 * len(metrics), 3.6))
+    figure = new_figure((5 * len(metrics), 3.6))
     epochs = np.arange(1, len(curves["loss"]) + 1)
     phases = curves.get("phase")
     for i, metric in enumerate(metrics):
@@ -136,7 +139,7 @@ def _confusion_figure(evaluation):
     matrix = evaluation.confusion_matrix
     n = len(matrix)
     size = min(4 + 0.45 * n, 14)
-    figure = _figure((size, size * 0.85))
+    figure = new_figure((size, size * 0.85))
     axes = figure.add_subplot()
     rows = matrix.sum(axis=1, keepdims=True)
     axes.imshow(np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0), cmap="Blues", vmin=0, vmax=1)
@@ -203,7 +206,7 @@ def _save_thumbnail(image, path):
         thumbnail = thumbnail.resize((thumbnail.width * scale, thumbnail.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
     thumbnail.save(buffer, format="PNG")
-    _write_bytes(path, buffer.getvalue())
+    paths.write_atomic(path, buffer.getvalue())
 
 
 # === Writing ===
@@ -228,10 +231,11 @@ def _html_table(header, rows):
             + "</table>")
 
 
-def _save(figure, path):
+def save_figure(figure, path):
+    """Writes a figure as PNG, atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    _write_bytes(path, buffer.getvalue())
+    paths.write_atomic(path, buffer.getvalue())
 
 
 def _write_csv(path, header, rows):
@@ -239,17 +243,7 @@ def _write_csv(path, header, rows):
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
-
-
-def _write_text(path, text):
-    _write_bytes(path, text.encode("utf-8"))
-
-
-def _write_bytes(path, content):
-    temporary = Path(f"{path}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
+    paths.write_atomic(path, buffer.getvalue())
 
 
 def history_json(history):

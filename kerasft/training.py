@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import backbones, distribute, features, heads, models
+from kerasft import backbones, distribute, features, heads, models, paths
 
 
 class TrainingError(ValueError):
@@ -344,10 +344,9 @@ def _callbacks(patience, extra, checkpoint=None, phase=None):
     if checkpoint:
         callbacks += checkpoint.callbacks(phase)  # before EarlyStopping, which its restored state seeds
     if patience:
-        stopping = _ResumedEarlyStopping if checkpoint else keras.callbacks.EarlyStopping
-        callbacks.append(stopping(monitor="val_loss", patience=patience, restore_best_weights=True))
-        if checkpoint:
-            callbacks[-1].checkpoint, callbacks[-1].phase = checkpoint, phase
+        settings = dict(monitor="val_loss", patience=patience, restore_best_weights=True)
+        callbacks.append(_ResumedEarlyStopping(checkpoint, phase, **settings) if checkpoint
+                         else keras.callbacks.EarlyStopping(**settings))
     return callbacks
 
 
@@ -392,9 +391,13 @@ class _Checkpoint:
         return self.state["phases"].setdefault(str(phase), {"finished": False, "epochs": []})
 
     def _save(self):
-        temporary = self._state_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.state, indent=1))
-        os.replace(temporary, self._state_path)
+        paths.write_atomic(self._state_path, json.dumps(self.state, indent=1))
+
+    def save_weights(self, model, path):
+        """`model.save_weights` through a temporary name: a kill mid-write leaves the previous file whole."""
+        temporary = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+        model.save_weights(temporary)
+        os.replace(temporary, path)
 
     def callbacks(self, phase):
         return [keras.callbacks.BackupAndRestore(str(self.directory / f"phase{phase}"), delete_checkpoint=False),
@@ -417,9 +420,7 @@ class _Checkpoint:
 
     def finish(self, phase, model):
         """Keeps the phase's final weights; returns its whole history (every attempt's epochs, in order)."""
-        temporary = self.directory / f"phase{phase}.tmp.weights.h5"
-        model.save_weights(temporary)
-        os.replace(temporary, self.weights_path(phase))
+        self.save_weights(model, self.weights_path(phase))
         self._phase(phase)["finished"] = True
         self._save()
         shutil.rmtree(self.directory / f"phase{phase}", ignore_errors=True)
@@ -452,6 +453,10 @@ class _EpochLog(keras.callbacks.Callback):
 class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping that picks up where a killed run left it: best value, patience count, best weights."""
 
+    def __init__(self, checkpoint, phase, **kwargs):
+        super().__init__(**kwargs)
+        self.checkpoint, self.phase = checkpoint, phase
+
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         losses = [e.get(self.monitor, np.inf) for e in self.checkpoint.epochs(self.phase)]
@@ -468,9 +473,7 @@ class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
         before = self.best
         super().on_epoch_end(epoch, logs)
         if self.best is not None and self.best != before:
-            temporary = self.checkpoint.directory / f"phase{self.phase}.best.tmp.weights.h5"
-            self.model.save_weights(temporary)
-            os.replace(temporary, self.checkpoint.weights_path(self.phase, "best"))
+            self.checkpoint.save_weights(self.model, self.checkpoint.weights_path(self.phase, "best"))
 
 
 def _log(verbose, message):

@@ -54,7 +54,7 @@ from keras_tuner.src.backend import io as keras_tuner_io
 from keras_tuner.src.distribute import utils as distribute_utils
 from keras_tuner.src.engine import tuner_utils
 
-from kerasft import backbones, distribute, features, heads, models, training
+from kerasft import backbones, distribute, features, heads, models, paths, report, training
 
 
 class TuningError(ValueError):
@@ -506,7 +506,7 @@ class _TransferTuner:
             "tuner_id": self.tuner_id,  # which worker of a distributed search ran it
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
-        _write_atomic(Path(self.get_trial_dir(trial.trial_id)) / "kerasft_trial.json", json.dumps(record))
+        paths.write_atomic(Path(self.get_trial_dir(trial.trial_id)) / "kerasft_trial.json", json.dumps(record))
         rows = _rows(self.project_dir, self.hypermodel.rules, self.oracle.objective.name)
         if self._verbose:
             print(_trial_line(rows, trial, self.oracle.objective), flush=True)
@@ -617,30 +617,20 @@ def _markdown(rows):
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path, text):
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def _write_tables(project_dir, rows):
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _write_atomic(Path(project_dir) / "results.csv", buffer.getvalue())
-    _write_atomic(Path(project_dir) / "results.md", _markdown(rows))
+    paths.write_atomic(Path(project_dir) / "results.csv", buffer.getvalue())
+    paths.write_atomic(Path(project_dir) / "results.md", _markdown(rows))
 
 
 def _write_plot(project_dir, rows, objective):
     """results.png: the objective of each completed trial, and the best so far."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     done = [r for r in rows if r["status"] == "COMPLETED" and r[objective.name] is not None]
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = report.new_figure((7, 4))
     axes = figure.add_subplot()
     trials = [r["trial"] for r in done]
     scores = [r[objective.name] for r in done]
@@ -652,9 +642,7 @@ def _write_plot(project_dir, rows, objective):
     axes.set_ylabel(objective.name)
     axes.legend()
     figure.tight_layout()
-    temporary = Path(project_dir) / "results.tmp.png"
-    figure.savefig(temporary)
-    os.replace(temporary, Path(project_dir) / "results.png")
+    report.save_figure(figure, Path(project_dir) / "results.png")
 
 
 class Search:
@@ -930,7 +918,7 @@ def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", pro
         _check_directory(project_dir, key)
         project_dir.mkdir(parents=True, exist_ok=True)
         if not (project_dir / "kerasft_search.json").exists():
-            _write_atomic(project_dir / "kerasft_search.json", json.dumps(key, indent=1))
+            paths.write_atomic(project_dir / "kerasft_search.json", json.dumps(key, indent=1))
 
         # === KerasTuner ===
         kwargs = dict(hypermodel=hypermodel, objective=objective, seed=seed, directory=str(directory),

@@ -48,7 +48,8 @@ if job == "mirrored":
     _, default_curve = train(data, None)
     _, mirrored_curve = train(data, mirrored)
     with open(os.path.join(out, "mirrored.json"), "w") as f:
-        json.dump({"replicas": mirrored.num_replicas_in_sync, "default": default_curve, "mirrored": mirrored_curve},
+        json.dump({"replicas": mirrored.num_replicas_in_sync, "default": default_curve, "mirrored": mirrored_curve,
+                   "batch": [kft.distribute.scaled_batch_size(16, mirrored, scale_batch=s) for s in (False, True)]},
                   f)
 elif job == "worker":
     index = int(sys.argv[3])
