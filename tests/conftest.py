@@ -1,10 +1,35 @@
 """Shared test set-up: quiet TensorFlow, an isolated kerasft cache, tiny fixtures."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
+
+FRESH_PROCESS_TIMEOUT = 240
+
+# Prelude of fresh-process scripts that call it: signature outputs -> .npz (strings as bytes, not pickled objects).
+_SAVE_OUTPUTS = """
+import numpy as np, tensorflow as tf
+def save_outputs(path, outputs):
+    np.savez(path, **{k: v.numpy().astype("S") if v.dtype == tf.string else v.numpy() for k, v in outputs.items()})
+"""
+
+
+def run_fresh(script, env=None):
+    """Runs a (dedented) script in a fresh interpreter, time-bounded; fails with its stderr, returns its stdout.
+
+    A script that calls `save_outputs(path, outputs)` gets that helper defined first.
+    """
+    script = textwrap.dedent(script)
+    script = (_SAVE_OUTPUTS if "save_outputs(" in script else "") + script
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=FRESH_PROCESS_TIMEOUT, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import types
 
 import numpy as np
@@ -23,28 +22,11 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
+from conftest import FRESH_PROCESS_TIMEOUT, run_fresh
 
 exporting = importlib.import_module("kerasft.export")  # the module; `kft.export` may be the function
 
-SUBPROCESS_TIMEOUT = 240
 TOLERANCE = 1e-5
-
-
-# Prelude of the fresh-process scripts: signature outputs -> .npz (strings as bytes, not pickled objects).
-_SAVE_OUTPUTS = """
-import numpy as np, tensorflow as tf
-def save_outputs(path, outputs):
-    np.savez(path, **{k: v.numpy().astype("S") if v.dtype == tf.string else v.numpy() for k, v in outputs.items()})
-"""
-
-
-def _run_fresh(script, env=None):
-    """Runs a script in a fresh interpreter (time-bounded); fails with its stderr."""
-    script = (_SAVE_OUTPUTS if "save_outputs(" in script else "") + textwrap.dedent(script)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=SUBPROCESS_TIMEOUT, env={**os.environ, **(env or {})})
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
 
 
 def _snapshot(folder):
@@ -120,7 +102,7 @@ def image_export(tiny_cnn, tiny_image_data, tmp_path_factory):
 def test_keras_file_loads_with_plain_keras_in_safe_mode_without_kerasft(which, request):
     case = request.getfixturevalue(which)
     inputs = "texts.npy" if which == "text_export" else "pixels.npy"
-    _run_fresh(f"""
+    run_fresh(f"""
         import sys, numpy as np, keras, keras_hub
         model = keras.models.load_model({case.exported.keras!r}, safe_mode=True)
         inputs = np.load({str(case.work / inputs)!r}, allow_pickle=True)
@@ -132,7 +114,7 @@ def test_keras_file_loads_with_plain_keras_in_safe_mode_without_kerasft(which, r
 
 
 def test_text_saved_model_serves_raw_strings_in_a_fresh_process(text_export):
-    _run_fresh(f"""
+    run_fresh(f"""
         import sys, numpy as np, tensorflow as tf
         import tensorflow_text  # registers the tokenizer ops the graph holds
         serve = tf.saved_model.load({text_export.exported.saved_model!r}).signatures["serving_default"]
@@ -145,7 +127,7 @@ def test_text_saved_model_serves_raw_strings_in_a_fresh_process(text_export):
 
 
 def test_image_saved_model_decodes_bytes_of_any_size_and_takes_uint8_pixels(image_export):
-    _run_fresh(f"""
+    run_fresh(f"""
         import sys, numpy as np, tensorflow as tf
         loaded = tf.saved_model.load({image_export.exported.saved_model!r})
         encoded = np.load({str(image_export.work / "encoded.npy")!r}, allow_pickle=True)
@@ -170,7 +152,7 @@ def test_saved_model_cli_lists_the_signatures(which, signatures, request):
     cli = ("import tensorflow_text, sys; from tensorflow.python.tools.saved_model_cli import main; "
            "sys.exit(main())")
     result = subprocess.run([sys.executable, "-c", cli, "show", "--dir", folder, "--all"], capture_output=True,
-                            text=True, timeout=SUBPROCESS_TIMEOUT)
+                            text=True, timeout=FRESH_PROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr[-4000:]
     for name, input_name in signatures.items():
         assert f"signature_def['{name}']" in result.stdout
@@ -180,7 +162,7 @@ def test_saved_model_cli_lists_the_signatures(which, signatures, request):
 
 
 def test_keras2_code_loads_the_versions_with_tf_keras(text_export, image_export):
-    _run_fresh(f"""
+    run_fresh(f"""
         import numpy as np, tensorflow as tf
         import tensorflow_text
         assert tf.keras.__name__.startswith("tf_keras"), tf.keras.__name__

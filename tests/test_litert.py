@@ -12,8 +12,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import types
 
@@ -24,14 +22,13 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from conftest import TINY_VOCAB, tiny_bert_spec
+from conftest import TINY_VOCAB, run_fresh, tiny_bert_spec
 from kerasft import litert
 
 exporting = importlib.import_module("kerasft.export")
 
 FLOAT32_TOLERANCE = 1e-5
 INT8_TOLERANCE = 0.05
-SUBPROCESS_TIMEOUT = 120
 
 # Run in a fresh interpreter: ai_edge_litert and numpy, nothing else of the stack.
 _DEVICE_PRELUDE = """
@@ -47,10 +44,8 @@ assert "tensorflow" not in sys.modules and "kerasft" not in sys.modules, sorted(
 
 
 def _run_fresh(script):
-    """Runs a script in a fresh interpreter (time-bounded); fails with its stderr."""
-    result = subprocess.run([sys.executable, "-c", _DEVICE_PRELUDE + textwrap.dedent(script) + _DEVICE_CHECK],
-                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
-    assert result.returncode == 0, result.stderr[-4000:]
+    """Runs a script in a fresh interpreter with the device prelude, and checks TensorFlow stayed out."""
+    run_fresh(_DEVICE_PRELUDE + textwrap.dedent(script) + _DEVICE_CHECK)
 
 
 def _test_images(data):
