@@ -76,8 +76,17 @@ def register(spec):
 
 
 def names(modality=None):
-    """Returns the registered backbone names, optionally only of one modality."""
-    return sorted(n for n, s in _REGISTRY.items() if modality in (None, s.modality))
+    """Returns the registered backbone names, optionally only those that take one modality's data.
+
+    Audio is heard through image backbones (`kerasft.audio`), so
+    `names("audio") == names("image")`.
+    """
+    return sorted(n for n, s in _REGISTRY.items() if modality is None or takes(s, modality))
+
+
+def takes(spec, modality):
+    """True when a backbone can classify data of a modality: its own, or audio for an image backbone."""
+    return spec.modality == modality or (spec.modality, modality) == ("image", "audio")
 
 
 def get(name):

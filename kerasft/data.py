@@ -1,15 +1,18 @@
-"""Loads labelled images or texts into a cleaned, split `TaskData`.
+"""Loads labelled images, texts or sound clips into a cleaned, split `TaskData`.
 
 Every loader (`from_directory`, `from_csv`, `from_arrays`, `from_tfds`) reads
 its source into one shared core, which checks the labels, drops empty texts and
 exact duplicates, splits stratified and seeded, and keeps the raw examples of
-each split in numpy (texts, pixels, file paths or encoded image bytes). The
+each split in numpy (texts, pixels, file paths, encoded image bytes or
+waveforms). The
 `tf.data` pipelines of a `TaskData` are built from those arrays on first use.
 
 Elements are UNBATCHED `(x, y)` pairs:
 - text: `x` is a `tf.string` scalar.
 - image: `x` is `tf.uint8` of shape `(H, W, 3)`; grayscale is repeated to RGB,
   alpha is dropped.
+- audio: `x` is `tf.float32` of shape `(clip_samples,)`: a mono waveform at
+  `sample_rate`, cut or zero-padded to `duration` seconds (`kerasft.audio`).
 - `y` is an `int32` class id (multiclass; binary when there are 2 classes), a
   `float32` multi-hot vector `(C,)` (multilabel) or a `float32` scalar
   (regression).
@@ -39,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from kerasft import audio
 
 SPLITS = ("train", "validation", "test")
 TASKS = ("multiclass", "binary", "multilabel", "regression")
@@ -155,11 +160,13 @@ class TaskData:
     Attributes:
         train, validation, test: tf.data.Dataset. Unbatched `(x, y)` pairs.
         class_names: list of str. Class names in index order (`[]` for regression).
-        modality: str. "image" or "text".
+        modality: str. "image", "text" or "audio".
         task: str. "multiclass", "binary", "multilabel" or "regression".
         name: str. A short name for the data set (folder name, file stem, ...).
         image_size: tuple of int or None. The (height, width) images are resized
             to, or None to keep their own size.
+        sample_rate: int or None. Audio: the clips' sample rate in Hz.
+        duration: float or None. Audio: the clips' length in seconds.
         report: CleaningReport. What the loader dropped or skipped.
 
     Example:
@@ -172,18 +179,21 @@ class TaskData:
     """
 
     def __init__(self, splits, *, name, modality, task, class_names, input_kind,
-                 image_size=None, report=None):
+                 image_size=None, sample_rate=None, duration=None, report=None):
         """Wraps split examples; use the `from_*` loaders rather than this.
 
         Args:
             splits: dict of str to _Examples. One entry per name in SPLITS.
             name: str. The data set's name.
-            modality: str. "image" or "text".
+            modality: str. "image", "text" or "audio".
             task: str. One of TASKS.
             class_names: list of str. Class names in index order.
             input_kind: str. How inputs are stored: "text", "pixels" (uint8
-                arrays), "files" (image paths) or "encoded" (image bytes).
+                arrays), "files" (image paths), "encoded" (image bytes) or
+                "waveform" (float32 clips).
             image_size: tuple of int or None. (height, width) to resize images to.
+            sample_rate: int or None. Audio clips' sample rate (Hz).
+            duration: float or None. Audio clips' length (seconds).
             report: CleaningReport or None. What cleaning did.
         """
         self._splits = splits
@@ -193,6 +203,8 @@ class TaskData:
         self.class_names = list(class_names)
         self.input_kind = input_kind
         self.image_size = image_size
+        self.sample_rate = sample_rate
+        self.duration = duration
         self.report = report or CleaningReport()
         self._datasets = {}
 
@@ -233,7 +245,8 @@ class TaskData:
         """Returns the stored raw inputs of a split as numpy.
 
         Texts (str), uint8 images `(N, H, W, 1 or 3)` before resizing, image
-        file paths (str) or encoded image bytes, depending on `input_kind`.
+        file paths (str), encoded image bytes or float32 waveforms
+        `(N, clip_samples)`, depending on `input_kind`.
 
         Args:
             split: str. "train", "validation" or "test".
@@ -294,7 +307,8 @@ class TaskData:
         )
         return TaskData(splits, name=self.name, modality=self.modality, task=self.task,
                         class_names=self.class_names, input_kind=self.input_kind,
-                        image_size=self.image_size, report=report)
+                        image_size=self.image_size, sample_rate=self.sample_rate, duration=self.duration,
+                        report=report)
 
     def fingerprint(self):
         """Returns a stable hex hash of the content, labels and splits.
@@ -304,7 +318,8 @@ class TaskData:
         """
         sha = hashlib.sha256()
         sha.update(json.dumps([self.modality, self.task, self.class_names,
-                               list(self.image_size or ())]).encode())
+                               list(self.image_size or ())]
+                              + ([self.sample_rate, self.duration] if self.sample_rate else [])).encode())
         for split in SPLITS:
             examples = self._splits[split]
             sha.update(split.encode())
@@ -318,7 +333,9 @@ class TaskData:
         head = (f"TaskData {self.name!r}: {self.modality}, {self.task}, "
                 + ("regression target" if self.task == "regression"
                    else f"{len(self.class_names)} classes")
-                + (f", images resized to {self.image_size}" if self.image_size else ""))
+                + (f", images resized to {self.image_size}" if self.image_size else "")
+                + (f", mono clips of {self.duration:g} s at {self.sample_rate} Hz (cut or zero-padded)"
+                   if self.sample_rate else ""))
         if self.task == "regression":
             rows = []
             for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
@@ -378,7 +395,7 @@ def _resize(image, image_size):
 
 def _to_dataset(examples, input_kind, image_size):
     """Builds the unbatched (x, y) tf.data pipeline of one split."""
-    if input_kind == "pixels":
+    if input_kind in ("pixels", "waveform"):
         inputs = examples.inputs
     else:
         inputs = tf.constant(examples.inputs.tolist(), dtype=tf.string, shape=[len(examples)])
@@ -671,7 +688,7 @@ def _sample(labels, task, count, rng):
 
 def _build(*, name, modality, input_kind, inputs, digests, raw_labels, split_of, where,
            class_names=None, task=None, validation_split, test_split, seed,
-           deduplicate, drop_empty, image_size=None, report=None):
+           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None):
     """Cleans, splits and wraps examples from any loader into a TaskData.
 
     Args:
@@ -717,7 +734,8 @@ def _build(*, name, modality, input_kind, inputs, digests, raw_labels, split_of,
     _warn_missing_classes(labels, index, class_names, task, carve)
     splits = {s: examples.take(index[s]) for s in SPLITS}
     return TaskData(splits, name=name, modality=modality, task=task, class_names=class_names,
-                    input_kind=input_kind, image_size=image_size, report=report)
+                    input_kind=input_kind, image_size=image_size, sample_rate=sample_rate, duration=duration,
+                    report=report)
 
 
 def _warn_numeric_texts(texts, name):
@@ -796,17 +814,22 @@ def _warn_missing_classes(labels, index, class_names, task, carve):
 # === Loaders ===
 
 def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_split=0.15,
-                seed=0, deduplicate=True, test=None, name="arrays"):
-    """Makes a TaskData from in-memory images or texts and their labels.
+                seed=0, deduplicate=True, test=None, name="arrays", sample_rate=None, duration=audio.DURATION):
+    """Makes a TaskData from in-memory images, texts or waveforms and their labels.
 
     Images: a numeric array `(N, H, W)` or `(N, H, W, 1|3|4)`. uint8 is used as
     is; other integer types must lie in 0..255; float arrays whose maximum is
     <= 1 are taken as [0, 1] and scaled to 0..255, otherwise as [0, 255] and
     rounded. Grayscale is repeated to RGB in the pipeline; alpha is dropped.
     Texts: a list or 1-D array of str.
+    Waveforms (with `sample_rate`): an array `(N, samples)` or
+    `(N, samples, channels)`, or a list of arrays `(samples,)` or
+    `(samples, channels)` of any lengths; floats in [-1, 1] or integer PCM
+    (scaled by its type's range). Each is mixed to mono and cut or
+    zero-padded to `duration` seconds.
 
     Args:
-        x: np.ndarray or list of str. The inputs.
+        x: np.ndarray, list of str or list of waveforms. The inputs.
         y: array-like. Integer class ids, class names (str), a 2-D multi-hot
             array (multilabel), lists of class names (multilabel) or floats
             (regression).
@@ -822,6 +845,9 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
         test: tuple or None. A fixed test set `(x_test, y_test)` like the ones
             `keras.datasets` return; `test_split` is then ignored.
         name: str. Name of the data set in summaries.
+        sample_rate: int or None. Set for waveforms: their sample rate in Hz,
+            which the data keeps.
+        duration: float. Seconds per audio clip.
 
     Example:
 
@@ -842,7 +868,14 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
         x = np.concatenate([x, x_test]) if isinstance(x, np.ndarray) else [*x, *x_test]
         y = np.concatenate([y, y_test]) if isinstance(y, np.ndarray) else [*y, *y_test]
     array = x if isinstance(x, np.ndarray) else None
-    if array is not None and array.dtype.kind in "iuf":
+    audio_settings = {}
+    if sample_rate is not None:
+        sample_rate, duration = _check_audio_settings(sample_rate, duration)
+        modality, input_kind = "audio", "waveform"
+        inputs = _waveforms(x, sample_rate, duration)
+        digests = np.array([_digest(clip.tobytes()) for clip in inputs])
+        audio_settings = {"sample_rate": sample_rate, "duration": duration}
+    elif array is not None and array.dtype.kind in "iuf":
         modality, input_kind, inputs = "image", "pixels", _pixels(array)
         digests = np.array([_digest(image.tobytes()) for image in inputs])
     else:
@@ -861,7 +894,41 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
                   digests=digests, raw_labels=y if isinstance(y, np.ndarray) else list(y),
                   split_of=split_of, where=lambda i: f"y[{i}]", class_names=class_names,
                   task=task, validation_split=validation_split, test_split=test_split,
-                  seed=seed, deduplicate=deduplicate, drop_empty=True)
+                  seed=seed, deduplicate=deduplicate, drop_empty=True, **audio_settings)
+
+
+def _check_audio_settings(sample_rate, duration):
+    try:
+        return audio.check_settings(sample_rate, duration)
+    except audio.AudioError as error:
+        raise DataError(str(error)) from None
+
+
+def _waveforms(x, sample_rate, duration):
+    """Converts in-memory waveforms to clips `(N, clip_samples)` float32, or raises naming the bad ones."""
+    if isinstance(x, np.ndarray) and x.ndim not in (2, 3):
+        raise DataError("Waveforms must be an array (N, samples) or (N, samples, channels), or a list of arrays. "
+                        f"Received an array of shape {x.shape}.")
+    clips, bad = [], []
+    for i, waveform in enumerate(x):
+        waveform = np.asarray(waveform)
+        if waveform.dtype.kind not in "iuf" or waveform.ndim not in (1, 2):
+            bad.append(f"x[{i}]: not a numeric array (samples,) or (samples, channels) "
+                       f"(received {waveform.dtype} {waveform.shape})")
+            continue
+        if waveform.dtype.kind in "iu":
+            info = np.iinfo(waveform.dtype)
+            waveform = (waveform.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
+        waveform = waveform.astype(np.float32).reshape(len(waveform), -1)
+        why = audio.problem(waveform, sample_rate)
+        if why:
+            bad.append(f"x[{i}]: {why}")
+            continue
+        clips.append(audio.to_clip(waveform, sample_rate, sample_rate, duration))
+    if bad:
+        raise DataError(f"{len(bad)} waveforms cannot be clips: " + "; ".join(bad[:_SHOWN])
+                        + (f"; ... and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""))
+    return np.stack(clips) if clips else np.zeros((0, audio.clip_samples(sample_rate, duration)), np.float32)
 
 
 def _check_lengths(x, y, x_name, y_name):
@@ -903,11 +970,16 @@ def _pixels(array):
 
 
 def from_directory(path, image_size=(224, 224), validation_split=0.15, test_split=0.15,
-                   seed=0, strict=False, deduplicate=True, fallback_encoding=None, name=None):
-    """Makes a TaskData from a folder with one subfolder of images or texts per class.
+                   seed=0, strict=False, deduplicate=True, fallback_encoding=None, name=None,
+                   sample_rate=audio.SAMPLE_RATE, duration=audio.DURATION):
+    """Makes a TaskData from a folder with one subfolder of images, sound clips or texts per class.
 
     Class names are the sorted subfolder names. Images are JPEG, PNG, GIF (first
-    frame) or BMP, found recursively; texts are `.txt` files. When the folder
+    frame) or BMP, found recursively; sound clips are WAV, FLAC or OGG (read
+    with libsndfile, mixed to mono, resampled to `sample_rate` and cut or
+    zero-padded to `duration` seconds, all up front; clips at another rate are
+    counted in `summary()`); texts are `.txt` files. A folder of several kinds
+    takes images first, then clips, then texts. When the folder
     holds `train/` (and optionally `validation/` or `val/`, and `test/`), each
     with class subfolders, those splits are kept and missing ones are carved
     from train. Hidden files and folders are ignored; symlinked files are
@@ -915,7 +987,9 @@ def from_directory(path, image_size=(224, 224), validation_split=0.15, test_spli
     decoder, so the pipeline never fails mid-epoch: empty, corrupt, truncated
     files and non-images with an image extension are skipped with a warning
     (or raise with `strict=True`), and listed in `summary()`. Images stay on
-    disk and are decoded in `tf.data`.
+    disk and are decoded in `tf.data`. Likewise clips that are empty, silent,
+    shorter than one STFT window (25 ms), corrupt or not audio at all are
+    skipped and listed; clips are held in memory as float32.
 
     Args:
         path: str or Path. The root folder.
@@ -929,26 +1003,35 @@ def from_directory(path, image_size=(224, 224), validation_split=0.15, test_spli
         fallback_encoding: str or None. Encoding tried on text files that are
             not UTF-8 (e.g. "cp1252"); None skips them (or raises if strict).
         name: str or None. Name in summaries; defaults to the folder name.
+        sample_rate: int. Sound clips: the sample rate (Hz) they are
+            resampled to.
+        duration: float. Sound clips: seconds per clip.
 
     Example:
 
     ```python
     data = kerasft.data.from_directory("flowers/", image_size=(224, 224))
+    data = kerasft.data.from_directory("commands/", sample_rate=16000, duration=1.0)
     ```
     """
     _check_fractions(validation_split, test_split)
     image_size = _check_image_size(image_size)
     root = Path(path)
     presplit, class_names, files = _scan_folder(root)
-    image_files = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
-    modality = "image" if image_files else "text"
-    chosen = image_files or [f for f in files if f.suffix.lower() in TEXT_EXTENSIONS]
+    for modality, extensions, what in (("image", IMAGE_EXTENSIONS, "image files"),
+                                       ("audio", audio.AUDIO_EXTENSIONS, "WAV/FLAC/OGG files"),
+                                       ("text", TEXT_EXTENSIONS, ".txt files")):
+        chosen = [f for f in files if f.suffix.lower() in extensions]
+        if chosen:
+            break
     chosen_set = set(chosen)
     report = CleaningReport(ignored=[str(f) for f in files if f not in chosen_set])
-    _check_every_class(class_names, {files[f][1] for f in chosen}, root,
-                       f"{'image' if image_files else '.txt'} files")
+    _check_every_class(class_names, {files[f][1] for f in chosen}, root, what)
     if modality == "image":
         read = _read_images(chosen)
+    elif modality == "audio":
+        sample_rate, duration = _check_audio_settings(sample_rate, duration)
+        read = _read_clips(chosen, sample_rate, duration, report)
     else:
         read = _read_texts(chosen, fallback_encoding, report)
     report.skipped = [(str(f), why) for f, (_, why) in zip(chosen, read) if why]
@@ -965,18 +1048,22 @@ def from_directory(path, image_size=(224, 224), validation_split=0.15, test_spli
     if modality == "image":
         inputs = np.array([str(f) for f in paths], dtype=object)
         digests = np.array([digest for _, digest in kept])
+    elif modality == "audio":
+        inputs = np.stack([clip for _, clip in kept])
+        digests = np.array([_digest(clip.tobytes()) for clip in inputs])
     else:
         inputs = np.array([text for _, text in kept], dtype=object)
         digests = np.array([_digest(text.encode("utf-8")) for text in inputs])
     return _build(
         name=name or root.resolve().name, modality=modality,
-        input_kind="files" if modality == "image" else "text",
+        input_kind={"image": "files", "audio": "waveform", "text": "text"}[modality],
         inputs=inputs, digests=digests, raw_labels=np.array([files[f][1] for f in paths]),
         split_of=[files[f][0] for f in paths] if presplit else None,
         where=lambda i: str(paths[i]), class_names=class_names,
         validation_split=validation_split, test_split=test_split, seed=seed,
         deduplicate=deduplicate, drop_empty=True,
-        image_size=image_size if modality == "image" else None, report=report)
+        image_size=image_size if modality == "image" else None,
+        **({"sample_rate": sample_rate, "duration": duration} if modality == "audio" else {}), report=report)
 
 
 def _scan_folder(root):
@@ -1071,6 +1158,34 @@ def _read_images(paths):
     return [(digest, None) if str(p) in decodable
             else (None, why or "corrupt or truncated image (TensorFlow cannot decode it)")
             for p, (digest, why) in zip(paths, results)]
+
+
+def _read_clips(paths, sample_rate, duration, report):
+    """Returns [(clip float32, None) or (None, reason)] per sound file; notes resampled rates in `report`."""
+    def read(path):
+        try:
+            waveform, rate = audio.decode(path.read_bytes())
+        except OSError as error:
+            return None, None, f"cannot be read ({error.strerror or error})"
+        except audio.AudioError as error:
+            return None, None, str(error)
+        return waveform, rate, audio.problem(waveform, rate)
+
+    with futures.ThreadPoolExecutor(4) as pool:
+        decoded = list(pool.map(read, paths))
+    rates = {}
+    results = []
+    for waveform, rate, why in decoded:
+        if why:
+            results.append((None, why))
+            continue
+        if rate != sample_rate:
+            rates[rate] = rates.get(rate, 0) + 1
+        results.append((audio.to_clip(waveform, rate, sample_rate, duration), None))
+    if rates:
+        report.notes.append(f"resampled to {sample_rate} Hz: " + ", ".join(
+            f"{count} clips from {rate} Hz" for rate, count in sorted(rates.items())))
+    return results
 
 
 def _read_texts(paths, fallback_encoding, report):

@@ -29,6 +29,11 @@ float32[None, C], `label` string[None] and `score` float32[None]:
   ensemble whose members see different sizes decodes to the largest; the
   smaller members resize once more, so their outputs on bytes differ slightly
   from predictions on the original pixels.
+- audio: `serving_default(audio: float32[None, None])` takes mono waveforms
+  at the model's sample rate (in the card), any length, cut or zero-padded to
+  the clip length; `wav_bytes(wav_bytes: string[None])` decodes 16-bit PCM
+  WAV files (`tf.audio.decode_wav`), mixes them to mono and resamples them to
+  the model's rate inside the graph (`kerasft.audio`).
 - multiclass/binary: `label` is the most probable class, `score` its
   probability. Multilabel: `probabilities` are the per-class sigmoids,
   `label`/`score` the most probable class (threshold `probabilities` for the
@@ -65,7 +70,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import distribute, heads, litert
+from kerasft import audio, distribute, heads, litert, models
 from kerasft.models import carry_vocabulary
 
 FORMATS = ("keras", "saved_model", "litert")
@@ -171,6 +176,9 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
         raise ExportError(f"quantize={quantize!r} applies to LiteRT files, but formats={formats} writes none. "
                           "Add 'litert' to formats.")
     modality, task, num_outputs = _describe(model)
+    if "litert" in formats and modality == "audio":
+        raise ExportError("LiteRT files hold text and image models only; an audio model exports as .keras and "
+                          "SavedModel. Pass formats=('keras', 'saved_model').")
     class_names = _check_class_names(class_names, data, task, num_outputs)
     root = _check_root(path)
     if version is not None and "saved_model" not in formats:
@@ -243,16 +251,10 @@ def _describe(model):
             f"ensemble). Received: {type(model).__name__} with inputs "
             f"{getattr(model, 'inputs', None)} and outputs {getattr(model, 'outputs', None)}."
         )
-    inputs = model.inputs[0]
-    if inputs.dtype == "string" and len(inputs.shape) == 1:
-        modality = "text"
-    elif len(inputs.shape) == 4 and inputs.shape[-1] == 3:
-        modality = "image"
-    else:
-        raise ExportError(
-            "export takes raw input: strings of shape (None,) or images of shape (None, None, None, 3). "
-            f"Received an input of dtype {inputs.dtype} and shape {inputs.shape}."
-        )
+    try:
+        modality = models.modality_of(model)
+    except ValueError as error:
+        raise ExportError(f"export takes a model of raw input. {error}") from None
     return modality, _task(model), model.outputs[0].shape[-1]
 
 
@@ -327,12 +329,15 @@ def _serving_endpoints(model, class_names, task):
     def outputs(probabilities):
         return _outputs(probabilities, class_names, task)
 
-    if model.inputs[0].dtype == "string":
+    modality = models.modality_of(model)
+    if modality == "text":
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serve_text(text):
             return outputs(model(text, training=False))
 
         return {"serving_default": serve_text}
+    if modality == "audio":
+        return _audio_endpoints(model, outputs)
 
     resize = _resize_layer(model)
     decoded = tf.TensorSpec([resize.height, resize.width, 3], tf.float32)
@@ -352,6 +357,27 @@ def _serving_endpoints(model, class_names, task):
         return outputs(model(tf.cast(images, tf.float32), training=False))
 
     return {"serving_default": serve_image_bytes, "predict_pixels": predict_pixels}
+
+
+def _audio_endpoints(model, outputs):
+    rate, samples = audio.sample_rate_of(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="audio")])
+    def serve_audio(waveforms):
+        return outputs(model(audio.fit_length(waveforms, samples), training=False))
+
+    def decode(wav):
+        waveform, file_rate = tf.audio.decode_wav(wav)
+        mono = tf.reduce_mean(waveform, axis=1)
+        mono = tf.cond(tf.equal(file_rate, rate), lambda: mono, lambda: audio.resample(mono, file_rate, rate))
+        return audio.fit_length(mono[tf.newaxis], samples)[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    def serve_wav_bytes(wav_bytes):
+        clips = tf.map_fn(decode, wav_bytes, fn_output_signature=tf.TensorSpec([samples], tf.float32))
+        return outputs(model(clips, training=False))
+
+    return {"serving_default": serve_audio, "wav_bytes": serve_wav_bytes}
 
 
 def _outputs(probabilities, class_names, task):
@@ -490,9 +516,13 @@ def _model_card(model, modality, task, class_names, data, metrics, hyperparamete
 
 
 def _input_details(model, modality):
-    if modality == "image":
+    if modality in ("image", "audio"):
         resize = _resize_layer(model)
-        return {"image_size": [resize.height, resize.width]}
+        details = {"image_size": [resize.height, resize.width]}
+        if modality == "audio":
+            rate, samples = audio.sample_rate_of(model)
+            details.update(sample_rate=rate, duration=samples / rate)
+        return details
     lengths = sorted({layer.sequence_length for layer in model._flatten_layers(include_self=False)
                       if hasattr(layer, "tokenizer") and hasattr(layer, "sequence_length")})
     return {"sequence_length": lengths[0] if len(lengths) == 1 else lengths}
@@ -550,17 +580,20 @@ class Predictor:
 
     Made by `kerasft.load`. Inputs: a list of strings (text models); a numpy
     array of images `(N, H, W, 3)` with pixels 0..255, or a list of image file
-    paths or encoded image bytes (image models).
+    paths or encoded image bytes (image models); a list of sound file paths
+    or bytes (WAV, FLAC, OGG: decoded, mixed to mono and resampled here), or
+    waveforms at `sample_rate` (audio models).
 
     Attributes:
         class_names: list of str. Output names, in order.
-        modality: str. `"text"` or `"image"`.
+        modality: str. `"text"`, `"image"` or `"audio"`.
+        sample_rate: int or None. Audio models: the Hz of their waveforms.
         source: str. The file or folder it was loaded from.
         model: The loaded `keras.Model`, the `tf.saved_model.load` object, or
             a `kerasft.litert.LiteRTModel`.
     """
 
-    def __init__(self, model, endpoints, class_names, modality, source):
+    def __init__(self, model, endpoints, class_names, modality, source, sample_rate=None):
         """Wraps serving functions; use `kerasft.load` rather than this.
 
         Args:
@@ -569,14 +602,16 @@ class Predictor:
             endpoints: dict. Signature name -> callable of one raw-input
                 tensor returning `{"probabilities", "label", "score"}`.
             class_names: list of str. Output names.
-            modality: str. `"text"` or `"image"`.
+            modality: str. `"text"`, `"image"` or `"audio"`.
             source: str. Where it was loaded from.
+            sample_rate: int or None. Audio models: their sample rate.
         """
         self.model = model
         self._endpoints = endpoints
         self.class_names = list(class_names)
         self.modality = modality
         self.source = source
+        self.sample_rate = sample_rate
 
     def predict(self, inputs, batch_size=32):
         """Returns the probabilities (regression: the values), a float32 array `(N, outputs)`.
@@ -584,7 +619,9 @@ class Predictor:
         Args:
             inputs: list of str (text); numpy array `(N, H, W, 3)` of pixels
                 0..255 (uint8, or floats holding whole numbers), or list of
-                image file paths or encoded bytes (images).
+                image file paths or encoded bytes (images); list of sound
+                file paths or bytes, or of mono waveforms at `sample_rate`,
+                or an array `(N, samples)` of them (audio).
             batch_size: int. Examples per call.
         """
         return self._run(inputs, batch_size)["probabilities"]
@@ -616,6 +653,8 @@ class Predictor:
                 raise ExportError("A text model predicts from a list of strings. Received: "
                                   f"{type(inputs).__name__} {str(inputs)[:80]!r}")
             return "serving_default", np.array(list(inputs), dtype=object)
+        if self.modality == "audio":
+            return "serving_default", self._clips(inputs)
         if isinstance(inputs, np.ndarray) and inputs.dtype != object:
             return "predict_pixels", _as_pixels(inputs)
         if isinstance(inputs, (str, bytes, os.PathLike)) or not all(
@@ -625,6 +664,24 @@ class Predictor:
                 f"image file paths or encoded bytes. Received: {type(inputs).__name__} {str(inputs)[:80]!r}"
             )
         return "serving_default", np.array([_read_bytes(x) for x in inputs], dtype=object)
+
+
+    def _clips(self, inputs):
+        """Sound files or waveforms as one float32 batch `(N, longest)` at the model's rate (the model cuts/pads)."""
+        if isinstance(inputs, (str, bytes, os.PathLike)) or (isinstance(inputs, np.ndarray) and inputs.ndim != 2):
+            raise ExportError("An audio model predicts from a list of sound file paths or bytes, or of mono waveforms "
+                              f"at {self.sample_rate} Hz. Received: {type(inputs).__name__} {str(inputs)[:80]!r}")
+        clips = []
+        for item in inputs:
+            if isinstance(item, (str, bytes, os.PathLike)):
+                try:
+                    waveform, rate = audio.decode(_read_bytes(item))
+                except audio.AudioError as error:
+                    raise ExportError(f"{item if not isinstance(item, bytes) else 'bytes'}: {error}") from None
+                item = audio.to_mono(waveform, rate, self.sample_rate)
+            clips.append(np.asarray(item, np.float32).reshape(-1))
+        longest = max((len(clip) for clip in clips), default=0)
+        return np.stack([np.pad(clip, (0, longest - len(clip))) for clip in clips]) if clips else np.zeros((0, 0))
 
 
 def _as_pixels(images):
@@ -709,7 +766,8 @@ def _keras_predictor(filename):
     modality, task, num_outputs = _describe(model)
     labels_file = os.path.join(os.path.dirname(filename), LABELS_FILE)
     class_names = _check_class_names(_read_labels(labels_file), None, task, num_outputs)
-    return Predictor(model, _serving_endpoints(model, class_names, task), class_names, modality, filename)
+    return Predictor(model, _serving_endpoints(model, class_names, task), class_names, modality, filename,
+                     sample_rate=audio.sample_rate_of(model)[0] if modality == "audio" else None)
 
 
 def _saved_model_predictor(folder):
@@ -726,10 +784,15 @@ def _saved_model_predictor(folder):
     for name, signature in signatures.items():
         (input_name,) = signature.structured_input_signature[1]
         endpoints[name] = lambda tensor, signature=signature, key=input_name: signature(**{key: tensor})
-    modality = "text" if "text" in signatures["serving_default"].structured_input_signature[1] else "image"
+    (input_name,) = signatures["serving_default"].structured_input_signature[1]
+    modality = {"text": "text", "audio": "audio"}.get(input_name, "image")
     num_outputs = signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
     class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [str(i) for i in range(num_outputs)]
-    return Predictor(loaded, endpoints, class_names, modality, folder)
+    sample_rate = None
+    if modality == "audio":
+        with open(os.path.join(folder, EXTRA_DIR, CARD_FILE), encoding="utf-8") as file:
+            sample_rate = json.load(file)["model"]["sample_rate"]
+    return Predictor(loaded, endpoints, class_names, modality, folder, sample_rate=sample_rate)
 
 
 def _litert_predictor(filename):

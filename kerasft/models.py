@@ -7,6 +7,7 @@ kerasft. Its structure is fixed and found by layer names:
 ```
 model ("<backbone>_classifier")
   ├─ "preprocessor"  raw strings -> token ids  |  images of any size -> normalized pixels
+  │                  |  waveforms -> log-mel spectrogram pixels -> normalized pixels (`kerasft.audio`)
   └─ "network"       preprocessed input -> outputs
         ├─ "backbone"  (called with training=False: BatchNorm in inference mode, always)
         ├─ "pooling"   masked mean over tokens  |  global average over the feature map
@@ -20,7 +21,7 @@ import re
 
 import keras
 
-from kerasft import backbones, distribute, heads
+from kerasft import audio, backbones, distribute, heads
 
 
 class ClassifierError(ValueError):
@@ -29,7 +30,7 @@ class ClassifierError(ValueError):
 
 def build_classifier(backbone, num_classes=None, task="multiclass", head=None, trainable="frozen",
                      pretrained=True, image_size=None, sequence_length=None, data=None, strategy=None,
-                     precision="auto", seed=None):
+                     precision="auto", seed=None, sample_rate=None, duration=None):
     """Builds a classifier that takes raw input and outputs one probability per class.
 
     Args:
@@ -46,7 +47,8 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
             first) or `"all"`. BatchNorm layers stay frozen in every mode.
         pretrained: bool. Load the pretrained weights (False: random init).
         image_size: tuple of int. `(height, width)` the backbone sees (images
-            of any size are resized to it); default: the backbone's own.
+            of any size, or spectrograms, are resized to it); default: the
+            backbone's own, or `kerasft.audio.IMAGE_SIZE` for audio.
         sequence_length: int. Tokens per text; default: the backbone's own.
         data: TaskData or None. Fills in `num_classes` and `task` and checks
             them against the data.
@@ -60,10 +62,16 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
         seed: int or None. Seeds the initialization of the head (and of the
             backbone when `pretrained=False`): the same seed builds the same
             weights. None leaves Keras' global seed as it is.
+        sample_rate: int or None. Makes an AUDIO classifier on an image
+            backbone: the waveforms' sample rate in Hz (taken from audio
+            `data` when omitted). See `kerasft.audio`.
+        duration: float or None. Audio: seconds per clip (default: the
+            data's, else `kerasft.audio.DURATION`).
 
     Returns:
-        A `keras.Model` from raw input (strings, or images as uint8/float
-        pixels 0..255) to outputs. It is not compiled, so its `.keras` file
+        A `keras.Model` from raw input (strings, images as uint8/float
+        pixels 0..255, or mono float32 waveforms `(N, clip_samples)`) to
+        outputs. It is not compiled, so its `.keras` file
         carries no optimizer: train it with `kft.fine_tune`, or compile it
         yourself (`heads.loss_and_metrics(task)` fits its output) to `fit`
         it on raw input.
@@ -71,20 +79,22 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     Example:
     >>> model = kft.build_classifier("minilm_l6", num_classes=5,
     ...                              head=kft.Head(units=(256,), dropout=0.2))
+    >>> words = kft.build_classifier("efficientnet_lite0", data=kft.samples.spoken_words())
     """
     spec = backbones.get(backbone)
     num_outputs, task = _resolve_task(num_classes, task, data, spec)
+    sound = _resolve_audio(sample_rate, duration, data, spec)
     head = head or heads.Head()
     _parse_trainable(trainable)  # reject a malformed setting before any weights load
     if seed is not None:
         keras.utils.set_random_seed(seed)
     with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy):
-        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained)
+        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound)
     set_trainable(model, trainable, block_pattern=spec.block_pattern)
     return model
 
 
-def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained):
+def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound):
     if spec.modality == "text":
         sequence_length = sequence_length or spec.sequence_length
         if not isinstance(sequence_length, int) or sequence_length < 8:
@@ -93,6 +103,12 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
         carry_vocabulary(preprocessor)
         raw = keras.Input(shape=(), dtype="string", name="text")
         backbone_model = spec.build(pretrained, None)
+    elif sound:
+        image_size = _check_image_size(image_size or audio.IMAGE_SIZE, spec)
+        waveform, pixels = audio.front_end(*sound)
+        preprocessor = keras.Model(waveform, _image_preprocessor(spec, image_size)(pixels), name="preprocessor")
+        raw = keras.Input(shape=waveform.shape[1:], dtype="float32", name="audio")
+        backbone_model = spec.build(pretrained, image_size)
     else:
         image_size = _check_image_size(image_size or spec.image_size, spec)
         preprocessor = _image_preprocessor(spec, image_size)
@@ -103,9 +119,30 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
     return keras.Model(raw, network(preprocessor(raw)), name=f"{short_name(spec.name)}_classifier")
 
 
+def _resolve_audio(sample_rate, duration, data, spec):
+    """`(sample_rate, duration)` for an audio classifier, or None for text and images."""
+    if data is not None and data.modality == "audio":
+        if sample_rate not in (None, data.sample_rate) or duration not in (None, data.duration):
+            raise ClassifierError(
+                f"sample_rate={sample_rate!r}, duration={duration!r} disagree with the data's clips: "
+                f"{data.sample_rate} Hz, {data.duration:g} s. Leave them out to take the data's.")
+        sample_rate, duration = data.sample_rate, data.duration
+    if sample_rate is None:
+        if duration is not None:
+            raise ClassifierError("duration applies to audio classifiers: pass sample_rate= too (or audio data=).")
+        return None
+    if spec.modality != "image":
+        raise ClassifierError(f"Audio is heard through image backbones (kerasft.audio); {spec.name!r} takes "
+                              f"{spec.modality}. Pick one of kft.backbones.names('audio').")
+    try:
+        return audio.check_settings(sample_rate, audio.DURATION if duration is None else duration)
+    except audio.AudioError as error:
+        raise ClassifierError(str(error)) from None
+
+
 def _resolve_task(num_classes, task, data, spec):
     if data is not None:
-        if data.modality != spec.modality:
+        if not backbones.takes(spec, data.modality):
             raise ClassifierError(
                 f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality} "
                 f"({data.name}). Pick a backbone from kft.backbones.names({data.modality!r})."
@@ -140,6 +177,24 @@ def _check_image_size(image_size, spec):
             "smaller source images are upscaled to it."
         )
     return size
+
+
+def modality_of(model):
+    """`"text"`, `"image"` or `"audio"`: what a classifier or ensemble takes, read from its raw input.
+
+    Raises:
+        ValueError: the model does not take raw input of any of these kinds.
+    """
+    inputs = model.inputs[0] if isinstance(model, keras.Model) and len(model.inputs) == 1 else None
+    if inputs is not None and inputs.dtype == "string" and len(inputs.shape) == 1:
+        return "text"
+    if inputs is not None and len(inputs.shape) == 4 and inputs.shape[-1] == 3:
+        return "image"
+    if inputs is not None and len(inputs.shape) == 2 and inputs.dtype.startswith("float") and inputs.shape[-1]:
+        return "audio"
+    raise ValueError(
+        "Expected a model with one raw input: strings (None,), images (None, None, None, 3) or waveforms "
+        f"(None, samples). Received {type(model).__name__} with inputs {getattr(model, 'inputs', None)}.")
 
 
 def is_classifier(model):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import backbones, distribute, features, heads, models, paths
+from kerasft import audio, backbones, distribute, features, heads, models, paths
 
 
 class TrainingError(ValueError):
@@ -208,9 +208,15 @@ def _check_fits(model, data):
         if not hasattr(data, attribute):
             raise TrainingError(f"fine_tune needs a kft TaskData (from kft.data or kft.samples). "
                                 f"Received: {type(data).__name__}")
-    modality = "text" if model.input.dtype == "string" else "image"
+    modality = models.modality_of(model)
     if modality != data.modality:
         raise TrainingError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
+    if modality == "audio" and audio.sample_rate_of(model) != (
+            data.sample_rate, audio.clip_samples(data.sample_rate, data.duration)):
+        rate, samples = audio.sample_rate_of(model)
+        raise TrainingError(f"The model takes clips of {samples} samples at {rate} Hz but the data's are "
+                            f"{data.duration:g} s at {data.sample_rate} Hz ({data.name}). Build it with "
+                            "kft.build_classifier(..., data=data).")
     outputs = model.output.shape[-1]
     expected = 1 if data.task == "regression" else data.num_classes
     if outputs != expected:

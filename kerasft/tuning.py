@@ -54,7 +54,7 @@ from keras_tuner.src.backend import io as keras_tuner_io
 from keras_tuner.src.distribute import utils as distribute_utils
 from keras_tuner.src.engine import tuner_utils
 
-from kerasft import backbones, distribute, features, heads, models, paths, report, training
+from kerasft import audio, backbones, distribute, features, heads, models, paths, report, training
 
 
 class TuningError(ValueError):
@@ -94,8 +94,8 @@ def _is_number(value):
 def _applicable(modality, task, cached):
     """The hyperparameters a search of this kind tunes, and why the others do not apply."""
     excluded = {}
-    if modality != "image":
-        excluded["augmentation"] = "augmentation applies to images only"
+    if modality not in ("image", "audio"):
+        excluded["augmentation"] = "augmentation applies to images and audio only"
     elif cached:
         excluded["augmentation"] = ("augmentation changes the backbone's input on every pass, so it cannot use "
                                     "the feature cache: pass cache_features=False to tune it")
@@ -114,7 +114,7 @@ def search_space(space=None, modality="text", task="multiclass", cached=True, nu
     Args:
         space: dict or None. Rules that replace the defaults, e.g.
             `{"unfreeze": "frozen", "learning_rate": (1e-3, 3e-2, "log"), "units": [128, 256]}`.
-        modality: str. `"text"` or `"image"` (`augmentation` is for images).
+        modality: str. `"text"`, `"image"` or `"audio"` (`augmentation` is for images and audio).
         task: str. The data's task (`label_smoothing` is for classification).
         cached: bool. Whether trials use the feature cache (then no `augmentation`).
         num_blocks: int or None. Blocks of the backbone, to check `"top:N"`.
@@ -414,7 +414,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         Args:
             cut: str. The trial's `unfreeze` value.
             batch_size: int. Training batch size (validation batches hold 64).
-            augmentation: float. Image augmentation strength (uncached path only).
+            augmentation: float. Image or audio augmentation strength (uncached path only).
         """
         if self.cached:
             train = self.feature_cache.dataset(cut, "train", batch_size, shuffle=True, seed=self.seed)
@@ -429,11 +429,17 @@ class TransferHyperModel(keras_tuner.HyperModel):
                      .apply(tf.data.experimental.assert_cardinality(size))
                      .shuffle(size, seed=self.seed).batch(batch_size))
             if augmentation:
-                augment = _augmentation(augmentation, self.seed)
-                train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+                augment = self._augmentation(augmentation)
+                train = train.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
             train = bottom.map(train, cut).prefetch(tf.data.AUTOTUNE)
             validation = bottom.map(self._preprocessed_split("validation"), cut).prefetch(tf.data.AUTOTUNE)
         return self._targets(train), self._targets(validation)
+
+    def _augmentation(self, strength):
+        """The random transformation of a batch of preprocessed inputs: image or audio (spectrogram) augmentation."""
+        if self.data.modality == "audio":
+            return audio.augmentation(strength, self.seed, pixel_scale=float(np.mean(self.spec.scale)))
+        return _image_augmentation(strength, self.seed)
 
     def _preprocessed_split(self, split):
         """A split preprocessed once for every trial (tf.data's cache is shared by datasets built on it)."""
@@ -460,14 +466,15 @@ def _loss_and_metrics(task, label_smoothing):
     return heads.loss_and_metrics(task)
 
 
-def _augmentation(strength, seed):
+def _image_augmentation(strength, seed):
     """Random flips, rotations, zooms and shifts, scaled by `strength` in [0, 1], on preprocessed pixels."""
-    return keras.Sequential([
+    layers = keras.Sequential([
         keras.layers.RandomFlip("horizontal", seed=seed),
         keras.layers.RandomRotation(0.1 * strength, fill_mode="reflect", seed=seed),
         keras.layers.RandomZoom(0.3 * strength, fill_mode="reflect", seed=seed),
         keras.layers.RandomTranslation(0.15 * strength, 0.15 * strength, fill_mode="reflect", seed=seed),
     ], name="augmentation")
+    return lambda images: layers(images, training=True)
 
 
 # === The tuners ===
@@ -885,7 +892,7 @@ def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", pro
         raise TuningError(f"tune scores trials on the validation split, and {data.name!r} has none. "
                           "Load the data with a validation_split > 0.")
     spec = backbones.get(backbone)
-    if spec.modality != data.modality:
+    if not backbones.takes(spec, data.modality):
         raise TuningError(f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality}. "
                           f"Pick one of kft.backbones.names({data.modality!r}).")
     objective = _objective(objective, data.task)

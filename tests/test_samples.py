@@ -105,3 +105,74 @@ def test_fashion_mnist_without_files_says_how_to_get_them(tmp_path, monkeypatch)
 
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist.*download=True"):
         samples.fashion_mnist()
+
+
+def spoken_files(root):
+    """{relative path: bytes} of the WAV files under a spoken-words root."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.wav"))}
+
+
+def test_spoken_words_folder_holds_out_speakers_in_3_splits_of_10_words(tmp_path, monkeypatch, capsys):
+    import json
+    import wave
+
+    monkeypatch.setenv("KERASFT_CACHE_DIR", str(tmp_path))
+
+    root = samples._spoken_words_folder(seed=0, accents=("en-us",))
+
+    assert "speaking 320 clips with espeak-ng" in capsys.readouterr().out
+    assert sorted(p.name for p in root.iterdir()) == sorted([*SPLITS, "voices.json"])
+    meta = json.loads((root / "voices.json").read_text())
+    assert meta["words"] == list(samples.SPOKEN_WORDS) and meta["seed"] == 0
+    variants = {}
+    for split in SPLITS:
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(samples.SPOKEN_WORDS)
+        names = [p.name for p in (root / split).rglob("*.wav")]
+        variants[split] = {name.split("-s")[0].split("_")[1] for name in names}
+        assert {f"en-us+{v}" for v in variants[split]} == set(meta["voices"][split])
+        for gender in samples.SPOKEN_WORD_VARIANTS.values():
+            assert variants[split] & set(gender)
+    assert not variants["train"] & (variants["validation"] | variants["test"])
+    assert not variants["validation"] & variants["test"]
+    for path in sorted(root.rglob("*.wav"))[::40]:
+        with wave.open(str(path)) as reader:
+            assert (reader.getnchannels(), reader.getsampwidth(), reader.getframerate()) == (1, 2, 22050)
+            audio = np.frombuffer(reader.readframes(reader.getnframes()), np.int16)
+        assert audio.size >= 22050 and np.abs(audio.astype(np.int32)).max() > 3000
+    assert samples._spoken_words_folder(seed=0, accents=("en-us",)) == root
+    assert capsys.readouterr().out == ""  # Made once, then reused.
+
+
+def test_spoken_words_folder_is_seeded_to_the_byte(tmp_path, monkeypatch):
+    def speak(cache, seed, noise=True):
+        monkeypatch.setenv("KERASFT_CACHE_DIR", str(tmp_path / cache))
+        return spoken_files(samples._spoken_words_folder(seed, noise, words=("yes", "go"), accents=("en-gb",)))
+
+    first = speak("a", seed=0)
+
+    assert len(first) == 16 * 2 * 2
+    assert speak("b", seed=0) == first
+    assert speak("c", seed=1) != first
+    clean = speak("d", seed=0, noise=False)
+    assert clean.keys() == first.keys() and clean != first
+
+
+def test_spoken_words_folder_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASFT_CACHE_DIR", str(tmp_path))
+
+    def fail(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(samples, "_speak", fail)
+
+    with pytest.raises(KeyboardInterrupt):
+        samples._spoken_words_folder(words=("yes",), accents=("en-us",))
+    assert list((tmp_path / "samples").iterdir()) == []
+
+
+def test_spoken_words_folder_without_espeak_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASFT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", "")
+
+    with pytest.raises(DataError, match="espeak-ng.*apt-get install espeak-ng"):
+        samples._spoken_words_folder(words=("yes",), accents=("en-us",))
