@@ -28,9 +28,10 @@ MelSpectrogram's own `top_db` clip is relative to the loudest value of the
 whole BATCH, which would make a clip's prediction depend on its batch-mates;
 it is disabled and the fixed dB floor above takes its place.
 
-Augmentation (`augmentation`, tuned by `kft.tune` like image augmentation)
-works on the spectrogram pixels: SpecAugment-style frequency and time masks
-(Park et al., 2019), a random time shift and a random gain (a dB offset).
+Augmentation (`augmentation`; `kft.fine_tune(augmentation=)` and `kft.tune`
+like image augmentation) works on the spectrogram pixels: SpecAugment-style
+frequency and time masks (Park et al., 2019), random time and frequency
+shifts and a random gain (a dB offset).
 """
 
 import io
@@ -194,12 +195,15 @@ def sample_rate_of(model):
 
 
 def augmentation(strength, seed, pixel_scale=1.0):
-    """Random SpecAugment masks, time shift and gain on a batch of preprocessed spectrograms `(N, H, W, C)`.
+    """Random SpecAugment masks, shifts and gain on a batch of preprocessed spectrograms `(N, H, W, C)`.
 
-    With strength s in [0, 1]: up to `0.2 s` of the mel rows and of the
-    frames are masked (one band each), the clip moves by up to `0.1 s` of
-    its frames, and the gain changes by up to +-6 s dB. Masked and shifted-in
-    cells take the example's minimum (its silence).
+    With strength s in [0, 1]: the clip moves by up to `0.1 s` of its
+    frames in time and by up to `0.05 s` of its mel rows in frequency (a
+    higher or lower voice, as vocal tract length perturbation does), the
+    gain changes by up to +-6 s dB, and one band of up to `0.2 s` of the mel
+    rows and one of up to `0.2 s` of the frames are masked (Park et al.,
+    2019). Masked and shifted-in cells take the example's minimum (its
+    silence).
 
     Args:
         strength: float. In [0, 1].
@@ -210,26 +214,32 @@ def augmentation(strength, seed, pixel_scale=1.0):
     rng = tf.random.Generator.from_seed(seed)
     gain = 6.0 * strength * _PIXELS_PER_DB * pixel_scale
 
-    def band(size, limit, batch):
-        width = tf.cast(tf.floor(rng.uniform([batch, 1]) * (limit + 1)), tf.int32)
-        start = tf.cast(tf.floor(rng.uniform([batch, 1]) * tf.cast(size - width + 1, tf.float32)), tf.int32)
+    def uniform(batch, low=0.0, high=1.0):
+        return rng.uniform([batch, 1], low, high)
+
+    def shift(images, floor, axis, fraction):
+        """Moves each example along `axis` (1: frequency, 2: time) by a random number of cells."""
+        size, batch = tf.shape(images)[axis], tf.shape(images)[0]
+        limit = fraction * strength * tf.cast(size, tf.float32)
+        source = tf.range(size)[tf.newaxis] - tf.cast(tf.round(uniform(batch, -1.0, 1.0) * limit), tf.int32)
+        moved = tf.gather(images, tf.clip_by_value(source, 0, size - 1), axis=axis, batch_dims=1)
+        inside = (source >= 0) & (source < size)
+        inside = inside[:, :, tf.newaxis, tf.newaxis] if axis == 1 else inside[:, tf.newaxis, :, tf.newaxis]
+        return tf.where(inside, moved, floor)
+
+    def band(size, batch):
+        """One random band of up to 0.2 s of `size` cells per example, as a boolean mask (batch, size)."""
+        width = tf.cast(tf.floor(uniform(batch) * (0.2 * strength * tf.cast(size, tf.float32) + 1)), tf.int32)
+        start = tf.cast(tf.floor(uniform(batch) * tf.cast(size - width + 1, tf.float32)), tf.int32)
         index = tf.range(size)[tf.newaxis]
         return (index >= start) & (index < start + width)
 
     def augment(images):
-        shape = tf.shape(images)
-        batch, height, width = shape[0], shape[1], shape[2]
+        batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
         floor = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
-        shift = tf.cast(tf.round((rng.uniform([batch, 1]) * 2 - 1) * 0.1 * strength * tf.cast(width, tf.float32)),
-                        tf.int32)
-        source = tf.range(width)[tf.newaxis] - shift
-        inside = (source >= 0) & (source < width)
-        images = tf.gather(images, tf.clip_by_value(source, 0, width - 1), axis=2, batch_dims=1)
-        images = tf.where(inside[:, tf.newaxis, :, tf.newaxis], images, floor)
-        images = tf.maximum(images + (rng.uniform([batch, 1, 1, 1]) * 2 - 1) * gain, floor)
-        rows = band(height, tf.cast(0.2 * strength * tf.cast(height, tf.float32), tf.float32), batch)
-        frames = band(width, tf.cast(0.2 * strength * tf.cast(width, tf.float32), tf.float32), batch)
-        masked = rows[:, :, tf.newaxis, tf.newaxis] | frames[:, tf.newaxis, :, tf.newaxis]
+        images = shift(shift(images, floor, 2, 0.1), floor, 1, 0.05)
+        images = tf.maximum(images + (uniform(batch, -1.0, 1.0)[:, :, tf.newaxis, tf.newaxis]) * gain, floor)
+        masked = band(height, batch)[:, :, tf.newaxis, tf.newaxis] | band(width, batch)[:, tf.newaxis, :, tf.newaxis]
         return tf.where(masked, floor, images)
 
     return augment

@@ -12,7 +12,7 @@ kerasft cache info                                 the user cache; `kerasft cach
 ```
 Data is a folder (one subfolder per class), a `.csv`/`.tsv`/`.jsonl` file, a
 TensorFlow Datasets name as `tfds:<name>` (prepared offline), or a sample as
-`sample:bbc_news` / `sample:fashion_mnist`. `--config run.yaml` takes the same
+`sample:bbc_news` / `sample:fashion_mnist` / `sample:spoken_words`. `--config run.yaml` takes the same
 keys as the flags (`batch_size: 16`); flags given on the line win.
 
 Exit codes: 0 done; 2 bad usage or bad input, with a one-line message (the
@@ -42,7 +42,8 @@ def load_data(source, args):
     splits = dict(validation_split=args.validation_split, test_split=args.test_split, seed=args.seed)
     if source.startswith("sample:"):
         name = source.split(":", 1)[1]
-        samples = {"bbc_news": kft.samples.bbc_news, "fashion_mnist": kft.samples.fashion_mnist}
+        samples = {"bbc_news": kft.samples.bbc_news, "fashion_mnist": kft.samples.fashion_mnist,
+                   "spoken_words": kft.samples.spoken_words}
         if name not in samples:
             raise UsageError(f"Unknown sample {name!r}; expected one of {', '.join(samples)}.")
         return samples[name](seed=args.seed)
@@ -53,7 +54,8 @@ def load_data(source, args):
     path = Path(source)
     if path.is_dir():
         size = args.image_size or 224
-        return kft.data.from_directory(path, image_size=(size, size), **splits)
+        return kft.data.from_directory(path, image_size=(size, size), sample_rate=args.sample_rate,
+                                       duration=args.duration, **splits)
     if path.is_file():
         if path.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
             raise UsageError(f"{source}: expected a folder, or a .csv, .tsv or .jsonl file.")
@@ -88,7 +90,7 @@ def _head(args):
 
 
 def _input_size(args, data):
-    if data.modality == "image":
+    if data.modality in ("image", "audio"):
         return {"image_size": (args.image_size, args.image_size) if args.image_size else None}
     return {"sequence_length": args.sequence_length}
 
@@ -232,22 +234,25 @@ def cmd_predict(args):
 
 
 def _prediction_inputs(args, modality):
-    """The raw inputs and how to show each: image files (or folders of them), or texts."""
+    """The raw inputs and how to show each: image or sound files (or folders of them), or texts."""
+    from kerasft import audio
     from kerasft import data as data_module
 
-    if modality == "image":
+    if modality in ("image", "audio"):
+        kind, extensions = (("image", data_module.IMAGE_EXTENSIONS) if modality == "image"
+                            else ("sound", audio.AUDIO_EXTENSIONS))
         files = []
         for item in args.inputs:
             path = Path(item)
             if path.is_dir():
                 files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                                and p.suffix.lower() in data_module.IMAGE_EXTENSIONS)
+                                and p.suffix.lower() in extensions)
             elif path.is_file():
                 files.append(path)
             else:
-                raise UsageError(f"{item}: no such image file or folder.")
+                raise UsageError(f"{item}: no such {kind} file or folder.")
         if not files:
-            raise UsageError("No image files found in " + ", ".join(args.inputs) + ".")
+            raise UsageError(f"No {kind} files found in " + ", ".join(args.inputs) + ".")
         return [str(f) for f in files], [str(f) for f in files]
     texts = []
     for item in args.inputs:
@@ -307,7 +312,9 @@ def _data_flags(parser):
     group.add_argument("--validation-split", type=float, default=0.15, help="fraction for validation")
     group.add_argument("--test-split", type=float, default=0.15, help="fraction for the held-out test")
     group.add_argument("--data-dir", help="TensorFlow Datasets data_dir for tfds:<name>")
-    group.add_argument("--image-size", type=int, help="side in pixels the backbone sees (images)")
+    group.add_argument("--image-size", type=int, help="side in pixels the backbone sees (images, spectrograms)")
+    group.add_argument("--sample-rate", type=int, default=16000, help="Hz sound clips are resampled to (audio)")
+    group.add_argument("--duration", type=float, default=1.0, help="seconds per sound clip (audio)")
     group.add_argument("--sequence-length", type=int, help="tokens per text (text)")
     group.add_argument("--seed", type=int, default=0, help="seeds the split, initialization and shuffling")
 
@@ -335,7 +342,7 @@ def build_parser():
         return sub
 
     sub = command("backbones", "list the backbones: modality, parameters, input size, weights", cmd_backbones)
-    sub.add_argument("--modality", choices=["text", "image"])
+    sub.add_argument("--modality", choices=["text", "image", "audio"])
     sub.add_argument("--json", action="store_true")
 
     sub = command("train", "fine-tune a backbone on data, evaluate on its test split, export, write a report",

@@ -14,6 +14,7 @@ print(data.summary())
 """
 
 import gzip
+import io
 import importlib.util
 import json
 import os
@@ -343,13 +344,14 @@ def _speak(executable, clip, noise):
     Raises:
         DataError: if espeak-ng fails or writes an unexpected format.
     """
-    command = [executable, "-v", clip.voice, "-s", str(clip.speed), "-p", str(clip.pitch),
-               "-w", str(clip.path), clip.word]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
+    # Through stdout, not `-w <file>`: espeak-ng silently writes nothing when that path is long (~200
+    # characters). Its streamed header cannot know the length, so the frames are read to the end.
+    command = [executable, "-v", clip.voice, "-s", str(clip.speed), "-p", str(clip.pitch), "--stdout", clip.word]
+    result = subprocess.run(command, capture_output=True)
+    if result.returncode != 0 or not result.stdout:
         raise data_lib.DataError(f"espeak-ng failed on {clip.word!r} with voice {clip.voice}: "
-                                 f"{result.stderr.strip()}")
-    with wave.open(str(clip.path), "rb") as reader:
+                                 f"{result.stderr.decode(errors='replace').strip() or 'no output'}")
+    with wave.open(io.BytesIO(result.stdout), "rb") as reader:
         params = reader.getparams()
         samples = np.frombuffer(reader.readframes(params.nframes), np.int16)
     if (params.nchannels, params.sampwidth, params.framerate) != (1, 2, _ESPEAK_RATE) or not samples.size:

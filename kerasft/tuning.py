@@ -54,7 +54,7 @@ from keras_tuner.src.backend import io as keras_tuner_io
 from keras_tuner.src.distribute import utils as distribute_utils
 from keras_tuner.src.engine import tuner_utils
 
-from kerasft import audio, backbones, distribute, features, heads, models, paths, report, training
+from kerasft import backbones, distribute, features, heads, models, paths, report, training
 
 
 class TuningError(ValueError):
@@ -429,17 +429,11 @@ class TransferHyperModel(keras_tuner.HyperModel):
                      .apply(tf.data.experimental.assert_cardinality(size))
                      .shuffle(size, seed=self.seed).batch(batch_size))
             if augmentation:
-                augment = self._augmentation(augmentation)
+                augment = training.augmenter(self.reference, augmentation, self.seed)
                 train = train.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
             train = bottom.map(train, cut).prefetch(tf.data.AUTOTUNE)
             validation = bottom.map(self._preprocessed_split("validation"), cut).prefetch(tf.data.AUTOTUNE)
         return self._targets(train), self._targets(validation)
-
-    def _augmentation(self, strength):
-        """The random transformation of a batch of preprocessed inputs: image or audio (spectrogram) augmentation."""
-        if self.data.modality == "audio":
-            return audio.augmentation(strength, self.seed, pixel_scale=float(np.mean(self.spec.scale)))
-        return _image_augmentation(strength, self.seed)
 
     def _preprocessed_split(self, split):
         """A split preprocessed once for every trial (tf.data's cache is shared by datasets built on it)."""
@@ -464,17 +458,6 @@ def _loss_and_metrics(task, label_smoothing):
         return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
                 [keras.metrics.BinaryAccuracy(name="accuracy")])
     return heads.loss_and_metrics(task)
-
-
-def _image_augmentation(strength, seed):
-    """Random flips, rotations, zooms and shifts, scaled by `strength` in [0, 1], on preprocessed pixels."""
-    layers = keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.1 * strength, fill_mode="reflect", seed=seed),
-        keras.layers.RandomZoom(0.3 * strength, fill_mode="reflect", seed=seed),
-        keras.layers.RandomTranslation(0.15 * strength, 0.15 * strength, fill_mode="reflect", seed=seed),
-    ], name="augmentation")
-    return lambda images: layers(images, training=True)
 
 
 # === The tuners ===

@@ -258,6 +258,15 @@ def test_a_predictor_names_an_unreadable_sound_file(tone_export, tmp_path):
         kft.export(tone_export[0], tmp_path / "lite", formats=("litert",))
 
 
+def test_fine_tune_augments_spectrograms_in_phase_2_and_still_learns(tone_data):
+    model = kft.build_classifier("efficientnet_lite0", data=tone_data, image_size=(64, 64), trainable="top:1",
+                                 seed=0)
+    history = kft.fine_tune(model, tone_data, epochs=2, warmup_epochs=8, learning_rate=0.01, batch_size=8,
+                            augmentation=0.5, verbose=0)
+    assert history.history["phase"].count(2) == 2
+    assert kft.evaluate(model, tone_data)["accuracy"] >= 0.9
+
+
 def test_tune_searches_audio_augmentation_on_the_uncached_path(tiny_cnn, tone_data, tmp_path):
     search = kft.tune(tone_data, backbone="tiny_cnn", tuner="random", max_trials=2, epochs=2, directory=tmp_path,
                       cache_features=False, image_size=(32, 32), verbose=0, seed=0,

@@ -58,6 +58,7 @@ def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():
     ("tune_and_ensemble.py", "export"),
     ("distillation.py", "export"),
     ("serving.py", "export"),
+    ("audio_classification.py", "export"),
 ])
 def test_recipe_runs_offline_in_smoke_mode(recipe, output, tmp_path):
     env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / output))
