@@ -121,6 +121,48 @@ def tiny_text_data():
     return data.from_arrays(texts, labels, seed=0)
 
 
+RATE = 16000
+# Class -> frequency of its tone; None is a hiss (white noise). A hum and a hiss differ in texture, which even
+# a random CNN under global pooling tells apart (two tones differ only in position, which pooling discards).
+TONES = {"hiss": None, "hum": 300.0}
+
+
+def tone(frequency, seconds=0.6, rate=RATE, amplitude=0.5, seed=0):
+    """A tone (or white noise when `frequency` is None) with a little noise, at a seeded random offset."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    if frequency is None:
+        wave = amplitude * np.clip(rng.standard_normal(len(t)) / 3, -1, 1)
+    else:
+        wave = amplitude * np.sin(2 * np.pi * frequency * (1 + 0.05 * rng.standard_normal()) * t)
+    wave = np.pad(wave, (int(rng.integers(0, rate // 4)), 0))
+    return (wave + 0.01 * rng.standard_normal(len(wave))).astype(np.float32)
+
+
+def wav_bytes(waveform, rate=RATE, fmt="WAV", subtype="PCM_16"):
+    """The bytes of a sound file (WAV 16-bit PCM unless told) holding `waveform`."""
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, waveform, rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def write_tones(root, per_class=24, rates=(RATE,)):
+    """A class folder of tone WAVs; clip i of a class is written at rates[i % len(rates)]."""
+    for name, frequency in TONES.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            rate = rates[i % len(rates)]
+            clip = tone(frequency, rate=rate, amplitude=0.2 + 0.6 * (i % 5) / 4, seed=i)
+            (root / name / f"{i}.wav").write_bytes(wav_bytes(clip, rate))
+    return root
+
+
 def brightness_data(n=160, dark=60, bright=170, noise=25.0):
     """`n` RGB 32x32 uint8 images in 2 classes told apart by brightness, as a TaskData (seeded)."""
     import numpy as np

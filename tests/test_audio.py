@@ -1,6 +1,5 @@
 """Tests for audio: reading clips, the spectrogram front end, augmentation, training and serving raw sound."""
 
-import io
 import json
 import subprocess
 import sys
@@ -8,50 +7,14 @@ import sys
 import keras
 import numpy as np
 import pytest
-import soundfile
 import tensorflow as tf
 
 import kerasft as kft
-from conftest import FRESH_PROCESS_TIMEOUT, run_fresh
+from conftest import FRESH_PROCESS_TIMEOUT, RATE, TONES, run_fresh, tone, wav_bytes, write_tones
 from kerasft import audio
 from kerasft.data import DataError
 from kerasft.export import ExportError
 from kerasft.models import ClassifierError
-
-RATE = 16000
-# Class -> frequency of its tone; None is a hiss (white noise). A hum and a hiss differ in texture, which even
-# a random CNN under global pooling tells apart (two tones differ only in position, which pooling discards).
-TONES = {"hiss": None, "hum": 300.0}
-
-
-def tone(frequency, seconds=0.6, rate=RATE, amplitude=0.5, seed=0):
-    """A tone (or white noise when `frequency` is None) with a little noise, at a seeded random offset."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    if frequency is None:
-        wave = amplitude * np.clip(rng.standard_normal(len(t)) / 3, -1, 1)
-    else:
-        wave = amplitude * np.sin(2 * np.pi * frequency * (1 + 0.05 * rng.standard_normal()) * t)
-    return (np.pad(wave, (int(rng.integers(0, rate // 4)), 0)) + 0.01 * rng.standard_normal(len(t) and 1)
-            ).astype(np.float32)
-
-
-def wav_bytes(waveform, rate=RATE, fmt="WAV", subtype="PCM_16"):
-    buffer = io.BytesIO()
-    soundfile.write(buffer, waveform, rate, format=fmt, subtype=subtype)
-    return buffer.getvalue()
-
-
-def write_tones(root, per_class=24, rates=(RATE,)):
-    """A class folder of tone WAVs; clip i of a class is written at rates[i % len(rates)]."""
-    for name, frequency in TONES.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            rate = rates[i % len(rates)]
-            clip = tone(frequency, rate=rate, amplitude=0.2 + 0.6 * (i % 5) / 4, seed=i)
-            (root / name / f"{i}.wav").write_bytes(wav_bytes(clip, rate))
-    return root
-
 
 @pytest.fixture(scope="module")
 def tone_data(tmp_path_factory):
@@ -64,7 +27,7 @@ def tone_data(tmp_path_factory):
 def test_a_tone_lights_its_own_mel_band_and_a_clip_does_not_depend_on_its_batch():
     inputs, outputs = audio.front_end(RATE, 1.0)
     front = keras.Model(inputs, outputs)
-    quiet, loud = tone(300.0, 1.3, amplitude=0.01)[:RATE], tone(2400.0, 1.3, amplitude=0.9)[:RATE]
+    quiet, loud = tone(300.0, 1.3, amplitude=0.05)[:RATE], tone(2400.0, 1.3, amplitude=0.9)[:RATE]
     alone = front(quiet[None]).numpy()
     assert alone.shape == (1, audio.NUM_MEL_BINS, 101, 3)
     assert np.all(alone[..., 0] == alone[..., 2]) and 0 <= alone.min() and alone.max() <= 255

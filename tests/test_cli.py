@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_VOCAB
+from conftest import TINY_VOCAB, tone, wav_bytes, write_tones
 from kerasft import cli
 
 
@@ -148,6 +148,22 @@ def test_train_and_predict_on_a_folder_of_images(tiny_cnn, image_folder, tmp_pat
     labels = [json.loads(line)["label"] for line in out.splitlines()]
     assert code == 0 and len(labels) == 30
     assert labels.count("bright") >= 25
+
+
+def test_train_and_predict_on_a_folder_of_sound_clips(tmp_path, capsys):
+    clips = write_tones(tmp_path / "clips")
+    code, out, err = run(capsys, "train", clips, "--backbone", "efficientnet_lite0", "--image-size", 64, "--epochs",
+                         10, "--learning-rate", 0.01, "--output", tmp_path / "export", "--run-dir", tmp_path / "run")
+    assert code == 0, err
+    assert "test accuracy" in out
+    _check_report(tmp_path / "run")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "hum.wav").write_bytes(wav_bytes(tone(300.0, seed=99)))
+    (tmp_path / "new" / "hiss.flac").write_bytes(wav_bytes(tone(None, seed=99), fmt="FLAC"))
+    code, out, _ = run(capsys, "predict", tmp_path / "export", tmp_path / "new", "--json")
+    assert code == 0
+    assert {Path(json.loads(line)["input"]).stem: json.loads(line)["label"] for line in out.splitlines()} == {
+        "hum": "hum", "hiss": "hiss"}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -197,7 +197,7 @@ def test_search_killed_mid_way_resumes_without_rerunning_finished_trials(tiny_be
     ({"space": {"units": []}}, "empty list"),
     ({"space": {"weight_decay": (0.0, 1e-2, "log")}}, "log scale, so its min must be > 0"),
     ({"space": {"colour": "red"}}, "Unknown hyperparameter 'colour'"),
-    ({"space": {"augmentation": 0.1}}, "augmentation applies to images only"),
+    ({"space": {"augmentation": 0.1}}, "augmentation applies to images and audio only"),
     ({"space": {"unfreeze": "all"}}, '"frozen" or "top:N"'),
     ({"space": {"batch_size": (8, 64.0)}}, "an integer >= 1"),
     ({"space": ["frozen"]}, "space must be a dict"),
