@@ -716,8 +716,8 @@ def _build(*, name, modality, input_kind, inputs, digests, raw_labels, split_of,
     if deduplicate:
         keep &= _unique_mask(digests, labels, split_of, keep, report)
     if report.empty or report.duplicates:
-        logger.warning("%s: dropped %d exact duplicates and %d empty texts.",
-                       name, report.duplicates, report.empty)
+        logger.warning("%s: dropped %d exact duplicates%s.", name, report.duplicates,
+                       f" and {report.empty} empty texts" if input_kind == "text" else "")
     examples = _Examples(np.asarray(inputs), labels, np.asarray(digests))
     pool_split = "all" if (split_of == "all").all() else "train"
     pool = np.flatnonzero(keep & (split_of == pool_split))

@@ -8,7 +8,7 @@ run_dir/
   curves.png                   loss and accuracy per epoch, train and validation, phases marked
   confusion_matrix.png         rows: true class, columns: predicted (counts, row-normalized colour)
   per_class.csv                precision, recall, F1, support
-  misclassified/               thumbnails of the most confident mistakes (images)
+  misclassified/               the most confident mistakes: thumbnails (images), WAV clips to play (audio)
   results.png                  the objective per trial (when a search is given)
 ```
 Figures are drawn with matplotlib's Agg canvas (no display, no global
@@ -178,6 +178,11 @@ def _misclassified(run_dir, evaluation, data, top_k):
             name = f"misclassified/{rank:02d}_{index}.png"
             _save_thumbnail(inputs[index], run_dir / name)
             shown, cell = f"![{index}]({name})", f"<img src='{name}' alt='test example {index}' width='96'>"
+        elif inputs is not None and getattr(data, "modality", None) == "audio":
+            folder.mkdir(exist_ok=True)
+            name = f"misclassified/{rank:02d}_{index}.wav"
+            _save_clip(inputs[index], data.sample_rate, run_dir / name)
+            shown, cell = f"[test example {index}]({name})", f"<audio controls src='{name}'></audio>"
         elif inputs is not None:
             text = str(inputs[index])
             excerpt = text[:200] + ("..." if len(text) > 200 else "")
@@ -190,6 +195,13 @@ def _misclassified(run_dir, evaluation, data, top_k):
     body = "<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells) + "</table>"
     return f"Most confident mistakes (top {len(rows)})", _md_table(header, rows), body
+
+
+def _save_clip(waveform, sample_rate, path):
+    """Writes a clip as a 16-bit PCM WAV file, for the report's audio player."""
+    import soundfile
+
+    soundfile.write(path, np.clip(waveform, -1.0, 1.0), sample_rate, subtype="PCM_16")
 
 
 def _save_thumbnail(image, path):

@@ -48,3 +48,25 @@ def test_headless_chromium_renders_the_report_with_every_image_loaded(run_folder
     with Image.open(screenshot) as image:
         assert image.size == (1200, 2400)
         assert len(set(image.convert("L").resize((60, 120)).getdata())) > 10  # a page was drawn, not a blank
+
+
+def test_an_audio_run_lets_you_listen_to_its_mistakes(tiny_cnn, tmp_path):
+    import numpy as np
+    import soundfile
+
+    from conftest import write_tones
+
+    data = kft.data.from_directory(write_tones(tmp_path / "clips", per_class=12), seed=0)
+    model = kft.build_classifier("tiny_cnn", data=data, image_size=(32, 32), seed=0)  # untrained: it errs
+    evaluation = kft.evaluate(model, data)
+    report.write_report(tmp_path / "run", evaluation=evaluation, data=data)
+    page, markdown = (tmp_path / "run" / "report.html").read_text(), (tmp_path / "run" / "report.md").read_text()
+    clips = sorted((tmp_path / "run" / "misclassified").glob("*.wav"))
+    assert len(clips) == int((evaluation.probabilities.argmax(-1) != evaluation.labels).sum()) > 0
+    for clip in clips:
+        assert f"<audio controls src='misclassified/{clip.name}'>" in page
+        assert f"(misclassified/{clip.name})" in markdown
+        index = int(clip.stem.split("_")[1])
+        waveform, rate = soundfile.read(clip, dtype="float32")
+        assert rate == 16000
+        np.testing.assert_allclose(waveform, data.inputs("test")[index], atol=1 / 32767)
