@@ -16,8 +16,9 @@ The front end, stock Keras layers only (so a `.keras` file loads without
 kerasft), and THE place where sound becomes an image:
 ```
 waveform (clip_samples,)
-  -> keras.layers.MelSpectrogram   25 ms Hann windows every 10 ms, 512-point FFT,
-                                   64 mel bands from 40 Hz to sample_rate / 2, power in dB
+  -> keras.layers.MelSpectrogram   25 ms Hann windows every 10 ms (FFT: the next power of 2,
+                                   512 points at 16 kHz), 64 mel bands from 40 Hz to
+                                   sample_rate / 2, power in dB
   -> pixels = (dB - FLOOR_DB) * 255 / RANGE_DB, clipped to 0..255
                                    FLOOR_DB (-60 dB) is black, FLOOR_DB + RANGE_DB (+40 dB) white;
                                    a full-scale tone reaches about +39 dB
@@ -47,7 +48,6 @@ DURATION = 1.0
 IMAGE_SIZE = (128, 128)
 WINDOW_SECONDS = 0.025
 HOP_SECONDS = 0.010
-FFT_LENGTH = 512
 NUM_MEL_BINS = 64
 MIN_FREQUENCY = 40.0
 FLOOR_DB = -60.0
@@ -69,6 +69,11 @@ def clip_samples(sample_rate, duration):
 def window_samples(sample_rate):
     """The samples in one STFT window: a clip must hold at least this many."""
     return int(round(WINDOW_SECONDS * sample_rate))
+
+
+def fft_length(sample_rate):
+    """The FFT size: the smallest power of 2 that holds one window."""
+    return 1 << (window_samples(sample_rate) - 1).bit_length()
 
 
 def check_settings(sample_rate, duration):
@@ -102,6 +107,28 @@ def decode(content):
         why = re.sub(r"^Error opening <[^>]*>: ", "", str(error)).strip() or type(error).__name__
         raise AudioError(f"not a readable WAV/FLAC/OGG file ({why})") from None
     return waveform, int(rate)
+
+
+def as_float(waveform, where="waveform"):
+    """A waveform array as float32 `(samples, channels)`: integer PCM scaled by its type's range.
+
+    Raises:
+        AudioError: not numeric, not 1-D or 2-D, channels first, or floats far outside [-1, 1].
+    """
+    waveform = np.asarray(waveform)
+    if waveform.dtype.kind not in "iuf" or waveform.ndim not in (1, 2):
+        raise AudioError(f"{where}: expected a numeric array (samples,) or (samples, channels). Received "
+                         f"{waveform.dtype} of shape {waveform.shape}.")
+    if waveform.ndim == 2 and waveform.shape[0] <= 8 < waveform.shape[1]:
+        raise AudioError(f"{where}: shape {waveform.shape} looks channels-first; expected (samples, channels). "
+                         "Transpose it (librosa and torchaudio give channels first).")
+    if waveform.dtype.kind in "iu":
+        info = np.iinfo(waveform.dtype)
+        waveform = (waveform.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
+    elif waveform.size and np.isfinite(waveform).all() and np.abs(waveform).max() > 2.0:
+        raise AudioError(f"{where}: float samples must lie in [-1, 1]; these reach {np.abs(waveform).max():.4g}. "
+                         "Integer PCM stored as floats? Divide by 32768 (16-bit) or pass the integer array.")
+    return waveform.astype(np.float32).reshape(len(waveform), -1)
 
 
 def problem(waveform, rate):
@@ -165,8 +192,8 @@ def front_end(sample_rate, duration):
     samples = clip_samples(sample_rate, duration)
     waveform = keras.Input(shape=(samples,), dtype="float32", name="audio")
     spectrogram = keras.layers.MelSpectrogram(
-        fft_length=FFT_LENGTH, sequence_stride=int(round(HOP_SECONDS * sample_rate)),
-        sequence_length=min(window_samples(sample_rate), FFT_LENGTH), sampling_rate=sample_rate,
+        fft_length=fft_length(sample_rate), sequence_stride=int(round(HOP_SECONDS * sample_rate)),
+        sequence_length=window_samples(sample_rate), sampling_rate=sample_rate,
         num_mel_bins=NUM_MEL_BINS, min_freq=MIN_FREQUENCY, max_freq=sample_rate / 2, power_to_db=True,
         top_db=1e9, min_power=1e-10, name="mel_spectrogram")(waveform)
     frames = spectrogram.shape[-1]
@@ -194,30 +221,38 @@ def sample_rate_of(model):
 # === Augmentation ===
 
 
-def augmentation(strength, seed, pixel_scale=1.0):
+def augmentation(strength, seed, black=0.0, white=255.0):
     """Random SpecAugment masks, shifts and gain on a batch of preprocessed spectrograms `(N, H, W, C)`.
 
     With strength s in [0, 1]: the clip moves by up to `0.1 s` of its
     frames in time and by up to `0.05 s` of its mel rows in frequency (a
     higher or lower voice, as vocal tract length perturbation does), the
-    gain changes by up to +-6 s dB, and one band of up to `0.2 s` of the mel
-    rows and one of up to `0.2 s` of the frames are masked (Park et al.,
-    2019). Masked and shifted-in cells take the example's minimum (its
-    silence).
+    gain changes by up to +-6 s dB (kept between black and white, as the
+    front end clips), and one band of up to `0.2 s` of the mel rows and one
+    of up to `0.2 s` of the frames are masked (Park et al., 2019). Masked and
+    shifted-in cells are black: silence as the backbone sees it.
+
+    The draws come from one seeded `tf.random.Generator`, in batch order:
+    map the function over a dataset WITHOUT parallel calls to keep a run
+    reproducible.
 
     Args:
         strength: float. In [0, 1].
         seed: int. Seed of the random draws.
-        pixel_scale: float. What the backbone's preprocessing multiplies
-            pixels by (its `Rescaling` scale), to turn dB into its units.
+        black: float or per-channel values. Pixel 0 (FLOOR_DB) after the
+            backbone's preprocessing.
+        white: float or per-channel values. Pixel 255 (FLOOR_DB + RANGE_DB)
+            after the backbone's preprocessing.
     """
     rng = tf.random.Generator.from_seed(seed)
-    gain = 6.0 * strength * _PIXELS_PER_DB * pixel_scale
+    black = tf.reshape(tf.constant(black, tf.float32), [1, 1, 1, -1])
+    white = tf.reshape(tf.constant(white, tf.float32), [1, 1, 1, -1])
+    gain = 6.0 * strength * (white - black) / RANGE_DB
 
     def uniform(batch, low=0.0, high=1.0):
         return rng.uniform([batch, 1], low, high)
 
-    def shift(images, floor, axis, fraction):
+    def shift(images, axis, fraction):
         """Moves each example along `axis` (1: frequency, 2: time) by a random number of cells."""
         size, batch = tf.shape(images)[axis], tf.shape(images)[0]
         limit = fraction * strength * tf.cast(size, tf.float32)
@@ -225,7 +260,7 @@ def augmentation(strength, seed, pixel_scale=1.0):
         moved = tf.gather(images, tf.clip_by_value(source, 0, size - 1), axis=axis, batch_dims=1)
         inside = (source >= 0) & (source < size)
         inside = inside[:, :, tf.newaxis, tf.newaxis] if axis == 1 else inside[:, tf.newaxis, :, tf.newaxis]
-        return tf.where(inside, moved, floor)
+        return tf.where(inside, moved, black)
 
     def band(size, batch):
         """One random band of up to 0.2 s of `size` cells per example, as a boolean mask (batch, size)."""
@@ -236,10 +271,10 @@ def augmentation(strength, seed, pixel_scale=1.0):
 
     def augment(images):
         batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-        floor = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
-        images = shift(shift(images, floor, 2, 0.1), floor, 1, 0.05)
-        images = tf.maximum(images + (uniform(batch, -1.0, 1.0)[:, :, tf.newaxis, tf.newaxis]) * gain, floor)
+        images = shift(shift(images, 2, 0.1), 1, 0.05)
+        change = uniform(batch, -1.0, 1.0)[:, :, tf.newaxis, tf.newaxis] * gain
+        images = tf.clip_by_value(images + change, tf.minimum(black, white), tf.maximum(black, white))
         masked = band(height, batch)[:, :, tf.newaxis, tf.newaxis] | band(width, batch)[:, tf.newaxis, :, tf.newaxis]
-        return tf.where(masked, floor, images)
+        return tf.where(masked, black, images)
 
     return augment

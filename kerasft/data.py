@@ -911,15 +911,11 @@ def _waveforms(x, sample_rate, duration):
                         f"Received an array of shape {x.shape}.")
     clips, bad = [], []
     for i, waveform in enumerate(x):
-        waveform = np.asarray(waveform)
-        if waveform.dtype.kind not in "iuf" or waveform.ndim not in (1, 2):
-            bad.append(f"x[{i}]: not a numeric array (samples,) or (samples, channels) "
-                       f"(received {waveform.dtype} {waveform.shape})")
+        try:
+            waveform = audio.as_float(waveform, where=f"x[{i}]")
+        except audio.AudioError as error:
+            bad.append(str(error))
             continue
-        if waveform.dtype.kind in "iu":
-            info = np.iinfo(waveform.dtype)
-            waveform = (waveform.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
-        waveform = waveform.astype(np.float32).reshape(len(waveform), -1)
         why = audio.problem(waveform, sample_rate)
         if why:
             bad.append(f"x[{i}]: {why}")
@@ -944,7 +940,7 @@ def _pixels(array):
     if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
         raise DataError(
             "Image arrays must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4. "
-            f"Received shape {array.shape}."
+            f"Received shape {array.shape}." + (" Waveforms? Pass sample_rate=." if array.ndim in (2, 3) else "")
         )
     if array.shape[-1] == 4:
         array = array[..., :3]

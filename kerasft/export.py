@@ -521,7 +521,7 @@ def _input_details(model, modality):
         details = {"image_size": [resize.height, resize.width]}
         if modality == "audio":
             rate, samples = audio.sample_rate_of(model)
-            details.update(sample_rate=rate, duration=samples / rate)
+            details.update(sample_rate=rate, duration=round(samples / rate, 6))
         return details
     lengths = sorted({layer.sequence_length for layer in model._flatten_layers(include_self=False)
                       if hasattr(layer, "tokenizer") and hasattr(layer, "sequence_length")})
@@ -669,20 +669,23 @@ class Predictor:
     def _clips(self, inputs):
         """Sound files or waveforms as one float32 batch `(N, longest)` at the model's rate (the model cuts/pads)."""
         if isinstance(inputs, (str, bytes, os.PathLike)) or (isinstance(inputs, np.ndarray) and inputs.ndim != 2):
-            raise ExportError("An audio model predicts from a list of sound file paths or bytes, or of mono waveforms "
-                              f"at {self.sample_rate} Hz. Received: {type(inputs).__name__} {str(inputs)[:80]!r}")
+            raise ExportError("An audio model predicts from a list of sound file paths or bytes, a list of waveforms "
+                              f"(samples,) or (samples, channels) at {self.sample_rate} Hz, or an array (N, samples). "
+                              f"Received: {type(inputs).__name__} {str(inputs)[:80]!r}")
         clips = []
-        for item in inputs:
-            if isinstance(item, (str, bytes, os.PathLike)):
-                try:
+        for i, item in enumerate(inputs):
+            where = str(item) if isinstance(item, (str, os.PathLike)) else f"input {i}"
+            try:
+                if isinstance(item, (str, bytes, os.PathLike)):
                     waveform, rate = audio.decode(_read_bytes(item))
-                except audio.AudioError as error:
-                    raise ExportError(f"{item if not isinstance(item, bytes) else 'bytes'}: {error}") from None
-                item = audio.to_mono(waveform, rate, self.sample_rate)
-            clips.append(np.asarray(item, np.float32).reshape(-1))
+                else:
+                    waveform, rate = audio.as_float(item, where=where), self.sample_rate
+            except audio.AudioError as error:
+                raise ExportError(f"{where}: {error}" if isinstance(item, (str, bytes, os.PathLike))
+                                  else str(error)) from None
+            clips.append(audio.to_mono(waveform, rate, self.sample_rate))
         longest = max((len(clip) for clip in clips), default=0)
         return np.stack([np.pad(clip, (0, longest - len(clip))) for clip in clips]) if clips else np.zeros((0, 0))
-
 
 def _as_pixels(images):
     if images.ndim != 4 or images.shape[-1] != 3:

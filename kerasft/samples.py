@@ -163,9 +163,11 @@ def spoken_words(seed=0, noise=True, sample_rate=16000, duration=1.0):
     The words yes, no, up, down, left, right, on, off, stop, go, spoken by
     Debian's `espeak-ng` (`apt-get install espeak-ng`; `make install` does it
     where apt is usable) in 8 English accents x 16 speaker variants (8 male,
-    8 female), each at 2 random speeds (130..200 words/minute) and pitches,
-    placed at a random offset in a 1 s clip; with `noise`, half the clips
-    get white or brown noise at 10..30 dB SNR. The speaker variants are split
+    8 female), each at 2 random speeds (130..200 words/minute) and pitches.
+    With `noise` (the default) each word is placed at a random offset in a
+    1 s clip and half the clips get white or brown noise at 10..30 dB SNR;
+    without it the clips are espeak-ng's own (0.4..1.1 s, cut or padded by
+    the loader). The speaker variants are split
     by the seed: 12 for training, 2 (one male, one female) for validation and
     2 others for test, so the test score measures how well the model
     generalizes to voices it never heard. Generated once per seed into the

@@ -118,6 +118,9 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     """
     _check_fits(model, data)
     augment = augmentation and augmenter(model, augmentation, seed)
+    if augment and (trainable or models.trainable_setting(model)) == "frozen":
+        raise TrainingError("augmentation applies to phase 2 (an unfrozen backbone); a frozen backbone trains "
+                            "only the head on features computed once. Pass trainable='top:N' or 'all'.")
     for name, value in (("epochs", epochs), ("warmup_epochs", warmup_epochs)):
         if not isinstance(value, int) or value < 0 or (name == "epochs" and value < 1):
             raise TrainingError(f"{name} must be a {'positive' if name == 'epochs' else 'non-negative'} "
@@ -189,8 +192,8 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
                 optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
                                                weight_decay=weight_decay)
                 network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-                if augment:
-                    train = train.map(lambda x, *rest: (augment(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+                if augment:  # sequential: the draws follow the batches, so a seed repeats a run
+                    train = train.map(lambda x, *rest: (augment(x), *rest))
                 history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
                                       class_weight=weights, verbose=verbose,
                                       callbacks=_callbacks(patience, callbacks, checkpoint, 2))
@@ -222,7 +225,9 @@ def augmenter(model, strength, seed=0):
         seed: int. Seed of the random draws.
 
     Returns:
-        A callable from a batch `(N, H, W, 3)` to an augmented batch of that shape.
+        A callable from a batch `(N, H, W, 3)` to an augmented batch of that shape. Its
+        random draws follow the order of the calls: map it over a dataset without
+        parallel calls to keep a run reproducible (`fine_tune` and `tune` do).
 
     Raises:
         TrainingError: a text model, or a strength outside [0, 1].
@@ -231,10 +236,11 @@ def augmenter(model, strength, seed=0):
         raise TrainingError(f"augmentation is a strength in [0, 1]. Received: {strength!r}")
     modality = models.modality_of(model)
     if modality == "audio":
+        # Black and white pixels as the backbone sees them: its normalization of 0 and 255.
         rescaling = [layer for layer in model.get_layer("preprocessor")._flatten_layers(include_self=False)
                      if isinstance(layer, keras.layers.Rescaling) and layer.name == "normalize"]
-        scale = float(np.mean(rescaling[0].scale)) if rescaling else 1.0
-        return audio.augmentation(strength, seed, pixel_scale=scale)
+        scale, offset = (np.float32(rescaling[0].scale), np.float32(rescaling[0].offset)) if rescaling else (1, 0)
+        return audio.augmentation(strength, seed, black=offset, white=255 * np.asarray(scale) + offset)
     if modality != "image":
         raise TrainingError(f"augmentation applies to image and audio models; this one takes {modality}.")
     layers = keras.Sequential([
@@ -246,6 +252,17 @@ def augmenter(model, strength, seed=0):
     return lambda images: layers(images, training=True)
 
 
+def _check_audio(model, data):
+    """An audio model takes clips of the data's sample rate and length, or this says which differ."""
+    if getattr(data, "modality", None) != "audio" or models.modality_of(model) != "audio":
+        return
+    rate, samples = audio.sample_rate_of(model)
+    if (rate, samples) != (data.sample_rate, audio.clip_samples(data.sample_rate, data.duration)):
+        raise TrainingError(f"The model takes clips of {samples} samples at {rate} Hz but the data's are "
+                            f"{data.duration:g} s at {data.sample_rate} Hz ({data.name}). Build it with "
+                            "kft.build_classifier(..., data=data), or load the data with that rate and duration.")
+
+
 def _check_fits(model, data):
     for attribute in ("train", "validation", "class_names", "task", "modality"):
         if not hasattr(data, attribute):
@@ -254,12 +271,7 @@ def _check_fits(model, data):
     modality = models.modality_of(model)
     if modality != data.modality:
         raise TrainingError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
-    if modality == "audio" and audio.sample_rate_of(model) != (
-            data.sample_rate, audio.clip_samples(data.sample_rate, data.duration)):
-        rate, samples = audio.sample_rate_of(model)
-        raise TrainingError(f"The model takes clips of {samples} samples at {rate} Hz but the data's are "
-                            f"{data.duration:g} s at {data.sample_rate} Hz ({data.name}). Build it with "
-                            "kft.build_classifier(..., data=data).")
+    _check_audio(model, data)
     outputs = model.output.shape[-1]
     expected = 1 if data.task == "regression" else data.num_classes
     if outputs != expected:
@@ -587,6 +599,7 @@ def evaluate(model, data, class_names=None, batch_size=64):
     Returns:
         An `Evaluation`; `result["accuracy"]` reads one metric.
     """
+    _check_audio(model, data)
     dataset = data.test if hasattr(data, "test") else data
     class_names = class_names or getattr(data, "class_names", None)
     probabilities, labels = [], []

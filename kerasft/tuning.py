@@ -430,7 +430,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                      .shuffle(size, seed=self.seed).batch(batch_size))
             if augmentation:
                 augment = training.augmenter(self.reference, augmentation, self.seed)
-                train = train.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+                train = train.map(lambda x, y: (augment(x), y))  # sequential: a seed repeats a run
             train = bottom.map(train, cut).prefetch(tf.data.AUTOTUNE)
             validation = bottom.map(self._preprocessed_split("validation"), cut).prefetch(tf.data.AUTOTUNE)
         return self._targets(train), self._targets(validation)

@@ -13,8 +13,10 @@ import kerasft as kft
 from conftest import FRESH_PROCESS_TIMEOUT, RATE, TONES, run_fresh, tone, wav_bytes, write_tones
 from kerasft import audio
 from kerasft.data import DataError
+from kerasft.ensemble import EnsembleError
 from kerasft.export import ExportError
 from kerasft.models import ClassifierError
+from kerasft.training import TrainingError
 
 @pytest.fixture(scope="module")
 def tone_data(tmp_path_factory):
@@ -47,17 +49,33 @@ def test_resampling_keeps_a_tone_at_its_frequency():
     assert abs(np.argmax(spectrum) * RATE / len(clip) - 1000.0) < 60
 
 
-def test_augmentation_is_the_identity_at_strength_0_and_masks_with_the_clip_floor():
-    images = tf.random.stateless_uniform([4, 32, 40, 3], seed=[1, 2], maxval=255.0)
-    np.testing.assert_allclose(audio.augmentation(0.0, seed=0)(images), images)
-    augmented = audio.augmentation(1.0, seed=0)(images).numpy()
-    again = audio.augmentation(1.0, seed=0)(images).numpy()
-    np.testing.assert_array_equal(augmented, again)  # seeded
-    floor = images.numpy().min(axis=(1, 2, 3))
+def test_augmentation_is_the_identity_at_strength_0_and_fills_with_black_per_channel():
+    black, white = np.array([-103.9, -116.8, -123.7], np.float32), np.array([151.1, 138.2, 131.3], np.float32)
+    images = black + tf.random.stateless_uniform([4, 32, 40, 1], seed=[1, 2]) * (white - black)  # grey, 3 offsets
+    np.testing.assert_allclose(audio.augmentation(0.0, seed=0, black=black, white=white)(images), images)
+    augmented = audio.augmentation(1.0, seed=0, black=black, white=white)(images).numpy()
     assert augmented.shape == images.shape and not np.allclose(augmented, images)
-    for example, low in zip(augmented, floor):
-        assert example.min() >= low - 1e-4
-        assert (np.isclose(example, low).all(axis=(1, 2))).any() or (np.isclose(example, low).all(axis=(0, 2))).any()
+    assert (augmented >= black - 1e-4).all() and (augmented <= white + 1e-4).all()  # gain stays within the clip
+    fraction = (augmented - black) / (white - black)  # still one grey level across the 3 channels
+    np.testing.assert_allclose(fraction[..., 0], fraction[..., 2], atol=1e-5)
+    for example in augmented:  # a masked band of rows or of frames is black in every channel
+        rows, frames = np.isclose(example, black).all(axis=(1, 2)), np.isclose(example, black).all(axis=(0, 2))
+        assert rows.any() or frames.any()
+
+
+def test_augmentation_over_a_dataset_repeats_with_its_seed_and_differs_from_batch_to_batch():
+    batches = tf.data.Dataset.from_tensor_slices(tf.random.stateless_uniform([6, 4, 16, 20, 3], seed=[5, 6],
+                                                                             maxval=255.0))
+
+    def run(seed):
+        augment = audio.augmentation(0.8, seed=seed)
+        return np.stack([batch.numpy() for batch in batches.map(augment)])
+
+    first = run(seed=1)
+    np.testing.assert_array_equal(first, run(seed=1))
+    assert not np.allclose(first, run(seed=2))
+    plain = np.stack([batch.numpy() for batch in batches])
+    assert all(not np.allclose(a, p) for a, p in zip(first, plain))
 
 
 # === Reading ===
@@ -211,6 +229,42 @@ def test_the_model_card_and_saved_model_cli_describe_the_audio_signatures(tone_e
     assert "signature_def['wav_bytes']" in result.stdout and "signature_def['serving_default']" in result.stdout
 
 
+def test_a_stereo_44khz_wav_gives_the_same_prediction_through_python_and_the_serving_graph(tone_export):
+    _, exported, _ = tone_export
+    left = audio.resample(tf.constant(tone(300.0, seed=5)), RATE, 44100).numpy()
+    stereo = wav_bytes(np.stack([left, 0.5 * left], axis=1), 44100)
+    in_python = kft.load(exported.keras).predict([stereo])  # soundfile + kerasft.audio.to_mono
+    served = tf.saved_model.load(exported.saved_model).signatures["wav_bytes"](wav_bytes=tf.constant([stereo]))
+    np.testing.assert_allclose(served["probabilities"].numpy(), in_python, atol=1e-4)
+
+
+def test_a_predictor_takes_int16_and_stereo_waveforms_and_refuses_unscaled_floats(tone_export):
+    model, exported, _ = tone_export
+    clip = tone(None, seed=7)[:RATE]
+    predictor = kft.load(exported.keras)
+    expected = predictor.predict([clip])
+    np.testing.assert_allclose(predictor.predict([np.stack([clip, clip], axis=1)]), expected, atol=1e-5)
+    np.testing.assert_allclose(predictor.predict([(clip * 32768).astype(np.int16)]), expected, atol=1e-3)
+    with pytest.raises(ExportError, match=r"input 0: float samples must lie in \[-1, 1\]; these reach"):
+        predictor.predict([clip * 32768])
+    with pytest.raises(ExportError, match="looks channels-first"):
+        predictor.predict([np.stack([clip, clip])])
+
+
+def test_a_mean_ensemble_of_audio_members_serves_wav_bytes(tone_export, tone_data, tmp_path):
+    model, _, _ = tone_export
+    other = kft.build_classifier("efficientnet_lite0", data=tone_data, image_size=(64, 64), seed=1)
+    kft.fine_tune(other, tone_data, epochs=6, learning_rate=0.01, batch_size=8, verbose=0)
+    ensemble = kft.ensemble([model, other], method="mean")
+    clips = tone_data.inputs("test")
+    exported = kft.export(ensemble, tmp_path / "ensemble", data=tone_data)
+    served = kft.load(exported.saved_model).predict([wav_bytes(clip) for clip in clips])
+    np.testing.assert_allclose(served, ensemble.predict(clips, verbose=0), atol=1e-3)
+    short = kft.build_classifier("efficientnet_lite0", num_classes=2, sample_rate=RATE, duration=0.5)
+    with pytest.raises(EnsembleError, match="takes clips of 8000 samples; member 0 takes 16000"):
+        kft.ensemble([model, short], method="mean")
+
+
 def test_a_predictor_names_an_unreadable_sound_file(tone_export, tmp_path):
     _, exported, _ = tone_export
     fake = tmp_path / "fake.wav"
@@ -219,6 +273,16 @@ def test_a_predictor_names_an_unreadable_sound_file(tone_export, tmp_path):
         kft.load(exported.keras).predict([str(fake)])
     with pytest.raises(ExportError, match="LiteRT files hold text and image models only"):
         kft.export(tone_export[0], tmp_path / "lite", formats=("litert",))
+
+
+def test_augmentation_needs_an_unfrozen_backbone_and_audio_settings_must_match(tone_export, tone_data, tmp_path):
+    model, _, _ = tone_export
+    with pytest.raises(TrainingError, match="augmentation applies to phase 2"):
+        kft.fine_tune(model, tone_data, epochs=1, trainable="frozen", augmentation=0.3, verbose=0)
+    other_rate = kft.data.from_directory(write_tones(tmp_path / "clips", per_class=6), sample_rate=8000, seed=0)
+    with pytest.raises(TrainingError, match="takes clips of 16000 samples at 16000 Hz but the data's "
+                                                         "are 1 s at 8000 Hz"):
+        kft.evaluate(model, other_rate)
 
 
 def test_fine_tune_augments_spectrograms_in_phase_2_and_still_learns(tone_data):
