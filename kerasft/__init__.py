@@ -1,5 +1,7 @@
 """kerasft: transfer learning for Keras 3 — pretrained backbones, tuned heads, fine-tuning, exports.
 
+Text, images and sound (spectrograms through image backbones, `kerasft.audio`).
+
 ```python
 import kerasft as kft
 data = kft.samples.bbc_news()
@@ -9,7 +11,7 @@ print(kft.evaluate(model, data))
 ```
 """
 
-from kerasft import backbones, convert, data, distribute, features, report, samples, tuning
+from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tuning
 from kerasft.ensemble import ensemble
 from kerasft.export import export, load
 from kerasft.heads import Head
@@ -19,5 +21,5 @@ from kerasft.tuning import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["Head", "backbones", "build_classifier", "convert", "data", "distill", "distribute", "ensemble", "evaluate",
-           "export", "features", "fine_tune", "load", "report", "samples", "tune", "tuning"]
+__all__ = ["Head", "audio", "backbones", "build_classifier", "convert", "data", "distill", "distribute", "ensemble",
+           "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tune", "tuning"]
