@@ -109,7 +109,7 @@ def decode(content):
     return waveform, int(rate)
 
 
-def as_float(waveform, where="waveform"):
+def as_float(waveform):
     """A waveform array as float32 `(samples, channels)`: integer PCM scaled by its type's range.
 
     Raises:
@@ -117,16 +117,16 @@ def as_float(waveform, where="waveform"):
     """
     waveform = np.asarray(waveform)
     if waveform.dtype.kind not in "iuf" or waveform.ndim not in (1, 2):
-        raise AudioError(f"{where}: expected a numeric array (samples,) or (samples, channels). Received "
+        raise AudioError(f"expected a numeric array (samples,) or (samples, channels). Received "
                          f"{waveform.dtype} of shape {waveform.shape}.")
     if waveform.ndim == 2 and waveform.shape[0] <= 8 < waveform.shape[1]:
-        raise AudioError(f"{where}: shape {waveform.shape} looks channels-first; expected (samples, channels). "
+        raise AudioError(f"shape {waveform.shape} looks channels-first; expected (samples, channels). "
                          "Transpose it (librosa and torchaudio give channels first).")
     if waveform.dtype.kind in "iu":
         info = np.iinfo(waveform.dtype)
         waveform = (waveform.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
     elif waveform.size and np.isfinite(waveform).all() and np.abs(waveform).max() > 2.0:
-        raise AudioError(f"{where}: float samples must lie in [-1, 1]; these reach {np.abs(waveform).max():.4g}. "
+        raise AudioError(f"float samples must lie in [-1, 1]; these reach {np.abs(waveform).max():.4g}. "
                          "Integer PCM stored as floats? Divide by 32768 (16-bit) or pass the integer array.")
     return waveform.astype(np.float32).reshape(len(waveform), -1)
 
@@ -146,15 +146,19 @@ def problem(waveform, rate):
 
 
 def to_mono(waveform, rate, sample_rate):
-    """Mixes `(samples, channels)` to mono (the channels' mean) and resamples it to `sample_rate`: float32 numpy."""
-    mono = tf.constant(waveform.mean(axis=1) if waveform.ndim == 2 else waveform, tf.float32)
-    return (resample(mono, rate, sample_rate) if rate != sample_rate else mono).numpy()
+    """Mixes `(samples, channels)` to mono (the channels' mean) and resamples it to `sample_rate`: float32 numpy.
+
+    Only resampling runs TensorFlow (`resample`, the serving graph's own op);
+    a clip already at `sample_rate` stays in numpy, so loading thousands is fast.
+    """
+    mono = (waveform.mean(axis=1) if waveform.ndim == 2 else waveform).astype(np.float32)
+    return resample(tf.constant(mono), rate, sample_rate).numpy() if rate != sample_rate else mono
 
 
 def to_clip(waveform, rate, sample_rate, duration):
-    """`to_mono`, then cut or zero-padded to `duration` seconds."""
-    mono = to_mono(waveform, rate, sample_rate)[np.newaxis]
-    return fit_length(tf.constant(mono), clip_samples(sample_rate, duration))[0].numpy()
+    """`to_mono`, then cut to its first `duration` seconds or zero-padded to them (as `fit_length` in graphs)."""
+    mono = to_mono(waveform, rate, sample_rate)[:clip_samples(sample_rate, duration)]
+    return np.pad(mono, (0, clip_samples(sample_rate, duration) - len(mono)))
 
 
 def resample(waveform, rate, sample_rate):

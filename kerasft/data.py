@@ -912,11 +912,10 @@ def _waveforms(x, sample_rate, duration):
     clips, bad = [], []
     for i, waveform in enumerate(x):
         try:
-            waveform = audio.as_float(waveform, where=f"x[{i}]")
+            waveform = audio.as_float(waveform)
+            why = audio.problem(waveform, sample_rate)
         except audio.AudioError as error:
-            bad.append(str(error))
-            continue
-        why = audio.problem(waveform, sample_rate)
+            why = str(error)
         if why:
             bad.append(f"x[{i}]: {why}")
             continue

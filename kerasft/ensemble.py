@@ -112,13 +112,10 @@ def _check_members(members, method, validation):
                 f"Member {i} takes {member.input.dtype} input with {member.output.shape[-1]} outputs; member 0 "
                 f"takes {first.input.dtype} with {first.output.shape[-1]}. Members must solve the same task."
             )
-        if models.modality_of(first) == "audio" and member.input.shape[1:] != first.input.shape[1:]:
-            raise EnsembleError(f"Member {i} takes clips of {member.input.shape[-1]} samples; member 0 takes "
-                                f"{first.input.shape[-1]}. Audio members must take clips of one length and rate.")
-        if (models.modality_of(first) == "audio"
-                and audio.sample_rate_of(member)[0] != audio.sample_rate_of(first)[0]):
-            raise EnsembleError(f"Member {i} hears {audio.sample_rate_of(member)[0]} Hz; member 0 hears "
-                                f"{audio.sample_rate_of(first)[0]} Hz. Audio members must take one sample rate.")
+        if models.modality_of(first) == "audio" and audio.sample_rate_of(member) != audio.sample_rate_of(first):
+            (rate, samples), (first_rate, first_samples) = audio.sample_rate_of(member), audio.sample_rate_of(first)
+            raise EnsembleError(f"Member {i} takes clips of {samples} samples at {rate} Hz; member 0 takes "
+                                f"{first_samples} at {first_rate} Hz. Audio members must take one length and rate.")
         if heads.task_of(member) != heads.task_of(first):
             raise EnsembleError(f"Member {i} is a {heads.task_of(member)} model; member 0 is "
                                 f"{heads.task_of(first)}.")

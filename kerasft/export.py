@@ -674,15 +674,14 @@ class Predictor:
                               f"Received: {type(inputs).__name__} {str(inputs)[:80]!r}")
         clips = []
         for i, item in enumerate(inputs):
-            where = str(item) if isinstance(item, (str, os.PathLike)) else f"input {i}"
             try:
                 if isinstance(item, (str, bytes, os.PathLike)):
                     waveform, rate = audio.decode(_read_bytes(item))
                 else:
-                    waveform, rate = audio.as_float(item, where=where), self.sample_rate
+                    waveform, rate = audio.as_float(item), self.sample_rate
             except audio.AudioError as error:
-                raise ExportError(f"{where}: {error}" if isinstance(item, (str, bytes, os.PathLike))
-                                  else str(error)) from None
+                where = str(item) if isinstance(item, (str, os.PathLike)) else f"input {i}"
+                raise ExportError(f"{where}: {error}") from None
             clips.append(audio.to_mono(waveform, rate, self.sample_rate))
         longest = max((len(clip) for clip in clips), default=0)
         return np.stack([np.pad(clip, (0, longest - len(clip))) for clip in clips]) if clips else np.zeros((0, 0))

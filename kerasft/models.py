@@ -131,7 +131,7 @@ def _resolve_audio(sample_rate, duration, data, spec):
         if duration is not None:
             raise ClassifierError("duration applies to audio classifiers: pass sample_rate= too (or audio data=).")
         return None
-    if spec.modality != "image":
+    if not backbones.takes(spec, "audio"):
         raise ClassifierError(f"Audio is heard through image backbones (kerasft.audio); {spec.name!r} takes "
                               f"{spec.modality}. Pick one of kft.backbones.names('audio').")
     try:
