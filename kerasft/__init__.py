@@ -9,14 +9,19 @@ model = kft.build_classifier("minilm_l6", data=data, trainable="top:2")
 kft.fine_tune(model, data, epochs=3)
 print(kft.evaluate(model, data))
 ```
+The public calls live in modules named after their job (`kft.fine_tune` in
+`kerasft.training`, `kft.export` in `kerasft.exporting`, `kft.load` in
+`kerasft.predictor`, ...); no call shares its name with a module.
 """
 
 from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tuning
-from kerasft.ensemble import ensemble
-from kerasft.export import export, load
+from kerasft.ensembling import ensemble
+from kerasft.evaluation import evaluate
+from kerasft.exporting import export
 from kerasft.heads import Head
 from kerasft.models import build_classifier
-from kerasft.training import distill, evaluate, fine_tune
+from kerasft.predictor import load
+from kerasft.training import distill, fine_tune
 from kerasft.tuning import tune
 
 __version__ = "0.1.0"

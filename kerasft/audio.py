@@ -29,10 +29,7 @@ MelSpectrogram's own `top_db` clip is relative to the loudest value of the
 whole BATCH, which would make a clip's prediction depend on its batch-mates;
 it is disabled and the fixed dB floor above takes its place.
 
-Augmentation (`augmentation`; `kft.fine_tune(augmentation=)` and `kft.tune`
-like image augmentation) works on the spectrogram pixels: SpecAugment-style
-frequency and time masks (Park et al., 2019), random time and frequency
-shifts and a random gain (a dB offset).
+Augmentation of spectrograms lives with image augmentation in `kerasft.augment`.
 """
 
 import io
@@ -41,6 +38,8 @@ import re
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kerasft import keras_internals
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 SAMPLE_RATE = 16000
@@ -213,72 +212,10 @@ def front_end(sample_rate, duration):
 
 def sample_rate_of(model):
     """The `(sample_rate, clip_samples)` an audio classifier or ensemble takes, from its front end."""
-    layers = [layer for layer in model._flatten_layers(include_self=False)
+    layers = [layer for layer in keras_internals.flatten_layers(model)
               if isinstance(layer, keras.layers.MelSpectrogram)]
     rates = {layer.sampling_rate for layer in layers}
     if len(rates) != 1:
         raise AudioError(f"Model {model.name!r} has {len(rates)} sample rates in its spectrogram front ends "
                          f"({sorted(rates)}); expected one.")
     return rates.pop(), model.inputs[0].shape[-1]
-
-
-# === Augmentation ===
-
-
-def augmentation(strength, seed, black=0.0, white=255.0):
-    """Random SpecAugment masks, shifts and gain on a batch of preprocessed spectrograms `(N, H, W, C)`.
-
-    With strength s in [0, 1]: the clip moves by up to `0.1 s` of its
-    frames in time and by up to `0.05 s` of its mel rows in frequency (a
-    higher or lower voice, as vocal tract length perturbation does), the
-    gain changes by up to +-6 s dB (kept between black and white, as the
-    front end clips), and one band of up to `0.2 s` of the mel rows and one
-    of up to `0.2 s` of the frames are masked (Park et al., 2019). Masked and
-    shifted-in cells are black: silence as the backbone sees it.
-
-    The draws come from one seeded `tf.random.Generator`, in batch order:
-    map the function over a dataset WITHOUT parallel calls to keep a run
-    reproducible.
-
-    Args:
-        strength: float. In [0, 1].
-        seed: int. Seed of the random draws.
-        black: float or per-channel values. Pixel 0 (FLOOR_DB) after the
-            backbone's preprocessing.
-        white: float or per-channel values. Pixel 255 (FLOOR_DB + RANGE_DB)
-            after the backbone's preprocessing.
-    """
-    rng = tf.random.Generator.from_seed(seed)
-    black = tf.reshape(tf.constant(black, tf.float32), [1, 1, 1, -1])
-    white = tf.reshape(tf.constant(white, tf.float32), [1, 1, 1, -1])
-    gain = 6.0 * strength * (white - black) / RANGE_DB
-
-    def uniform(batch, low=0.0, high=1.0):
-        return rng.uniform([batch, 1], low, high)
-
-    def shift(images, axis, fraction):
-        """Moves each example along `axis` (1: frequency, 2: time) by a random number of cells."""
-        size, batch = tf.shape(images)[axis], tf.shape(images)[0]
-        limit = fraction * strength * tf.cast(size, tf.float32)
-        source = tf.range(size)[tf.newaxis] - tf.cast(tf.round(uniform(batch, -1.0, 1.0) * limit), tf.int32)
-        moved = tf.gather(images, tf.clip_by_value(source, 0, size - 1), axis=axis, batch_dims=1)
-        inside = (source >= 0) & (source < size)
-        inside = inside[:, :, tf.newaxis, tf.newaxis] if axis == 1 else inside[:, tf.newaxis, :, tf.newaxis]
-        return tf.where(inside, moved, black)
-
-    def band(size, batch):
-        """One random band of up to 0.2 s of `size` cells per example, as a boolean mask (batch, size)."""
-        width = tf.cast(tf.floor(uniform(batch) * (0.2 * strength * tf.cast(size, tf.float32) + 1)), tf.int32)
-        start = tf.cast(tf.floor(uniform(batch) * tf.cast(size - width + 1, tf.float32)), tf.int32)
-        index = tf.range(size)[tf.newaxis]
-        return (index >= start) & (index < start + width)
-
-    def augment(images):
-        batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-        images = shift(shift(images, 2, 0.1), 1, 0.05)
-        change = uniform(batch, -1.0, 1.0)[:, :, tf.newaxis, tf.newaxis] * gain
-        images = tf.clip_by_value(images + change, tf.minimum(black, white), tf.maximum(black, white))
-        masked = band(height, batch)[:, :, tf.newaxis, tf.newaxis] | band(width, batch)[:, tf.newaxis, :, tf.newaxis]
-        return tf.where(masked, black, images)
-
-    return augment

@@ -75,6 +75,13 @@ def register(spec):
     return spec
 
 
+def unregister(name):
+    """Removes a name from the registry (a backbone registered for a test or a session)."""
+    if name not in _REGISTRY:
+        raise BackboneError(f"{name!r} is not registered. Registered: {', '.join(names())}")
+    del _REGISTRY[name]
+
+
 def names(modality=None):
     """Returns the registered backbone names, optionally only those that take one modality's data.
 

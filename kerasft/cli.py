@@ -68,7 +68,7 @@ def _load_model(path):
     import keras
     import keras_hub  # noqa: F401  registers the KerasHub layers a text model holds
 
-    from kerasft.export import KERAS_FILE  # (kerasft.export is the function)
+    from kerasft.exporting import KERAS_FILE
 
     path = Path(path)
     if path.is_dir() and (path / KERAS_FILE).is_file():

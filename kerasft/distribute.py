@@ -26,6 +26,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from kerasft import keras_internals
+
 KINDS = ("auto", "default", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -136,7 +138,7 @@ def _cluster_tasks(tf_config):
 def is_multi_worker(strategy):
     """True for a `MultiWorkerMirroredStrategy` that spans several workers."""
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())
+            and keras_internals.in_multi_worker_mode(strategy))
 
 
 def is_chief(strategy=None):
@@ -207,66 +209,14 @@ def check_built_under(model, strategy):
 
 @contextlib.contextmanager
 def training_scope(strategy=None):
-    """Enters `strategy.scope()` (if any) and, for several workers, the Keras fix below."""
+    """Enters `strategy.scope()` (if any) and, for several workers, the Keras 3 fix
+    (`kerasft.keras_internals.multi_worker_fix`, keras-team/keras#20585)."""
     if strategy is None:
         yield
         return
-    with strategy.scope(), _multi_worker_fix(strategy):
+    fix = keras_internals.multi_worker_fix() if is_multi_worker(strategy) else contextlib.nullcontext()
+    with strategy.scope(), fix:
         yield
-
-
-# === The Keras 3 multi-worker fix ===
-# MultiWorkerMirroredStrategy fails in Keras 3 `fit` (https://github.com/keras-team/keras/issues/20585):
-# 1. `_maybe_symbolic_build` reduces the first distributed batch with `strategy.reduce(..., axis=None)`,
-#    which CollectiveAllReduce cannot do for a structure of PerReplica inputs ("Attempt to convert a
-#    value (PerReplica...)"). The symbolic build only needs shapes and dtypes: the local first replica's
-#    batch gives them.
-# 2. `reduce_per_replica` reduces every metric with `strategy.reduce("MEAN", v, axis=0)`, which fails on
-#    scalar metrics ("Invalid reduction dimension 0 for input with 0 dimensions"): scalars reduce with
-#    axis=None.
-# The patch is applied only while kerasft trains under such a strategy, and undone after.
-_FIX_WRITTEN_FOR = "3.15"
-
-
-@contextlib.contextmanager
-def _multi_worker_fix(strategy):
-    if not is_multi_worker(strategy):
-        yield
-        return
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    if not keras.__version__.startswith(_FIX_WRITTEN_FOR + "."):
-        warnings.warn(f"kerasft: the MultiWorkerMirroredStrategy fix was written for Keras {_FIX_WRITTEN_FOR}; "
-                      f"Keras {keras.__version__} is installed and may not need it "
-                      "(https://github.com/keras-team/keras/issues/20585). Applying it anyway.")
-    original_reduce = tf_trainer.reduce_per_replica
-    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and is_multi_worker(strategy):
-            return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0), values)
-        return original_reduce(values, strategy, reduction)
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is None or not is_multi_worker(self.distribute_strategy):
-            return original_build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            batch = next(it)
-            data_batch = tf.nest.map_structure(
-                lambda v: self.distribute_strategy.experimental_local_results(v)[0]
-                if isinstance(v, tf.distribute.DistributedValues) else v, batch)
-            break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    try:
-        yield
-    finally:
-        tf_trainer.reduce_per_replica = original_reduce
-        tf_trainer.TensorFlowTrainer._maybe_symbolic_build = original_build
 
 
 # === Precision ===

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import backbones, models, paths
+from kerasft import backbones, keras_internals, models, paths
 
 # Preprocessed splits up to this size are cached after preprocessing (larger
 # ones cache the raw input and preprocess in parallel every epoch); a feature
@@ -161,8 +161,8 @@ def _cut_depth(cut):
 
 def _pooling_mask_name(network):
     """The network input that masks the pooling (the padding mask of text), or None."""
-    mask = network.get_layer("pooling")._inbound_nodes[0].arguments.kwargs.get("mask")
-    return None if mask is None else mask._keras_history.operation.name
+    mask = keras_internals.call_keyword(network.get_layer("pooling"), "mask")
+    return None if mask is None else keras_internals.producer(mask)[0].name
 
 
 def _cut_outputs(model, cut, block_pattern=None):
@@ -188,7 +188,7 @@ def _cut_outputs(model, cut, block_pattern=None):
     activations, passed, seen, stack = [], {}, set(), [used]
     while stack:
         tensor = stack.pop()
-        operation, node_index, _ = tensor._keras_history
+        operation, node_index = keras_internals.producer(tensor)
         if isinstance(operation, keras.layers.InputLayer):
             passed[operation.name] = tensor  # e.g. the padding mask the top blocks also read
         elif id(operation) in below:
@@ -196,7 +196,7 @@ def _cut_outputs(model, cut, block_pattern=None):
                 activations.append(tensor)
         elif (id(operation), node_index) not in seen:
             seen.add((id(operation), node_index))
-            stack.extend(operation._inbound_nodes[node_index].input_tensors)
+            stack.extend(keras_internals.node_inputs(operation, node_index))
     names = ["activations"] if len(activations) == 1 else [f"activations_{i}" for i in range(len(activations))]
     return {**dict(zip(names, activations)), **passed}
 

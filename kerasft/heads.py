@@ -4,6 +4,8 @@ import dataclasses
 
 import keras
 
+from kerasft import keras_internals
+
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 
 # The output layer of each task; "binary" is a two-class softmax so every
@@ -84,7 +86,7 @@ def task_of(model):
         ValueError: the model mixes heads of different tasks.
     """
     found = {(_TASK_OF_ACTIVATION.get(keras.activations.serialize(layer.activation), "multiclass"), layer.units)
-             for layer in model._flatten_layers(include_self=False)
+             for layer in keras_internals.flatten_layers(model)
              if isinstance(layer, keras.layers.Dense) and layer.name == "predictions"}
     tasks = {task for task, _ in found}
     if len(tasks) > 1:

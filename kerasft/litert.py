@@ -58,7 +58,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import features, models
+from kerasft import features, keras_internals
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 METADATA_NAME = "kerasft"
@@ -327,8 +327,8 @@ class _TextSource(_Source):
         self.tokenizer = tokenizer
         self.names = list(self.graph.input)
         # The preprocessor's Keras config without its vocabulary (that goes to vocab.txt), for an exact rebuild.
-        models.carry_vocabulary(self.preprocessor)
-        self.config = keras.saving.serialize_keras_object(self.preprocessor)
+        with keras_internals.vocabulary_in_config(self.preprocessor):
+            self.config = keras.saving.serialize_keras_object(self.preprocessor)
         self.config["config"]["tokenizer"]["config"]["vocabulary"] = None
         self.vocabulary = list(tokenizer.get_vocabulary())
         bad = [token for token in self.vocabulary if "\n" in token or "\r" in token]

@@ -21,7 +21,7 @@ import re
 
 import keras
 
-from kerasft import audio, backbones, distribute, heads
+from kerasft import audio, backbones, distribute, heads, keras_internals
 
 
 class ClassifierError(ValueError):
@@ -100,7 +100,7 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
         if not isinstance(sequence_length, int) or sequence_length < 8:
             raise ClassifierError(f"sequence_length must be an integer >= 8. Received: {sequence_length!r}")
         preprocessor = spec.text_preprocessor(sequence_length)
-        carry_vocabulary(preprocessor)
+        keras_internals.carry_vocabulary(preprocessor)  # a .keras file of it reloads without kerasft
         raw = keras.Input(shape=(), dtype="string", name="text")
         backbone_model = spec.build(pretrained, None)
     elif sound:
@@ -197,6 +197,17 @@ def modality_of(model):
         f"(None, samples). Received {type(model).__name__} with inputs {getattr(model, 'inputs', None)}.")
 
 
+def check_clips(model, data):
+    """An audio model takes clips of the data's sample rate and length, or this says which differ."""
+    if getattr(data, "modality", None) != "audio" or modality_of(model) != "audio":
+        return
+    rate, samples = audio.sample_rate_of(model)
+    if (rate, samples) != (data.sample_rate, audio.clip_samples(data.sample_rate, data.duration)):
+        raise ClassifierError(f"The model takes clips of {samples} samples at {rate} Hz but the data's are "
+                              f"{data.duration:g} s at {data.sample_rate} Hz ({data.name}). Build it with "
+                              "kft.build_classifier(..., data=data), or load the data with that rate and duration.")
+
+
 def is_classifier(model):
     """True for a model with the classifier structure above ("preprocessor" then "network")."""
     return isinstance(model, keras.Model) and {"preprocessor", "network"} <= {layer.name for layer in model.layers}
@@ -205,34 +216,6 @@ def is_classifier(model):
 def short_name(name):
     """A backbone name or path as an identifier: `"/models/My-BERT/"` -> `"My_BERT"`."""
     return re.sub(r"\W+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "backbone"
-
-
-def carry_vocabulary(layer):
-    """Makes every KerasHub WordPiece tokenizer in a model or layer write its vocabulary into its config.
-
-    KerasHub saves vocabularies as assets, which `load_model` restores only
-    after it has rebuilt the graph; rebuilding a graph whose input is raw
-    strings runs the tokenizer, which then has no vocabulary. With the
-    vocabulary in the config, the `.keras` file reloads with plain Keras.
-    A model loaded back from disk has KerasHub's own tokenizer again: call
-    this before saving, serializing or cloning it.
-
-    Args:
-        layer: keras.Layer. A classifier, an ensemble or a text preprocessor.
-    """
-    for tokenizer in layer._flatten_layers(include_self=True):
-        if not hasattr(tokenizer, "get_vocabulary") or "get_config" in vars(tokenizer):
-            continue
-        base_get_config = tokenizer.get_config
-
-        def get_config(tokenizer=tokenizer, base_get_config=base_get_config):
-            config = base_get_config()
-            if config.get("vocabulary", "") is None:
-                config["vocabulary"] = list(tokenizer.get_vocabulary())
-            return config
-
-        # An instance attribute, not a subclass: the saved class stays KerasHub's own.
-        object.__setattr__(tokenizer, "get_config", get_config)
 
 
 def _image_preprocessor(spec, image_size):
@@ -312,7 +295,7 @@ def set_trainable(model, trainable, block_pattern=None):
     unfrozen &= _layers_feeding(used_output(backbone_model))
     for layer in backbone_model.layers:
         layer.trainable = id(layer) in unfrozen
-        for sub in layer._flatten_layers(include_self=True):
+        for sub in keras_internals.flatten_layers(layer, include_self=True):
             if isinstance(sub, keras.layers.BatchNormalization):
                 sub.trainable = False
 
@@ -327,11 +310,11 @@ def _layers_feeding(tensor):
     """ids of the layers a symbolic tensor depends on, so layers feeding only unused outputs stay frozen."""
     seen, stack = set(), [tensor]
     while stack:
-        operation, node_index, _ = stack.pop()._keras_history
+        operation, node_index = keras_internals.producer(stack.pop())
         if id(operation) in seen:
             continue
         seen.add(id(operation))
-        stack.extend(operation._inbound_nodes[node_index].input_tensors)
+        stack.extend(keras_internals.node_inputs(operation, node_index))
     return seen
 
 

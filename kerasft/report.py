@@ -33,7 +33,7 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
 
     Args:
         run_dir: str or Path. The run folder (created when missing).
-        evaluation: `kft.training.Evaluation` or None. Test-split metrics,
+        evaluation: `kft.evaluation.Evaluation` or None. Test-split metrics,
             per-class table, confusion matrix, and the probabilities that pick
             the misclassified examples.
         history: `keras.callbacks.History`, dict or None. From `fine_tune`:

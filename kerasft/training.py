@@ -1,4 +1,4 @@
-"""Fine-tuning in two phases (head warm-up, then top blocks at discriminative rates) and evaluation.
+"""Fine-tuning in two phases (head warm-up, then top blocks at discriminative rates), and distillation.
 
 ```
 phase 1  backbone frozen: the frozen features are computed once, the head trains on them
@@ -8,18 +8,14 @@ phase 2  the blocks the model's `trainable` setting names unfreeze; the top bloc
 Both phases stop early on validation loss and restore the best weights.
 """
 
-import dataclasses
-import json
-import os
-import shutil
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import audio, backbones, distribute, features, heads, models, paths
+from kerasft import checkpoint as checkpoint_lib
+from kerasft import augment, backbones, distribute, features, heads, models
 
 
 class TrainingError(ValueError):
@@ -117,8 +113,8 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     >>> kft.fine_tune(model, data, epochs=2, warmup_epochs=10)
     """
     _check_fits(model, data)
-    augment = augmentation and augmenter(model, augmentation, seed)
-    if augment and (trainable or models.trainable_setting(model)) == "frozen":
+    augmenter = augmentation and augment.augmenter(model, augmentation, seed)
+    if augmenter and (trainable or models.trainable_setting(model)) == "frozen":
         raise TrainingError("augmentation applies to phase 2 (an unfrozen backbone); a frozen backbone trains "
                             "only the head on features computed once. Pass trainable='top:N' or 'all'.")
     for name, value in (("epochs", epochs), ("warmup_epochs", warmup_epochs)):
@@ -132,7 +128,7 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     models.set_trainable(model, setting)  # rejects a bad setting before any work
     checkpoint = None
     if checkpoint_dir is not None:
-        checkpoint = _Checkpoint(distribute.worker_path(checkpoint_dir, strategy), {
+        checkpoint = checkpoint_lib.Checkpoint(distribute.worker_path(checkpoint_dir, strategy), {
             "model": features.architecture_digest(model), "data": data.fingerprint(), "trainable": setting,
             "epochs": epochs, "warmup_epochs": warmup_epochs, "batch_size": batch_size,
             "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
@@ -192,8 +188,8 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
                 optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
                                                weight_decay=weight_decay)
                 network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-                if augment:  # sequential: the draws follow the batches, so a seed repeats a run
-                    train = train.map(lambda x, *rest: (augment(x), *rest))
+                if augmenter:  # sequential: the draws follow the batches, so a seed repeats a run
+                    train = train.map(lambda x, *rest: (augmenter(x), *rest))
                 history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
                                       class_weight=weights, verbose=verbose,
                                       callbacks=_callbacks(patience, callbacks, checkpoint, 2))
@@ -212,57 +208,6 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
     return merged
 
 
-def augmenter(model, strength, seed=0):
-    """Returns the random augmentation of a batch of a classifier's PREPROCESSED input, by its modality.
-
-    Images: random flips, rotations (up to 0.1 s turns), zooms (0.3 s) and
-    shifts (0.15 s), reflecting at the borders. Audio: `kerasft.audio.augmentation`
-    on the spectrogram pixels (masks, time and frequency shifts, gain).
-
-    Args:
-        model: keras.Model. A kerasft image or audio classifier.
-        strength: float. In [0, 1]; 0 changes nothing.
-        seed: int. Seed of the random draws.
-
-    Returns:
-        A callable from a batch `(N, H, W, 3)` to an augmented batch of that shape. Its
-        random draws follow the order of the calls: map it over a dataset without
-        parallel calls to keep a run reproducible (`fine_tune` and `tune` do).
-
-    Raises:
-        TrainingError: a text model, or a strength outside [0, 1].
-    """
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
-        raise TrainingError(f"augmentation is a strength in [0, 1]. Received: {strength!r}")
-    modality = models.modality_of(model)
-    if modality == "audio":
-        # Black and white pixels as the backbone sees them: its normalization of 0 and 255.
-        rescaling = [layer for layer in model.get_layer("preprocessor")._flatten_layers(include_self=False)
-                     if isinstance(layer, keras.layers.Rescaling) and layer.name == "normalize"]
-        scale, offset = (np.float32(rescaling[0].scale), np.float32(rescaling[0].offset)) if rescaling else (1, 0)
-        return audio.augmentation(strength, seed, black=offset, white=255 * np.asarray(scale) + offset)
-    if modality != "image":
-        raise TrainingError(f"augmentation applies to image and audio models; this one takes {modality}.")
-    layers = keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(0.1 * strength, fill_mode="reflect", seed=seed),
-        keras.layers.RandomZoom(0.3 * strength, fill_mode="reflect", seed=seed),
-        keras.layers.RandomTranslation(0.15 * strength, 0.15 * strength, fill_mode="reflect", seed=seed),
-    ], name="augmentation")
-    return lambda images: layers(images, training=True)
-
-
-def _check_audio(model, data):
-    """An audio model takes clips of the data's sample rate and length, or this says which differ."""
-    if getattr(data, "modality", None) != "audio" or models.modality_of(model) != "audio":
-        return
-    rate, samples = audio.sample_rate_of(model)
-    if (rate, samples) != (data.sample_rate, audio.clip_samples(data.sample_rate, data.duration)):
-        raise TrainingError(f"The model takes clips of {samples} samples at {rate} Hz but the data's are "
-                            f"{data.duration:g} s at {data.sample_rate} Hz ({data.name}). Build it with "
-                            "kft.build_classifier(..., data=data), or load the data with that rate and duration.")
-
-
 def _check_fits(model, data):
     for attribute in ("train", "validation", "class_names", "task", "modality"):
         if not hasattr(data, attribute):
@@ -271,7 +216,7 @@ def _check_fits(model, data):
     modality = models.modality_of(model)
     if modality != data.modality:
         raise TrainingError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
-    _check_audio(model, data)
+    models.check_clips(model, data)
     outputs = model.output.shape[-1]
     expected = 1 if data.task == "regression" else data.num_classes
     if outputs != expected:
@@ -406,7 +351,7 @@ def _callbacks(patience, extra, checkpoint=None, phase=None):
         callbacks += checkpoint.callbacks(phase)  # before EarlyStopping, which its restored state seeds
     if patience:
         settings = dict(monitor="val_loss", patience=patience, restore_best_weights=True)
-        callbacks.append(_ResumedEarlyStopping(checkpoint, phase, **settings) if checkpoint
+        callbacks.append(checkpoint_lib.ResumedEarlyStopping(checkpoint, phase, **settings) if checkpoint
                          else keras.callbacks.EarlyStopping(**settings))
     return callbacks
 
@@ -417,231 +362,6 @@ def _merge(merged, history, phase):
     merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
 
 
-# === Resumable training ===
-
-
-class _Checkpoint:
-    """The resumable state of one `fine_tune` call in a folder.
-
-    ```
-    checkpoint_dir/
-      run.json              what the run is (refuses another run's folder) and each phase's epoch logs
-      phase1/ phase2/       Keras BackupAndRestore: last epoch's weights + optimizer state + epoch number
-      phase1.weights.h5     a finished phase's final weights (phase 2: the network's)
-      phase<N>.best.weights.h5  the best epoch so far, so a resumed EarlyStopping can restore it
-    ```
-    """
-
-    def __init__(self, directory, key):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._state_path = self.directory / "run.json"
-        key = json.loads(json.dumps(key, default=str))
-        if self._state_path.exists():
-            self.state = json.loads(self._state_path.read_text())
-            if self.state.get("key") != key:
-                changed = sorted(k for k in key if self.state.get("key", {}).get(k) != key[k])
-                raise TrainingError(
-                    f"{self.directory} holds the checkpoint of another fine_tune run (it differs in {changed}). "
-                    "Pass another checkpoint_dir, or delete that folder to start over.")
-        else:
-            self.state = {"key": key, "phases": {}}
-            self._save()
-
-    def _phase(self, phase):
-        return self.state["phases"].setdefault(str(phase), {"finished": False, "epochs": []})
-
-    def _save(self):
-        paths.write_atomic(self._state_path, json.dumps(self.state, indent=1))
-
-    def save_weights(self, model, path):
-        """`model.save_weights` through a temporary name: a kill mid-write leaves the previous file whole."""
-        temporary = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        model.save_weights(temporary)
-        os.replace(temporary, path)
-
-    def callbacks(self, phase):
-        return [keras.callbacks.BackupAndRestore(str(self.directory / f"phase{phase}"), delete_checkpoint=False),
-                _EpochLog(self, phase)]
-
-    def log_epoch(self, phase, epoch, logs):
-        epochs = self._phase(phase)["epochs"]
-        del epochs[epoch:]  # an epoch run again after a resume replaces its earlier record
-        epochs.append({k: float(v) for k, v in (logs or {}).items()})
-        self._save()
-
-    def epochs(self, phase):
-        return self._phase(phase)["epochs"]
-
-    def weights_path(self, phase, kind="final"):
-        return self.directory / (f"phase{phase}.weights.h5" if kind == "final" else f"phase{phase}.best.weights.h5")
-
-    def finished(self, phase):
-        return self._phase(phase)["finished"] and self.weights_path(phase).exists()
-
-    def finish(self, phase, model):
-        """Keeps the phase's final weights; returns its whole history (every attempt's epochs, in order)."""
-        self.save_weights(model, self.weights_path(phase))
-        self._phase(phase)["finished"] = True
-        self._save()
-        shutil.rmtree(self.directory / f"phase{phase}", ignore_errors=True)
-        return self.history(phase)
-
-    def restore(self, phase, model):
-        model.load_weights(self.weights_path(phase))
-
-    def history(self, phase):
-        """The phase's epochs, from every attempt, as a `keras.callbacks.History`."""
-        history = keras.callbacks.History()
-        history.history, history.epoch = {}, list(range(len(self.epochs(phase))))
-        for epoch in self.epochs(phase):
-            for key, value in epoch.items():
-                history.history.setdefault(key, []).append(value)
-        return history
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Records each epoch's logs in the checkpoint (BackupAndRestore keeps only the epoch number)."""
-
-    def __init__(self, checkpoint, phase):
-        super().__init__()
-        self.checkpoint, self.phase = checkpoint, phase
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.checkpoint.log_epoch(self.phase, epoch, logs)
-
-
-class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that picks up where a killed run left it: best value, patience count, best weights."""
-
-    def __init__(self, checkpoint, phase, **kwargs):
-        super().__init__(**kwargs)
-        self.checkpoint, self.phase = checkpoint, phase
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        losses = [e.get(self.monitor, np.inf) for e in self.checkpoint.epochs(self.phase)]
-        best_path = self.checkpoint.weights_path(self.phase, "best")
-        if losses and best_path.exists():
-            best = int(np.argmin(losses))
-            self.best, self.best_epoch, self.wait = losses[best], best, len(losses) - 1 - best
-            current = self.model.get_weights()
-            self.model.load_weights(best_path)
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(current)
-
-    def on_epoch_end(self, epoch, logs=None):
-        before = self.best
-        super().on_epoch_end(epoch, logs)
-        if self.best is not None and self.best != before:
-            self.checkpoint.save_weights(self.model, self.checkpoint.weights_path(self.phase, "best"))
-
-
 def _log(verbose, message):
     if verbose:
         print(message, flush=True)
-
-
-# === Evaluation ===
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """Held-out metrics of a classifier.
-
-    Attributes:
-        metrics: dict. `accuracy`, `macro_f1` (classification) or `mae`,
-            `rmse` (regression), and `num_examples`.
-        per_class: dict. Class name -> `{"precision", "recall", "f1", "support"}`.
-        confusion_matrix: np.ndarray or None. Rows: true class, columns: predicted.
-        class_names: list of str.
-        probabilities: np.ndarray. The model's outputs, in dataset order.
-        labels: np.ndarray. The true labels, in dataset order.
-    """
-
-    metrics: dict
-    per_class: dict
-    confusion_matrix: np.ndarray
-    class_names: list
-    probabilities: np.ndarray
-    labels: np.ndarray
-
-    def __getitem__(self, key):
-        return self.metrics[key]
-
-    def summary(self):
-        """Returns the metrics and the per-class table as text."""
-        lines = ["  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items())]
-        if self.per_class:
-            width = max(len(n) for n in self.per_class)
-            lines.append(f"{'class':<{width}}  precision  recall  f1      support")
-            for name, row in self.per_class.items():
-                lines.append(f"{name:<{width}}  {row['precision']:<9.3f}  {row['recall']:<6.3f}  "
-                             f"{row['f1']:<6.3f}  {row['support']}")
-        return "\n".join(lines)
-
-    def __str__(self):
-        return self.summary()
-
-
-def evaluate(model, data, class_names=None, batch_size=64):
-    """Evaluates a classifier on held-out data: accuracy, macro-F1, per-class metrics, confusion matrix.
-
-    Args:
-        model: keras.Model. A kerasft classifier or ensemble (any model from
-            raw input to outputs).
-        data: TaskData (its test split is used) or a tf.data.Dataset of
-            unbatched `(raw input, label)`.
-        class_names: list of str or None. Names for the per-class table
-            (taken from a TaskData).
-        batch_size: int. Examples per prediction batch.
-
-    Returns:
-        An `Evaluation`; `result["accuracy"]` reads one metric.
-    """
-    _check_audio(model, data)
-    dataset = data.test if hasattr(data, "test") else data
-    class_names = class_names or getattr(data, "class_names", None)
-    probabilities, labels = [], []
-    if models.is_classifier(model):  # preprocessing in tf.data (text: the fast word-cut tokenizer)
-        network = model.get_layer("network")
-        for x, y in features.preprocess(model, dataset, batch_size):
-            probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
-            labels.append(y.numpy())
-    else:  # an ensemble, or any model on raw input: its compiled predict function, not op-by-op calls
-        batches = dataset.batch(batch_size)
-        if batches.cardinality() != 0:
-            probabilities.append(model.predict(batches.map(lambda x, y: x), verbose=0))
-            labels.extend(y.numpy() for _, y in batches)
-    if not probabilities:
-        raise TrainingError("evaluate() received an empty dataset.")
-    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
-    task = heads.task_of(model)
-    class_names = list(class_names or [str(i) for i in range(probabilities.shape[-1])])
-    if task == "regression":
-        error = probabilities[:, 0] - labels.astype("float64")
-        metrics = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean())),
-                   "num_examples": len(labels)}
-        return Evaluation(metrics, {}, None, [], probabilities, labels)
-    if task == "multilabel":
-        predicted = probabilities >= 0.5
-        truth = labels.astype(bool)
-        tp, fp, fn = (predicted & truth).sum(0), (predicted & ~truth).sum(0), (~predicted & truth).sum(0)
-        support = truth.sum(0)
-        accuracy = float((predicted == truth).all(axis=1).mean())
-        confusion = None
-    else:
-        predicted = probabilities.argmax(-1)
-        confusion = np.zeros((len(class_names),) * 2, dtype="int64")
-        np.add.at(confusion, (labels.astype("int64"), predicted), 1)
-        tp = np.diag(confusion)
-        fp, fn, support = confusion.sum(0) - tp, confusion.sum(1) - tp, confusion.sum(1)
-        accuracy = float(tp.sum() / confusion.sum())
-    precision = np.divide(tp, tp + fp, out=np.zeros(len(tp)), where=(tp + fp) > 0)
-    recall = np.divide(tp, tp + fn, out=np.zeros(len(tp)), where=(tp + fn) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(tp)),
-                   where=(precision + recall) > 0)
-    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support)}
-    metrics = {"accuracy": accuracy, "macro_f1": float(f1.mean()), "num_examples": len(labels)}
-    return Evaluation(metrics, per_class, confusion, class_names, probabilities, labels)

@@ -49,12 +49,8 @@ import keras
 import keras_tuner
 import numpy as np
 import tensorflow as tf
-from keras.src.saving import saving_lib
-from keras_tuner.src.backend import io as keras_tuner_io
-from keras_tuner.src.distribute import utils as distribute_utils
-from keras_tuner.src.engine import tuner_utils
 
-from kerasft import backbones, distribute, features, heads, models, paths, report, training
+from kerasft import augment, backbones, distribute, features, heads, keras_internals, models, paths, report, training
 
 
 class TuningError(ValueError):
@@ -333,7 +329,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             upper = model.get_layer("backbone")
             upper.set_weights(template.get_layer("backbone").get_weights())
             upper.trainable = True
-            for layer in upper._flatten_layers(include_self=False):
+            for layer in keras_internals.flatten_layers(upper):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False  # as in every kerasft classifier
             factor = values["block_learning_rate"] / learning_rate
@@ -429,8 +425,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
                      .apply(tf.data.experimental.assert_cardinality(size))
                      .shuffle(size, seed=self.seed).batch(batch_size))
             if augmentation:
-                augment = training.augmenter(self.reference, augmentation, self.seed)
-                train = train.map(lambda x, y: (augment(x), y))  # sequential: a seed repeats a run
+                augmenter = augment.augmenter(self.reference, augmentation, self.seed)
+                train = train.map(lambda x, y: (augmenter(x), y))  # sequential: a seed repeats a run
             train = bottom.map(train, cut).prefetch(tf.data.AUTOTUNE)
             validation = bottom.map(self._preprocessed_split("validation"), cut).prefetch(tf.data.AUTOTUNE)
         return self._targets(train), self._targets(validation)
@@ -463,8 +459,9 @@ def _loss_and_metrics(task, label_smoothing):
 # === The tuners ===
 
 
-class _TransferTuner:
-    """What kerasft adds to a KerasTuner tuner: full classifiers back, a line per trial, result files."""
+class _TransferTuner(keras_internals.TunerHooks):
+    """What kerasft adds to a KerasTuner tuner: full classifiers back, a line per trial, result files,
+    best-epoch checkpoints without optimizer slots."""
 
     def __init__(self, *args, verbose=1, **kwargs):
         self._verbose = verbose
@@ -479,13 +476,6 @@ class _TransferTuner:
         histories = super().run_trial(trial, *args, **kwargs)
         self._epochs[trial.trial_id] = sum(len(h.epoch) for h in histories)
         return histories
-
-    def _build_and_fit_model(self, trial, *args, **kwargs):
-        # KerasTuner's hook for what it hands to HyperModel.fit: swap its best-epoch checkpoint for one
-        # without the optimizer's slots.
-        kwargs["callbacks"] = [_SaveBestWeights(c) if type(c) is tuner_utils.SaveBestEpoch else c
-                               for c in kwargs["callbacks"]]
-        return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -502,9 +492,8 @@ class _TransferTuner:
             print(_trial_line(rows, trial, self.oracle.objective), flush=True)
         _write_tables(self.project_dir, rows)
 
-    def _build_hypermodel(self, hp):
-        with _no_optimizer_slots_warning():  # Hyperband loads the checkpoint of the trial it continues here
-            return super()._build_hypermodel(hp)
+    def building(self):
+        return _no_optimizer_slots_warning()  # Hyperband loads the checkpoint of the trial it continues here
 
     def load_model(self, trial):
         with _no_optimizer_slots_warning():
@@ -512,27 +501,9 @@ class _TransferTuner:
         return self.hypermodel.full_model(trial.hyperparameters, model)
 
 
-class _SaveBestWeights(tuner_utils.SaveBestEpoch):
-    """KerasTuner's best-epoch checkpoint of the trial model, without the optimizer's slots.
-
-    Adam's two slots per weight would triple the file, and KerasTuner never
-    reads them back (a trial model it reloads has no built optimizer).
-    """
-
-    def __init__(self, checkpoint):
-        super().__init__(checkpoint.objective, checkpoint.filepath)
-        self.best_value = checkpoint.best_value
-
-    def _save_model(self):
-        # As KerasTuner's own: non-chief workers of a multi-worker strategy write to a temporary path.
-        path = keras_tuner_io.write_filepath(self.filepath, self.model.distribute_strategy)
-        saving_lib.save_weights_only(self.model, path, objects_to_skip=[self.model.optimizer])
-        keras_tuner_io.remove_temp_dir_with_filepath(path, self.model.distribute_strategy)
-
-
 @contextlib.contextmanager
 def _no_optimizer_slots_warning():
-    """Silences Keras' note that a checkpoint holds no optimizer slots: `_SaveBestWeights` leaves them out."""
+    """Silences Keras' note that a checkpoint holds no optimizer slots (`keras_internals.SaveBestWeights`)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         yield
@@ -718,12 +689,8 @@ def _hyperband_factor(epochs, max_trials):
     10 trials would never halve. Returns `(factor, trials in one schedule)`;
     a schedule shorter than `max_trials` is repeated (Hyperband iterations).
     """
-    def trials(factor):
-        oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=epochs, factor=factor)
-        return sum(oracle._get_size(bracket, round_)
-                   for bracket in range(oracle._get_num_brackets()) for round_ in range(bracket + 1))
-
-    counts = {factor: trials(factor) for factor in range(2, max(epochs, 2) + 1)}
+    counts = {factor: keras_internals.hyperband_schedule_size(epochs, factor)
+              for factor in range(2, max(epochs, 2) + 1)}
     fitting = [factor for factor, count in counts.items() if count <= max_trials]
     factor = min(fitting) if fitting else min(counts, key=counts.get)
     return factor, counts[factor]
@@ -885,7 +852,7 @@ def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", pro
     rules = search_space(space, data.modality, data.task, cache_features is not False)  # blocks: checked once built
     project_name = project_name or f"{models.short_name(spec.name)}_{tuner}"
     project_dir = Path(directory) / project_name
-    distributed = distribute_utils.has_chief_oracle()
+    distributed = keras_internals.has_chief_oracle()
 
     lock = contextlib.nullcontext() if distributed else _search_lock(Path(directory) / f"{project_name}.lock", verbose)
     with lock:

@@ -11,10 +11,10 @@ import tensorflow as tf
 
 import kerasft as kft
 from conftest import FRESH_PROCESS_TIMEOUT, RATE, TONES, run_fresh, tone, wav_bytes, write_tones
-from kerasft import audio
+from kerasft import audio, augment
 from kerasft.data import DataError
-from kerasft.ensemble import EnsembleError
-from kerasft.export import ExportError
+from kerasft.ensembling import EnsembleError
+from kerasft.exporting import ExportError
 from kerasft.models import ClassifierError
 from kerasft.training import TrainingError
 
@@ -52,8 +52,8 @@ def test_resampling_keeps_a_tone_at_its_frequency():
 def test_augmentation_is_the_identity_at_strength_0_and_fills_with_black_per_channel():
     black, white = np.array([-103.9, -116.8, -123.7], np.float32), np.array([151.1, 138.2, 131.3], np.float32)
     images = black + tf.random.stateless_uniform([4, 32, 40, 1], seed=[1, 2]) * (white - black)  # grey, 3 offsets
-    np.testing.assert_allclose(audio.augmentation(0.0, seed=0, black=black, white=white)(images), images)
-    augmented = audio.augmentation(1.0, seed=0, black=black, white=white)(images).numpy()
+    np.testing.assert_allclose(augment.spectrogram_augmentation(0.0, seed=0, black=black, white=white)(images), images)
+    augmented = augment.spectrogram_augmentation(1.0, seed=0, black=black, white=white)(images).numpy()
     assert augmented.shape == images.shape and not np.allclose(augmented, images)
     assert (augmented >= black - 1e-4).all() and (augmented <= white + 1e-4).all()  # gain stays within the clip
     fraction = (augmented - black) / (white - black)  # still one grey level across the 3 channels
@@ -68,8 +68,8 @@ def test_augmentation_over_a_dataset_repeats_with_its_seed_and_differs_from_batc
                                                                              maxval=255.0))
 
     def run(seed):
-        augment = audio.augmentation(0.8, seed=seed)
-        return np.stack([batch.numpy() for batch in batches.map(augment)])
+        augmenter = augment.spectrogram_augmentation(0.8, seed=seed)
+        return np.stack([batch.numpy() for batch in batches.map(augmenter)])
 
     first = run(seed=1)
     np.testing.assert_array_equal(first, run(seed=1))
@@ -280,7 +280,7 @@ def test_augmentation_needs_an_unfrozen_backbone_and_audio_settings_must_match(t
     with pytest.raises(TrainingError, match="augmentation applies to phase 2"):
         kft.fine_tune(model, tone_data, epochs=1, trainable="frozen", augmentation=0.3, verbose=0)
     other_rate = kft.data.from_directory(write_tones(tmp_path / "clips", per_class=6), sample_rate=8000, seed=0)
-    with pytest.raises(TrainingError, match="takes clips of 16000 samples at 16000 Hz but the data's "
+    with pytest.raises(ClassifierError, match="takes clips of 16000 samples at 16000 Hz but the data's "
                                                          "are 1 s at 8000 Hz"):
         kft.evaluate(model, other_rate)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kerasft as kft
-from kerasft.ensemble import EnsembleError, _config
+from kerasft.ensembling import EnsembleError, _config
 
 
 def _texts(data):

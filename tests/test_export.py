@@ -7,7 +7,6 @@ export writes ~190 MB per test.
 """
 
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -24,7 +23,7 @@ import tensorflow as tf
 import kerasft as kft
 from conftest import FRESH_PROCESS_TIMEOUT, run_fresh
 
-exporting = importlib.import_module("kerasft.export")  # the module; `kft.export` may be the function
+from kerasft import exporting
 
 TOLERANCE = 1e-5
 

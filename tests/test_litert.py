@@ -7,7 +7,6 @@ run a file with `ai_edge_litert` and numpy only (no TensorFlow, no kerasft),
 as a device-side Python would.
 """
 
-import importlib
 import io
 import json
 import os
@@ -25,7 +24,7 @@ import kerasft as kft
 from conftest import TINY_VOCAB, run_fresh, tiny_bert_spec
 from kerasft import litert
 
-exporting = importlib.import_module("kerasft.export")
+from kerasft import exporting
 
 FLOAT32_TOLERANCE = 1e-5
 INT8_TOLERANCE = 0.05

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from kerasft import features, training
+from kerasft import augment, features, training
 
 
 def test_frozen_fine_tune_learns_a_separable_task(tiny_bert, tiny_text_data):
@@ -78,20 +78,20 @@ def test_model_that_disagrees_with_the_data_is_refused(tiny_bert, tiny_text_data
 
 def test_augmentation_is_refused_for_text_and_outside_0_1(tiny_bert, tiny_text_data, tiny_cnn):
     model = kft.build_classifier("tiny_bert", data=tiny_text_data)
-    with pytest.raises(training.TrainingError, match="augmentation applies to image and audio models; this one "
+    with pytest.raises(augment.AugmentationError, match="augmentation applies to image and audio models; this one "
                                                       "takes text"):
         kft.fine_tune(model, tiny_text_data, epochs=1, augmentation=0.2, verbose=0)
     image_model = kft.build_classifier("tiny_cnn", num_classes=2)
-    with pytest.raises(training.TrainingError, match=r"augmentation is a strength in \[0, 1\]. Received: 2"):
-        training.augmenter(image_model, 2)
+    with pytest.raises(augment.AugmentationError, match=r"augmentation is a strength in \[0, 1\]. Received: 2"):
+        augment.augmenter(image_model, 2)
 
 
 def test_image_augmenter_changes_a_batch_reproducibly_and_keeps_its_shape(tiny_cnn):
     model = kft.build_classifier("tiny_cnn", num_classes=2)
     images = tf.random.stateless_uniform([4, 32, 32, 3], seed=[3, 4])
-    first = training.augmenter(model, 0.5, seed=1)(images).numpy()
+    first = augment.augmenter(model, 0.5, seed=1)(images).numpy()
     assert first.shape == images.shape and not np.allclose(first, images)
-    np.testing.assert_allclose(training.augmenter(model, 0.5, seed=1)(images), first)
+    np.testing.assert_allclose(augment.augmenter(model, 0.5, seed=1)(images), first)
 
 
 def test_fine_tune_needs_task_data(tiny_bert):

@@ -63,7 +63,8 @@ def test_a_checkpoint_folder_of_another_run_is_refused(tiny_cnn, tiny_image_data
 
     model = kft.build_classifier("tiny_cnn", data=tiny_image_data)
     kft.fine_tune(model, tiny_image_data, epochs=1, verbose=0, checkpoint_dir=tmp_path)
-    with pytest.raises(kft.training.TrainingError, match=r"holds the checkpoint of another fine_tune run .*'epochs'"):
+    with pytest.raises(kft.checkpoint.CheckpointError,
+                       match=r"holds the checkpoint of another fine_tune run .*'epochs'"):
         kft.fine_tune(model, tiny_image_data, epochs=2, verbose=0, checkpoint_dir=tmp_path)
 
 

@@ -14,6 +14,7 @@ Every result is a plain functional `keras.Model` from raw input to
 probabilities that `keras.models.load_model` reads without kerasft.
 """
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -21,7 +22,7 @@ import warnings
 import keras
 import numpy as np
 
-from kerasft import audio, distribute, features, heads, models, training
+from kerasft import audio, distribute, evaluation, features, heads, keras_internals, models
 
 METHODS = ("mean", "weighted", "uniform_soup", "greedy_soup")
 
@@ -54,10 +55,11 @@ def ensemble(members, method="mean", validation=None, name="ensemble", strategy=
     >>> ens = kft.ensemble(search.best_models(3), method="greedy_soup", validation=data)
     """
     members = _check_members(members, method, validation)
-    for member in members:
-        models.carry_vocabulary(member)  # members loaded from disk or cloned lost it
-    with distribute.training_scope(strategy):
-        return _combine(members, method, validation, name)
+    with contextlib.ExitStack() as stack:
+        for member in members:  # members loaded from disk or cloned lost it; the copies made here need it
+            stack.enter_context(keras_internals.vocabulary_in_config(member))
+        with distribute.training_scope(strategy):
+            return _combine(members, method, validation, name)
 
 
 def _combine(members, method, validation, name):
@@ -125,7 +127,7 @@ def _check_members(members, method, validation):
 
 
 def _validation_accuracy(model, validation):
-    result = training.evaluate(model, validation.validation if hasattr(validation, "validation") else validation)
+    result = evaluation.evaluate(model, validation.validation if hasattr(validation, "validation") else validation)
     return result.metrics.get("accuracy", -result.metrics.get("mae", 0.0))
 
 
@@ -210,7 +212,7 @@ def _soup_mismatch(member, reference):
 def _soup(members, name):
     """A copy of member 0 carrying the mean of all members' weights."""
     soup = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(members[0]))
-    models.carry_vocabulary(soup)
+    keras_internals.carry_vocabulary(soup)
     averaged = [np.mean([keras.ops.convert_to_numpy(m.weights[j]) for m in members], axis=0)
                 for j in range(len(members[0].weights))]
     soup.set_weights(averaged)

@@ -52,7 +52,7 @@ through the interpreter on the data's test split beside the Keras model, its
 parity report goes into the card (and is printed), and a file that loses more
 than `max_accuracy_drop` accuracy fails the whole export (`kerasft.litert`).
 
-`load(path)` reads any of these artefacts back into a `Predictor`.
+`kerasft.predictor.load(path)` (`kft.load`) reads any of these artefacts back into a `Predictor`.
 """
 
 import dataclasses
@@ -70,8 +70,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import audio, distribute, heads, litert, models
-from kerasft.models import carry_vocabulary
+from kerasft import audio, distribute, heads, keras_internals, litert, models
 
 FORMATS = ("keras", "saved_model", "litert")
 DEFAULT_FORMATS = ("keras", "saved_model")
@@ -175,23 +174,23 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
     if quantize is not None and "litert" not in formats:
         raise ExportError(f"quantize={quantize!r} applies to LiteRT files, but formats={formats} writes none. "
                           "Add 'litert' to formats.")
-    modality, task, num_outputs = _describe(model)
+    modality, task, num_outputs = describe(model)
     if "litert" in formats and modality == "audio":
         raise ExportError("LiteRT files hold text and image models only; an audio model exports as .keras and "
                           "SavedModel. Pass formats=('keras', 'saved_model').")
-    class_names = _check_class_names(class_names, data, task, num_outputs)
+    class_names = check_class_names(class_names, data, task, num_outputs)
     root = _check_root(path)
     if version is not None and "saved_model" not in formats:
         raise ExportError(f"version={version!r} applies to SavedModels, but formats={formats} writes none.")
     version = _check_version(version, root) if "saved_model" in formats else None
     version_dir = os.path.join(root, str(version)) if version is not None else None
-    endpoints = _serving_endpoints(model, class_names, task)
+    endpoints = serving_endpoints(model, class_names, task)
     # Built once early to refuse unserializable metrics before the LiteRT work, which comes last: each file
     # is converted and compared against the Keras model, and a worse one is refused before anything is written.
     _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats)
     prepared = None
     if "litert" in formats:
-        resize = _resize_layer(model) if modality == "image" else None
+        resize = resize_layer(model) if modality == "image" else None
         prepared = litert.prepare(model, data, task, class_names, resize=resize, quantize=quantize,
                                   calibration=calibration, max_accuracy_drop=max_accuracy_drop)
     card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version,
@@ -243,7 +242,7 @@ def _check_formats(formats):
     return formats
 
 
-def _describe(model):
+def describe(model):
     """Returns (modality, task, number of outputs) of a classifier."""
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(
@@ -265,7 +264,7 @@ def _task(model):
         raise ExportError(str(error)) from None
 
 
-def _check_class_names(class_names, data, task, num_outputs):
+def check_class_names(class_names, data, task, num_outputs):
     if class_names is None:
         class_names = getattr(data, "class_names", None) or (
             ["value"] if task == "regression" else [str(i) for i in range(num_outputs)])
@@ -292,7 +291,7 @@ def _check_root(path):
     return root
 
 
-def _versions(path):
+def versions(path):
     """The SavedModel versions (ints, ascending) in an export folder."""
     if not os.path.isdir(path):
         return []
@@ -302,14 +301,14 @@ def _versions(path):
 
 def _check_version(version, root):
     if version is None:
-        return max(_versions(root), default=0) + 1
+        return max(versions(root), default=0) + 1
     if not isinstance(version, numbers.Integral) or isinstance(version, bool) or version < 1:
         raise ExportError(f"version must be an integer >= 1 (a TF Serving version folder). Received: {version!r}")
     version = int(version)
     if os.path.exists(os.path.join(root, str(version))):
         raise ExportError(
             f"Version {version} already exists in {root!r}; an export never overwrites a version. "
-            f"Pass version=None for the next free one ({max(_versions(root), default=0) + 1}) or another number."
+            f"Pass version=None for the next free one ({max(versions(root), default=0) + 1}) or another number."
         )
     return version
 
@@ -317,7 +316,7 @@ def _check_version(version, root):
 # === Serving functions ===
 
 
-def _serving_endpoints(model, class_names, task):
+def serving_endpoints(model, class_names, task):
     """The serving signatures as `tf.function`s over raw input, by name.
 
     The same functions are written into the SavedModel and run by a
@@ -327,7 +326,7 @@ def _serving_endpoints(model, class_names, task):
     """
 
     def outputs(probabilities):
-        return _outputs(probabilities, class_names, task)
+        return serving_outputs(probabilities, class_names, task)
 
     modality = models.modality_of(model)
     if modality == "text":
@@ -339,7 +338,7 @@ def _serving_endpoints(model, class_names, task):
     if modality == "audio":
         return _audio_endpoints(model, outputs)
 
-    resize = _resize_layer(model)
+    resize = resize_layer(model)
     decoded = tf.TensorSpec([resize.height, resize.width, 3], tf.float32)
 
     def decode(image_bytes):
@@ -380,7 +379,7 @@ def _audio_endpoints(model, outputs):
     return {"serving_default": serve_audio, "wav_bytes": serve_wav_bytes}
 
 
-def _outputs(probabilities, class_names, task):
+def serving_outputs(probabilities, class_names, task):
     """`{"probabilities", "label", "score"}` from a batch of model outputs."""
     probabilities = tf.cast(probabilities, tf.float32)
     if task == "regression":
@@ -390,9 +389,9 @@ def _outputs(probabilities, class_names, task):
     return {"probabilities": probabilities, "label": label, "score": tf.reduce_max(probabilities, axis=-1)}
 
 
-def _resize_layer(model):
+def resize_layer(model):
     """The model's Resizing layer named "resize"; the largest one when an ensemble has several sizes."""
-    layers = [layer for layer in model._flatten_layers(include_self=False)
+    layers = [layer for layer in keras_internals.flatten_layers(model)
               if isinstance(layer, keras.layers.Resizing) and layer.name == "resize"]
     if not layers:
         raise ExportError(
@@ -442,8 +441,8 @@ def _write_extra(folder, labels_text, card):
 
 def _save_keras(model, filename):
     # A tokenizer loaded from disk no longer carries its vocabulary; without it the file does not reload.
-    carry_vocabulary(model)
-    model.save(filename)
+    with keras_internals.vocabulary_in_config(model):
+        model.save(filename)
 
 
 def _write_text(text, filename):
@@ -498,7 +497,7 @@ def _model_card(model, modality, task, class_names, data, metrics, hyperparamete
             "parameters": int(model.count_params()),
             **_input_details(model, modality),
         },
-        "backbones": [_backbone_details(layer) for layer in model._flatten_layers(include_self=False)
+        "backbones": [_backbone_details(layer) for layer in keras_internals.flatten_layers(model)
                       if layer.name == "backbone"],
         "class_names": class_names,
         "data": _data_summary(data) if data is not None else None,
@@ -517,13 +516,13 @@ def _model_card(model, modality, task, class_names, data, metrics, hyperparamete
 
 def _input_details(model, modality):
     if modality in ("image", "audio"):
-        resize = _resize_layer(model)
+        resize = resize_layer(model)
         details = {"image_size": [resize.height, resize.width]}
         if modality == "audio":
             rate, samples = audio.sample_rate_of(model)
             details.update(sample_rate=rate, duration=round(samples / rate, 6))
         return details
-    lengths = sorted({layer.sequence_length for layer in model._flatten_layers(include_self=False)
+    lengths = sorted({layer.sequence_length for layer in keras_internals.flatten_layers(model)
                       if hasattr(layer, "tokenizer") and hasattr(layer, "sequence_length")})
     return {"sequence_length": lengths[0] if len(lengths) == 1 else lengths}
 
@@ -570,252 +569,3 @@ def _to_json(card):
         )
 
     return json.dumps(card, indent=2, default=default) + "\n"
-
-
-# === Loading ===
-
-
-class Predictor:
-    """Predicts with an exported classifier from raw input, whichever artefact it was loaded from.
-
-    Made by `kerasft.load`. Inputs: a list of strings (text models); a numpy
-    array of images `(N, H, W, 3)` with pixels 0..255, or a list of image file
-    paths or encoded image bytes (image models); a list of sound file paths
-    or bytes (WAV, FLAC, OGG: decoded, mixed to mono and resampled here), or
-    waveforms at `sample_rate` (audio models).
-
-    Attributes:
-        class_names: list of str. Output names, in order.
-        modality: str. `"text"`, `"image"` or `"audio"`.
-        sample_rate: int or None. Audio models: the Hz of their waveforms.
-        source: str. The file or folder it was loaded from.
-        model: The loaded `keras.Model`, the `tf.saved_model.load` object, or
-            a `kerasft.litert.LiteRTModel`.
-    """
-
-    def __init__(self, model, endpoints, class_names, modality, source, sample_rate=None):
-        """Wraps serving functions; use `kerasft.load` rather than this.
-
-        Args:
-            model: keras.Model, a loaded SavedModel or a LiteRTModel. What `endpoints` run
-                (a SavedModel's signatures need it alive).
-            endpoints: dict. Signature name -> callable of one raw-input
-                tensor returning `{"probabilities", "label", "score"}`.
-            class_names: list of str. Output names.
-            modality: str. `"text"`, `"image"` or `"audio"`.
-            source: str. Where it was loaded from.
-            sample_rate: int or None. Audio models: their sample rate.
-        """
-        self.model = model
-        self._endpoints = endpoints
-        self.class_names = list(class_names)
-        self.modality = modality
-        self.source = source
-        self.sample_rate = sample_rate
-
-    def predict(self, inputs, batch_size=32):
-        """Returns the probabilities (regression: the values), a float32 array `(N, outputs)`.
-
-        Args:
-            inputs: list of str (text); numpy array `(N, H, W, 3)` of pixels
-                0..255 (uint8, or floats holding whole numbers), or list of
-                image file paths or encoded bytes (images); list of sound
-                file paths or bytes, or of mono waveforms at `sample_rate`,
-                or an array `(N, samples)` of them (audio).
-            batch_size: int. Examples per call.
-        """
-        return self._run(inputs, batch_size)["probabilities"]
-
-    def predict_labels(self, inputs, batch_size=32):
-        """Returns `(labels, scores)`: the most probable class name and its probability per input.
-
-        Regression gives the value as text and as the score.
-
-        Args:
-            inputs: as for `predict`.
-            batch_size: int. Examples per call.
-        """
-        outputs = self._run(inputs, batch_size)
-        return [label.decode("utf-8") for label in outputs["label"]], outputs["score"]
-
-    def _run(self, inputs, batch_size):
-        endpoint, tensor = self._route(inputs)
-        chunks = [self._endpoints[endpoint](tf.constant(tensor[start:start + batch_size]))
-                  for start in range(0, len(tensor), batch_size)]
-        if not chunks:
-            raise ExportError("predict() received no inputs.")
-        return {key: np.concatenate([chunk[key].numpy() for chunk in chunks]) for key in chunks[0]}
-
-    def _route(self, inputs):
-        """Returns (signature name, numpy batch) for raw inputs."""
-        if self.modality == "text":
-            if isinstance(inputs, (str, bytes)) or not all(isinstance(x, (str, bytes)) for x in inputs):
-                raise ExportError("A text model predicts from a list of strings. Received: "
-                                  f"{type(inputs).__name__} {str(inputs)[:80]!r}")
-            return "serving_default", np.array(list(inputs), dtype=object)
-        if self.modality == "audio":
-            return "serving_default", self._clips(inputs)
-        if isinstance(inputs, np.ndarray) and inputs.dtype != object:
-            return "predict_pixels", _as_pixels(inputs)
-        if isinstance(inputs, (str, bytes, os.PathLike)) or not all(
-                isinstance(x, (str, bytes, os.PathLike)) for x in inputs):
-            raise ExportError(
-                "An image model predicts from a numpy array (N, H, W, 3) of pixels 0..255 or a list of "
-                f"image file paths or encoded bytes. Received: {type(inputs).__name__} {str(inputs)[:80]!r}"
-            )
-        return "serving_default", np.array([_read_bytes(x) for x in inputs], dtype=object)
-
-
-    def _clips(self, inputs):
-        """Sound files or waveforms as one float32 batch `(N, longest)` at the model's rate (the model cuts/pads)."""
-        if isinstance(inputs, (str, bytes, os.PathLike)) or (isinstance(inputs, np.ndarray) and inputs.ndim != 2):
-            raise ExportError("An audio model predicts from a list of sound file paths or bytes, a list of waveforms "
-                              f"(samples,) or (samples, channels) at {self.sample_rate} Hz, or an array (N, samples). "
-                              f"Received: {type(inputs).__name__} {str(inputs)[:80]!r}")
-        clips = []
-        for i, item in enumerate(inputs):
-            try:
-                if isinstance(item, (str, bytes, os.PathLike)):
-                    waveform, rate = audio.decode(_read_bytes(item))
-                else:
-                    waveform, rate = audio.as_float(item), self.sample_rate
-            except audio.AudioError as error:
-                where = str(item) if isinstance(item, (str, os.PathLike)) else f"input {i}"
-                raise ExportError(f"{where}: {error}") from None
-            clips.append(audio.to_mono(waveform, rate, self.sample_rate))
-        longest = max((len(clip) for clip in clips), default=0)
-        return np.stack([np.pad(clip, (0, longest - len(clip))) for clip in clips]) if clips else np.zeros((0, 0))
-
-def _as_pixels(images):
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ExportError(f"Images must be an array (N, H, W, 3). Received shape {images.shape}.")
-    if images.dtype == np.uint8:
-        return images
-    if images.size and (images.min() < 0 or images.max() > 255 or not np.all(np.mod(images, 1) == 0)):
-        raise ExportError(
-            "Images must hold whole-number pixels 0..255 (the SavedModel takes uint8). Received "
-            f"{images.dtype} values in [{images.min()}, {images.max()}]."
-        )
-    return images.astype(np.uint8)
-
-
-def _read_bytes(image):
-    if isinstance(image, bytes):
-        return image
-    with open(image, "rb") as file:
-        return file.read()
-
-
-def load(path):
-    """Loads an exported classifier as a `Predictor`: a `.keras` file, an export folder, a SavedModel or a `.tflite`.
-
-    An export folder is read through its `model.keras` when the newest
-    export wrote one, else through its newest SavedModel version, else
-    through its `model.tflite`. A `.keras` file takes its class names from a
-    `labels.txt` beside it (else "0", "1", ...); a version folder from its
-    own `assets.extra/labels.txt`; a `.tflite` file from its embedded
-    metadata, which also holds what runs outside the file: the resize
-    settings of an image model, the tokenizer of a text model (see
-    `kerasft.litert.LiteRTModel`).
-
-    Args:
-        path: str or os.PathLike. A `.keras` file, an export folder written by
-            `export`, one SavedModel version folder, or a `.tflite` file
-            written by `export(..., formats=("litert",))`.
-
-    Returns:
-        A `Predictor`.
-
-    Example:
-    >>> predictor = kft.load("saved_models/bbc_news")
-    >>> labels, scores = predictor.predict_labels(["Shares fell after the bank's results."])
-    """
-    path = os.fspath(path)
-    if os.path.isfile(path) and path.endswith(".keras"):
-        return _keras_predictor(path)
-    if os.path.isfile(path) and path.endswith(".tflite"):
-        return _litert_predictor(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return _saved_model_predictor(path)
-    wrote = _newest_formats(path)
-    if os.path.isfile(os.path.join(path, KERAS_FILE)) and "keras" in wrote:
-        return _keras_predictor(os.path.join(path, KERAS_FILE))
-    found = _versions(path)
-    tflite = os.path.join(path, litert.filename("float32"))
-    if found and ("saved_model" in wrote or not os.path.isfile(tflite)):
-        return _saved_model_predictor(os.path.join(path, str(found[-1])))
-    if os.path.isfile(tflite):
-        return _litert_predictor(tflite)
-    raise ExportError(
-        f"Nothing to load at {path!r}. Expected a .keras or .tflite file, an export folder (with {KERAS_FILE}, "
-        "numbered SavedModel versions or model.tflite) or a SavedModel folder (with saved_model.pb)."
-    )
-
-
-def _newest_formats(folder):
-    """The formats the newest export wrote (its card), so older files it left behind are passed over."""
-    card = os.path.join(folder, CARD_FILE)
-    if not os.path.isfile(card):
-        return FORMATS
-    with open(card, encoding="utf-8") as file:
-        return json.load(file)["export"]["formats"]
-
-
-def _keras_predictor(filename):
-    import keras_hub  # noqa: F401  registers the KerasHub layers a text model holds
-
-    model = keras.models.load_model(filename, compile=False)
-    modality, task, num_outputs = _describe(model)
-    labels_file = os.path.join(os.path.dirname(filename), LABELS_FILE)
-    class_names = _check_class_names(_read_labels(labels_file), None, task, num_outputs)
-    return Predictor(model, _serving_endpoints(model, class_names, task), class_names, modality, filename,
-                     sample_rate=audio.sample_rate_of(model)[0] if modality == "audio" else None)
-
-
-def _saved_model_predictor(folder):
-    import tensorflow_text  # noqa: F401  registers the ops of a raw-text SavedModel
-
-    loaded = tf.saved_model.load(folder)
-    signatures = dict(loaded.signatures)
-    if "probabilities" not in getattr(signatures.get("serving_default"), "structured_outputs", {}):
-        raise ExportError(
-            f"{folder!r} is not a kerasft export: expected a serving_default signature with a 'probabilities' "
-            f"output. Received signatures: { {n: list(f.structured_outputs) for n, f in signatures.items()} }"
-        )
-    endpoints = {}
-    for name, signature in signatures.items():
-        (input_name,) = signature.structured_input_signature[1]
-        endpoints[name] = lambda tensor, signature=signature, key=input_name: signature(**{key: tensor})
-    (input_name,) = signatures["serving_default"].structured_input_signature[1]
-    modality = {"text": "text", "audio": "audio"}.get(input_name, "image")
-    num_outputs = signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
-    class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [str(i) for i in range(num_outputs)]
-    sample_rate = None
-    if modality == "audio":
-        with open(os.path.join(folder, EXTRA_DIR, CARD_FILE), encoding="utf-8") as file:
-            sample_rate = json.load(file)["model"]["sample_rate"]
-    return Predictor(loaded, endpoints, class_names, modality, folder, sample_rate=sample_rate)
-
-
-def _litert_predictor(filename):
-    runner = litert.LiteRTModel(filename)
-
-    def outputs(probabilities):
-        return _outputs(probabilities, runner.class_names, runner.task)
-
-    if runner.modality == "text":
-        endpoints = {"serving_default": lambda text: outputs(runner.predict(list(text.numpy())))}
-    else:
-        def decode(image_bytes):
-            return [tf.io.decode_image(data, channels=3, expand_animations=False) for data in image_bytes]
-
-        endpoints = {"serving_default": lambda image_bytes: outputs(runner.predict(decode(image_bytes))),
-                     "predict_pixels": lambda images: outputs(runner.predict(images.numpy()))}
-    return Predictor(runner, endpoints, runner.class_names, runner.modality, filename)
-
-
-def _read_labels(filename):
-    if not os.path.isfile(filename):
-        return None
-    with open(filename, encoding="utf-8") as file:
-        return file.read().splitlines()
