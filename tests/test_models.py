@@ -7,9 +7,10 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import RATE, tone
 
 import kerasft as kft
-from kerasft import backbones, heads, models
+from kerasft import backbones, convert, heads, models
 
 
 def _texts(data, n=8):
@@ -99,12 +100,66 @@ def test_batch_norm_stays_frozen_when_blocks_unfreeze(tiny_image_data):
 
 @pytest.mark.parametrize("name", backbones.names("image"))
 def test_every_registered_image_backbone_builds_and_finds_its_blocks(name):
-    if name == "efficientnet_lite0":
-        pytest.skip("built from the converted pretrained preset in test_end_to_end.py")
+    if name in ("efficientnet_lite0", "efficientnet_lite2"):
+        pytest.skip("built from the converted pretrained preset (test_end_to_end.py, the slow test below)")
     model = kft.build_classifier(name, num_classes=3, pretrained=False, image_size=(32, 32), trainable="top:1")
     _, found = backbones.blocks(model.get_layer("network").get_layer("backbone"), backbones.get(name).block_pattern)
     assert len(found) >= 3
     assert model.predict(np.zeros((1, 32, 32, 3), "uint8"), verbose=0).shape == (1, 3)
+
+
+def test_mobilenet_v2_takes_torchvision_weights_when_installed_else_keras_applications(monkeypatch, tmp_path):
+    spec = backbones.get("mobilenet_v2")
+    torchvision = spec.build(False, (32, 32))
+    norms = [layer for layer in torchvision.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert torchvision.layers[1].name == "torch_normalization" and {n.epsilon for n in norms} == {1e-5}
+    assert torchvision.get_layer("block_1_pad").padding == ((1, 1), (1, 1))
+    assert torchvision.count_params() == spec.params
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # an environment without the weights package
+    assert not convert.asset_installed("mobilenet_v2")
+    stock = spec.build(False, (32, 32))
+    assert "torch_normalization" not in [layer.name for layer in stock.layers]
+    assert {layer.epsilon for layer in stock.layers if isinstance(layer, keras.layers.BatchNormalization)} == {1e-3}
+    assert stock.count_params() == spec.params
+
+
+# The backbones converted from the offline packages of issue #17, at their own input sizes.
+NEW_BACKBONES = ["minilm_l3", "efficientnet_lite2", "mobilenet_v2"]
+
+
+def _raw_input(name, n=2):
+    if backbones.get(name).modality == "text":
+        return np.array(["A man is eating food.", "Stock markets fell on Monday."][:n], dtype=object)
+    return np.random.default_rng(0).integers(0, 256, size=(n, 300, 280, 3)).astype("uint8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NEW_BACKBONES)
+def test_new_backbone_trains_its_top_blocks_and_round_trips(name, tmp_path):
+    spec = backbones.get(name)
+    model = kft.build_classifier(name, num_classes=3, trainable="top:2", seed=0)
+    backbone = model.get_layer("network").get_layer("backbone")
+    assert backbone.count_params() == spec.params
+    _, found = backbones.blocks(backbone, spec.block_pattern)
+    trained = [any(layer.trainable_weights for layer in layers) for _, layers in found]
+    assert trained == [False] * (len(found) - 2) + [True, True]
+    assert models.trainable_setting(model) == "top:2"
+    inputs = _raw_input(name)
+    expected = model.predict(inputs, verbose=0)
+    assert expected.shape == (2, 3)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [name for name in NEW_BACKBONES if backbones.get(name).modality == "image"])
+def test_new_image_backbone_hears_audio(name):
+    model = kft.build_classifier(name, num_classes=3, sample_rate=RATE)
+    clips = np.stack([tone(300.0, seconds=1.0)[:RATE], tone(None, seconds=1.0)[:RATE]])
+    probabilities = model.predict(clips, verbose=0)
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
 
 
 def test_unknown_backbone_suggests_close_names():
