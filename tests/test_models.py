@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kerasft as kft
-from kerasft import backbones, heads, models
+from kerasft import backbones, convert, heads, models
 
 
 def _texts(data, n=8):
@@ -95,6 +95,21 @@ def test_batch_norm_stays_frozen_when_blocks_unfreeze(tiny_image_data):
     norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and not any(layer.trainable for layer in norms)
     assert any(layer.trainable_weights for layer in backbone.layers)
+
+
+def test_mobilenet_v2_takes_torchvision_weights_when_installed_else_keras_applications(monkeypatch, tmp_path):
+    spec = backbones.get("mobilenet_v2")
+    torchvision = spec.build(False, (32, 32))
+    norms = [layer for layer in torchvision.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert torchvision.layers[1].name == "torch_normalization" and {n.epsilon for n in norms} == {1e-5}
+    assert torchvision.get_layer("block_1_pad").padding == ((1, 1), (1, 1))
+    assert torchvision.count_params() == spec.params
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # an environment without the weights package
+    assert not convert.asset_installed("mobilenet_v2")
+    stock = spec.build(False, (32, 32))
+    assert "torch_normalization" not in [layer.name for layer in stock.layers]
+    assert {layer.epsilon for layer in stock.layers if isinstance(layer, keras.layers.BatchNormalization)} == {1e-3}
+    assert stock.count_params() == spec.params
 
 
 def test_unknown_backbone_suggests_close_names():
