@@ -96,9 +96,9 @@ def _input_size(args, data):
 
 
 def _default_name(data):
-    from kerasft import models
+    from kerasft import backbones
 
-    return models.short_name(data.name)
+    return backbones.short_name(data.name)
 
 
 # === Subcommands ===
@@ -367,7 +367,7 @@ def build_parser():
     sub.add_argument("--tuner", default="hyperband", choices=["hyperband", "random", "bayesian"])
     sub.add_argument("--max-trials", type=int, default=10)
     sub.add_argument("--epochs", type=int, default=10, help="epochs of a trial (Hyperband: its most)")
-    sub.add_argument("--space", help='JSON narrowing the space, e.g. \'{"unfreeze": "frozen", "units": [128, 256]}\'')
+    sub.add_argument("--space", help='JSON narrowing the space, e.g. \'{"trainable": "frozen", "units": [128, 256]}\'')
     sub.add_argument("--objective", default="val_accuracy")
     sub.add_argument("--directory", default="runs", help="where searches are kept (resumed unless --overwrite)")
     sub.add_argument("--project-name")

@@ -134,7 +134,7 @@ def test_config_file_fills_in_flags_and_the_line_wins(tiny_bert, texts_csv, tmp_
 
 def test_tune_then_ensemble_the_best(tiny_bert, texts_csv, tmp_path, capsys):
     code, out, err = run(capsys, "tune", texts_csv, "--backbone", "tiny_bert", "--tuner", "random", "--max-trials", 2,
-                         "--epochs", 2, "--space", '{"unfreeze": "frozen", "depth": 0}', "--top-k", 2,
+                         "--epochs", 2, "--space", '{"trainable": "frozen", "depth": 0}', "--top-k", 2,
                          "--directory", tmp_path / "runs", "--output", tmp_path / "export")
     assert code == 0, err
     assert "2 of 2 trials completed" in out
