@@ -139,7 +139,7 @@ def cmd_train(args):
                             batch_size=args.batch_size, learning_rate=args.learning_rate,
                             fine_tune_learning_rate=args.fine_tune_learning_rate, seed=args.seed,
                             callbacks=[keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))],
-                            verbose=1 if args.verbose else 2)
+                            time_limit=args.time_limit, verbose=2 if args.verbose else 1)
     evaluation = kft.evaluate(model, data)
     print(evaluation.summary())
     exported = kft.export(model, args.output or f"saved_models/{name}", data=data, metrics=evaluation,
@@ -165,6 +165,7 @@ def cmd_tune(args):
     print(data.summary(), flush=True)
     name = _default_name(data)
     search = kft.tune(data, backbone=args.backbone, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
+                      time_limit=args.time_limit,
                       directory=args.directory, project_name=args.project_name, overwrite=args.overwrite,
                       space=space, objective=args.objective, seed=args.seed, **_input_size(args, data))
     print(search.summary())
@@ -350,8 +351,11 @@ def build_parser():
     sub.add_argument("data", help="folder, .csv/.tsv/.jsonl, tfds:<name> or sample:<name>")
     _model_flags(sub)
     sub.add_argument("--trainable", default="frozen", help="frozen, top:N or all")
-    sub.add_argument("--epochs", type=int, default=5, help="epochs at the trainable setting")
-    sub.add_argument("--warmup-epochs", type=int, default=5, help="head-only epochs before unfreezing")
+    sub.add_argument("--epochs", type=int, help="most epochs at the trainable setting (default: until validation "
+                     "stops improving)")
+    sub.add_argument("--warmup-epochs", type=int, help="most head-only epochs before unfreezing (default: until "
+                     "validation stops improving; 0 skips the warm-up)")
+    sub.add_argument("--time-limit", type=float, help="seconds the training may take")
     sub.add_argument("--batch-size", type=int, default=32)
     sub.add_argument("--learning-rate", type=float, default=1e-3, help="of the head (phase 1)")
     sub.add_argument("--fine-tune-learning-rate", type=float, help="of the unfrozen blocks (phase 2)")
@@ -364,9 +368,11 @@ def build_parser():
                   "(or an ensemble of the best)", cmd_tune)
     sub.add_argument("data", help="folder, .csv/.tsv/.jsonl, tfds:<name> or sample:<name>")
     sub.add_argument("--backbone", help="a name from `kerasft backbones`, or a preset folder (required)")
-    sub.add_argument("--tuner", default="hyperband", choices=["hyperband", "random", "bayesian"])
+    sub.add_argument("--tuner", default="halving", choices=["halving", "hyperband", "random", "bayesian"])
+    sub.add_argument("--time-limit", type=float, help="seconds the search may take")
     sub.add_argument("--max-trials", type=int, default=10)
-    sub.add_argument("--epochs", type=int, default=10, help="epochs of a trial (Hyperband: its most)")
+    sub.add_argument("--epochs", type=int, help="most epochs of a trial's last phase (default: until validation "
+                     "stops improving; Hyperband: 10)")
     sub.add_argument("--space", help='JSON narrowing the space, e.g. \'{"trainable": "frozen", "units": [128, 256]}\'')
     sub.add_argument("--objective", default="val_accuracy")
     sub.add_argument("--directory", default="runs", help="where searches are kept (resumed unless --overwrite)")

@@ -108,11 +108,22 @@ def test_batch_sizes_are_checked():
 def test_a_model_built_outside_the_strategy_is_refused_with_the_fix(tiny_cnn, tiny_image_data):
     strategy = distribute.strategy("cpu")
     outside = kft.build_classifier("tiny_cnn", data=tiny_image_data)
-    with pytest.raises(distribute.DistributeError, match=r"built outside the strategy .*strategy=strategy"):
+    with pytest.raises(distribute.DistributeError, match=r"built under _DefaultDistributionStrategy but is asked to "
+                                                         r"train under OneDeviceStrategy.*Leave strategy= out"):
         kft.fine_tune(outside, tiny_image_data, epochs=1, strategy=strategy, verbose=0)
     inside = kft.build_classifier("tiny_cnn", data=tiny_image_data, strategy=strategy, trainable="top:1")
     history = kft.fine_tune(inside, tiny_image_data, epochs=1, warmup_epochs=1, strategy=strategy, verbose=0)
     assert history.history["phase"] == [1, 2]
+
+
+def test_the_keras_idiom_trains_under_the_strategy_the_model_was_built_in(tiny_cnn, tiny_image_data):
+    """`with strategy.scope(): build` then `fine_tune(model, data)`: the strategy comes from the model."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = kft.build_classifier("tiny_cnn", data=tiny_image_data, trainable="top:1", seed=0)
+    history = kft.fine_tune(model, tiny_image_data, epochs=1, warmup_epochs=1, verbose=0)
+    assert history.history["phase"] == [1, 2]
+    assert distribute.strategy_of(model) is strategy
 
 
 def test_tuning_env_names_chief_and_workers():
