@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from kerasft import backbones, tokenizing
+from kerasft import backbones, exporting, heads, tokenizing
 
 # Short cases; each also runs repeated past the head size, behind 0, 1, 2, ... tabs (delimiters that give no
 # token), so the cut falls at every byte of the repeated case.
@@ -45,6 +45,7 @@ def _crafted(min_chars=0, shifts=(0,)):
     return [b"\t" * shift + (case + b" ") * -(-min_chars // len(case + b" ")) for case in cases for shift in shifts] + [
         # the head's words give fewer tokens than the sequence holds, then more
         "\ufe0f ".encode() * 2000 + b"hidden after words without tokens",
+        "\u200b ".encode() * 2000 + b"hidden after zero-width spaces", b"a" + b" \n\t " * 2000 + b"b",
         b" " * 5000 + b"after spaces",
         b"!!!! " * 2000, "unbelievably ".encode() * 500,
         # no space at all
@@ -87,6 +88,19 @@ def test_head_preprocessor_leaves_preprocessors_it_cannot_cut_exactly(wordpiece_
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=16)
     with pytest.raises(ValueError, match="head_chars must be a positive integer. Received: head_chars=0"):
         tokenizing.head_preprocessor(preprocessor, head_chars=0)
+
+
+def test_serving_signature_and_training_pipeline_cut_long_texts_to_the_same_outputs(tiny_bert, tiny_text_data):
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, head=kft.Head(units=(4,)))
+    texts = ["the cat sat on the mat " * 40, "the dog ran " + "\u00a0" * 300 + " fast", "big red dog", ""]
+    expected = model.predict(np.array(texts, dtype=object), verbose=0)
+    serve = exporting.serving_endpoints(model, tiny_text_data.class_names, heads.task_of(model))["serving_default"]
+    np.testing.assert_allclose(serve(tf.constant(texts))["probabilities"].numpy(), expected, atol=1e-6)
+    dataset = tf.data.Dataset.from_tensor_slices((texts, [0] * len(texts)))
+    (x, _), = kft.features.preprocess(model, dataset, batch_size=len(texts))
+    whole = model.get_layer("preprocessor")(tf.constant(texts))
+    for name in whole:
+        np.testing.assert_array_equal(x[name].numpy(), whole[name].numpy())
 
 
 @pytest.mark.slow
