@@ -22,7 +22,8 @@ SavedModel signatures take RAW input and return `probabilities`
 float32[None, C], `label` string[None] and `score` float32[None]:
 - text: `serving_default(text: string[None])`. The graph holds
   tensorflow-text ops: a serving process must `import tensorflow_text` first
-  (TF Serving: a build that includes those ops).
+  (TF Serving: a build that includes those ops). A classifier tokenizes long
+  texts from their head, with the ids of the whole text (`kerasft.tokenizing`).
 - images: `serving_default(image_bytes: string[None])` decodes JPEG, PNG, GIF
   (first frame) or BMP and resizes each image to the model's size, so a batch
   may mix sizes; `predict_pixels(images: uint8[None, None, None, 3])`. An
@@ -70,7 +71,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import audio, distribute, heads, keras_internals, litert, models
+from kerasft import audio, distribute, heads, keras_internals, litert, models, tokenizing
 
 FORMATS = ("keras", "saved_model", "litert")
 DEFAULT_FORMATS = ("keras", "saved_model")
@@ -330,9 +331,11 @@ def serving_endpoints(model, class_names, task):
 
     modality = models.modality_of(model)
     if modality == "text":
+        forward = _text_forward(model)
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serve_text(text):
-            return outputs(model(text, training=False))
+            return outputs(forward(text))
 
         return {"serving_default": serve_text}
     if modality == "audio":
@@ -356,6 +359,15 @@ def serving_endpoints(model, class_names, task):
         return outputs(model(tf.cast(images, tf.float32), training=False))
 
     return {"serving_default": serve_image_bytes, "predict_pixels": predict_pixels}
+
+
+def _text_forward(model):
+    """Raw strings -> outputs: a classifier tokenizes only the head of long texts (same ids, `kerasft.tokenizing`)."""
+    if not models.is_classifier(model):
+        return lambda text: model(text, training=False)
+    preprocess = tokenizing.head_preprocessor(model.get_layer("preprocessor"))
+    network = model.get_layer("network")
+    return lambda text: network(preprocess(text), training=False)
 
 
 def _audio_endpoints(model, outputs):

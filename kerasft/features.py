@@ -2,9 +2,8 @@
 
 Preprocessing (tokenizing, resizing) runs in parallel inside `tf.data`,
 batched, then the result is cached so later epochs reuse it instead of
-recomputing it serially inside every train step. Long texts are cut to a word
-budget before tokenizing, with a check that keeps token ids identical to
-tokenizing the full text.
+recomputing it serially inside every train step. Long texts are tokenized
+from their head only, with the ids of the full text (`kerasft.tokenizing`).
 
 A classifier's network splits at a **cut** into a bottom that never changes
 and a top that trains (`split_network`):
@@ -35,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import backbones, keras_internals, models, paths
+from kerasft import backbones, keras_internals, models, paths, tokenizing
 
 # Preprocessed splits up to this size are cached after preprocessing (larger
 # ones cache the raw input and preprocess in parallel every epoch); a feature
@@ -62,7 +61,7 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
         that `model.get_layer("network")` takes.
     """
     preprocessor = model.get_layer("preprocessor")
-    transform = _text_transform(preprocessor) if _is_text(model) else _image_transform(preprocessor)
+    transform = tokenizing.head_preprocessor(preprocessor) if _is_text(model) else _image_transform(preprocessor)
     num_examples = num_examples or int(dataset.cardinality())
     # Token ids are small; a float32 image at the backbone's size is not.
     per_example = 0 if _is_text(model) else 4 * int(np.prod(preprocessor.output_shape[1:]))
@@ -96,49 +95,6 @@ def _image_transform(preprocessor):
         return preprocessor(tf.cast(images, "float32"))
 
     return transform
-
-
-def _text_transform(preprocessor):
-    """Tokenizes with the model's own preprocessor, cutting long texts first when that is exact."""
-    import keras_hub
-
-    tokenizer = getattr(preprocessor, "tokenizer", None)
-    sequence_length = getattr(preprocessor, "sequence_length", None)
-    if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer) or not sequence_length:
-        return preprocessor
-
-    def transform(texts):
-        return truncated_tokenize(preprocessor, texts, sequence_length)
-
-    return transform
-
-
-def truncated_tokenize(preprocessor, texts, max_words):
-    """Tokenizes a batch of texts from their first `max_words` words, with ids identical to the full text.
-
-    WordPiece splits on whitespace first, so the tokens of the first words are
-    the first tokens of the text; a word gives at least one token except in
-    rare cases (a word of control characters only). Rows whose cut text gives
-    fewer tokens than the sequence holds are tokenized again in full, so the
-    ids never differ. Tokenizing a 400-word article costs ~3x a 128-word cut.
-
-    Args:
-        preprocessor: keras.Layer. A KerasHub text classifier preprocessor.
-        texts: tf.Tensor. A batch of strings.
-        max_words: int. Words kept before tokenizing (the sequence length).
-    """
-    words = tf.strings.split(texts)
-    cut = words.row_lengths() > max_words
-    short = tf.strings.reduce_join(words[:, :max_words], axis=-1, separator=" ")
-    features = preprocessor(short)
-    incomplete = tf.logical_and(cut, tf.reduce_sum(tf.cast(features["padding_mask"], "int32"), axis=-1)
-                                < preprocessor.sequence_length)
-
-    def with_full_rows():
-        full = preprocessor(texts)
-        return {k: tf.where(incomplete[:, None], full[k], features[k]) for k in features}
-
-    return tf.cond(tf.reduce_any(incomplete), with_full_rows, lambda: features)
 
 
 class FeatureError(ValueError):

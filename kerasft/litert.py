@@ -58,7 +58,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import features, keras_internals
+from kerasft import features, keras_internals, tokenizing
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 METADATA_NAME = "kerasft"
@@ -669,10 +669,10 @@ class LiteRTModel:
         config["config"]["tokenizer"]["config"]["vocabulary"] = self.metadata["vocabulary"]
         preprocessor = keras.saving.deserialize_keras_object(config)
         names = list(self.metadata["inputs"])
+        tokenize = tokenizing.head_preprocessor(preprocessor)  # a tf.function: KerasHub's eager path is Python
 
         def preprocess(texts):
-            ids = features.truncated_tokenize(preprocessor, tf.constant(list(texts), tf.string),
-                                              settings["sequence_length"])
+            ids = tokenize(tf.constant(list(texts), tf.string))
             return {name: np.asarray(ids[name]).astype("int32") for name in names}
 
         return preprocess

@@ -14,7 +14,9 @@ model ("<backbone>_classifier")
         └─ "head"      features -> probabilities (see `kerasft.heads`)
 ```
 Training maps `preprocessor` over `tf.data` once and fits `network`;
-`predict`, `evaluate` and exports use the whole model on raw input.
+`predict`, `evaluate` and exports use the whole model on raw input (`evaluate`
+and the text serving signature tokenize long texts from their head, with the
+same ids: `kerasft.tokenizing`).
 """
 
 import contextlib
