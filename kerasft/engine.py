@@ -243,6 +243,8 @@ class Inputs:
             validation = self.cache.dataset(cut, "validation", 64, labels=self.targets["validation"])
         else:
             validation = self._pipeline("validation").batch(64)
+            if cut != "all":
+                validation = features.Bottom(self.model, [cut], self.block_pattern).map(validation, cut)
         return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
 
     def _pipeline(self, split):

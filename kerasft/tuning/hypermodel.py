@@ -199,7 +199,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         """The `engine.Inputs` every trial reads: each cut of the space computed once (on first use)."""
         if self._inputs is None:
             augmented = any(discrete(self.rules.get("augmentation", 0.0)))
-            self._inputs = engine.Inputs(self.reference, self.data, cuts=self.cuts, augmented=augmented,
+            self._inputs = engine.Inputs(self.reference, self.data, cuts=["frozen", *self.cuts], augmented=augmented,
                                          cache_directory=self.cache_directory, spill_directory=self.spill_directory,
                                          block_pattern=self.description.block_pattern, verbose=self.verbose)
         return self._inputs
