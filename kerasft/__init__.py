@@ -14,7 +14,7 @@ The public calls live in modules named after their job (`kft.fine_tune` in
 `kerasft.predictor`, ...); no call shares its name with a module.
 """
 
-from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tuning
+from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tfidf, tuning
 from kerasft.ensembling import ensemble
 from kerasft.evaluation import evaluate
 from kerasft.exporting import export
@@ -27,4 +27,5 @@ from kerasft.tuning import tune
 __version__ = "0.1.0"
 
 __all__ = ["Head", "audio", "backbones", "build_classifier", "convert", "data", "distill", "distribute", "ensemble",
-           "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tune", "tuning"]
+           "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tfidf", "tune",
+           "tuning"]

@@ -111,7 +111,7 @@ def cmd_backbones(args):
     for name in backbones.names(args.modality):
         spec = backbones.get(name)
         size = (f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.modality == "image"
-                else f"{spec.sequence_length} tokens")
+                else "whole text" if spec.adapt else f"{spec.sequence_length} tokens")
         rows.append({"name": name, "modality": spec.modality, "params": spec.params, "input": size,
                      "weights": spec.source})
     if args.json:
