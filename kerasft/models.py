@@ -99,6 +99,8 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy):
         model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, data)
     set_trainable(model, trainable, block_pattern=spec.block_pattern)
+    if data is not None and task != "regression":
+        model.class_names = tuple(data.class_names)  # see class_names_of
     return model
 
 
@@ -231,6 +233,16 @@ def check_clips(model, data):
         raise ClassifierError(f"The model takes clips of {samples} samples at {rate} Hz but the data's are "
                               f"{data.duration:g} s at {data.sample_rate} Hz ({data.name}). Build it with "
                               "kft.build_classifier(..., data=data), or load the data with that rate and duration.")
+
+
+def class_names_of(model):
+    """The classes a classifier or ensemble predicts, in output order, or None when unknown.
+
+    Known for models built in this process with `build_classifier(data=...)`
+    (and ensembles or calibrated models of them); a model loaded from a file
+    does not carry them (its export's `labels.txt` does).
+    """
+    return getattr(model, "class_names", None)
 
 
 def is_classifier(model):
