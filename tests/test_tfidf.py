@@ -6,6 +6,7 @@ import string
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 import kerasft as kft
 from kerasft import litert, tfidf
@@ -35,6 +36,13 @@ def test_vocabulary_comes_from_the_training_split_only(tiny_text_data):
     train_only = {w for t in tiny_text_data.inputs("train") for w in t.split()}
     assert {w for t in tiny_text_data.inputs("test") for w in t.split()} - train_only  # the numbers differ
     assert not {w for w in words if " " not in w} - train_only - {"[UNK]"}
+
+
+def test_adapting_twice_gives_the_same_vocabulary_and_idf(tiny_text_data):
+    """A search rebuilds its best models with data=: their heads must fit the same feature order."""
+    texts = tiny_text_data.inputs("train")
+    first, second = (tfidf.adapt(texts)[0].get_config() for _ in range(2))
+    assert first == second
 
 
 def test_character_ngrams_classify_text_without_spaces():
@@ -67,3 +75,16 @@ def test_litert_export_is_refused_with_a_clear_error(tiny_text_data, tmp_path):
     with pytest.raises(litert.LiteRTError, match=r"classic TF-IDF model.*formats=\('keras', 'saved_model'\)"):
         kft.export(model, tmp_path / "export", data=tiny_text_data, formats=("litert",))
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow
+def test_on_bbc_news_the_classic_member_is_as_accurate_as_scikit_learn():
+    """The end-to-end truth on real data (bench/fusion.py measures it with C chosen on validation, and wall times)."""
+    data = kft.samples.bbc_news(seed=0)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    baseline = LogisticRegression(C=10.0, max_iter=3000).fit(vectorizer.fit_transform(data.inputs("train")),
+                                                              data.labels("train"))
+    expected = baseline.score(vectorizer.transform(data.inputs("test")), data.labels("test"))
+    model = kft.build_classifier("tfidf", data=data, seed=0)
+    kft.fine_tune(model, data, epochs=30, learning_rate=1e-2, patience=5, verbose=0)
+    assert kft.evaluate(model, data)["accuracy"] >= expected - 0.01
