@@ -47,6 +47,7 @@ bench: install
 	$(PY) bench/tune_cache.py
 	$(PY) bench/quality.py
 	$(PY) bench/ensembles.py
+	$(PY) bench/fusion.py
 	$(PY) bench/memory.py
 
 clean:

@@ -14,7 +14,8 @@ The public calls live in modules named after their job (`kft.fine_tune` in
 `kerasft.predictor`, ...); no call shares its name with a module.
 """
 
-from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tokenizing, tuning
+from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tfidf, tokenizing, tuning
+from kerasft.calibration import calibrate
 from kerasft.ensembling import ensemble
 from kerasft.evaluation import evaluate
 from kerasft.exporting import export
@@ -26,5 +27,6 @@ from kerasft.tuning import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["Head", "audio", "backbones", "build_classifier", "convert", "data", "distill", "distribute", "ensemble",
-           "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tokenizing", "tune", "tuning"]
+__all__ = ["Head", "audio", "backbones", "build_classifier", "calibrate", "convert", "data", "distill", "distribute",
+           "ensemble", "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tfidf",
+           "tokenizing", "tune", "tuning"]

