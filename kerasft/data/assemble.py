@@ -15,7 +15,7 @@ logger = logging.getLogger("kerasft.data")
 
 def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_of, where,
            class_names=None, task=None, validation_split, test_split, seed,
-           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None):
+           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None, source=None):
     """Cleans, splits and wraps examples from any loader into a TaskData.
 
     Args:
@@ -25,6 +25,7 @@ def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_o
         split_of: np.ndarray of str or None. The source's split of each example
             ("train", "validation", "test"), or None to split it all here.
         where: callable. Example index -> name for messages.
+        source: RecordSource or None. Where examples of `input_kind="records"` are read from.
         Other arguments: as in the public loaders.
     """
     report = report or CleaningReport()
@@ -62,7 +63,7 @@ def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_o
     splits = {s: examples.take(index[s]) for s in SPLITS}
     return TaskData(splits, name=name, modality=modality, task=task, class_names=class_names,
                     input_kind=input_kind, image_size=image_size, sample_rate=sample_rate, duration=duration,
-                    report=report)
+                    report=report, source=source)
 
 
 def _warn_numeric_texts(texts, name):

@@ -23,8 +23,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 TEXT_EXTENSIONS = (".txt",)
 # The first bytes of each image format TensorFlow decodes; anything else
 # carrying an image extension is not an image.
-_IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
+IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
 _VALIDATION_FOLDERS = ("validation", "val")
+# Files read (and images decoded) at once while a folder is checked, and paths handed to the readers at a time.
+_READERS = 8
+_CHUNK = 1024
 
 
 def check_image_size(image_size):
@@ -353,7 +356,9 @@ def _read_images(paths):
 
     Reads each file to hash it, checks the format signature, then decodes every
     candidate once with TensorFlow (the decoder the pipeline uses, in parallel)
-    and marks what fails.
+    and marks what fails. Both passes stream: a few files are in memory at a
+    time (threads read chunks of paths; `tf.data` decodes with bounded
+    parallelism), whatever the number of files.
     """
     def read(path):
         try:
@@ -362,18 +367,20 @@ def _read_images(paths):
             return None, f"cannot be read ({error.strerror or error})"
         if not content:
             return None, "empty file (0 bytes)"
-        if not content.startswith(_IMAGE_SIGNATURES):
+        if not content.startswith(IMAGE_SIGNATURES):
             return None, "not an image (no JPEG/PNG/GIF/BMP signature)"
         return content_digest(content), None
 
-    with futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(read, paths))
+    results = []
+    with futures.ThreadPoolExecutor(_READERS) as pool:
+        for start in range(0, len(paths), _CHUNK):  # not one future per file of a 100,000-file folder at once
+            results += pool.map(read, paths[start:start + _CHUNK])
     candidates = [str(p) for p, (digest, _) in zip(paths, results) if digest]
     decodable = set()
     if candidates:
         ds = tf.data.Dataset.from_tensor_slices(candidates).map(
             lambda p: (p, tf.shape(decode_image(tf.io.read_file(p), None))[0]),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=_READERS, deterministic=False,  # a few decoded images at a time, however large
         ).ignore_errors()
         decodable = {p.decode() for p, _ in ds.as_numpy_iterator()}
     return [(digest, None) if str(p) in decodable
