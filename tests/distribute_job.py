@@ -7,6 +7,8 @@ Usage: python tests/distribute_job.py <job> <output folder> [index]
              tiny CNN, save its weights to <out>/weights_<index>.npz, export to <out>/export
   tune       one process of a KerasTuner chief/worker search (KERASTUNER_* set by the caller) over
              <out>/runs; the chief writes <out>/chief.json with the best model's predictions
+  records    one worker of a MultiWorkerMirroredStrategy fine-tuning the tiny CNN's top block on the
+             TFRecord shards in <out>/shards; save its weights to <out>/weights_<index>.npz
 """
 
 import json
@@ -59,6 +61,18 @@ elif job == "worker":
     with open(os.path.join(out, f"worker_{index}.json"), "w") as f:
         json.dump({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
                    "chief": kft.distribute.is_chief(strategy), "history": history}, f)
+elif job == "records":
+    index = int(sys.argv[3])
+    data = kft.data.from_tfrecord(os.path.join(out, "shards"))
+    keras.utils.set_random_seed(0)
+    model = kft.build_classifier("tiny_cnn", data=data, trainable="top:1", head=kft.Head(dropout=0.0),
+                                 strategy=strategy)
+    # No warm-up: every epoch is a distributed fit, whose input is sharded by file.
+    history = kft.fine_tune(model, data, epochs=2, warmup_epochs=0, batch_size=16, patience=0, verbose=0,
+                            strategy=strategy)
+    np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
+    with open(os.path.join(out, f"worker_{index}.json"), "w") as f:
+        json.dump({"replicas": strategy.num_replicas_in_sync, "history": history.history}, f)
 elif job == "tune":
     conftest.tiny_bert_spec("tiny_bert", conftest.TINY_VOCAB)
     texts = [f"the {'cat' if i % 2 else 'dog'} {conftest.TINY_VOCAB[5 + i % 15]} sat {i}" for i in range(80)]
