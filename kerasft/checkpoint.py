@@ -210,29 +210,3 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         keras_internals.start_next_fit_at(self.model, None)  # a later fit of this model starts where told
-
-
-class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that picks up where a killed run left it: best value, patience count, best weights."""
-
-    def __init__(self, checkpoint, phase, **kwargs):
-        super().__init__(**kwargs)
-        self.checkpoint, self.phase = checkpoint, phase
-        self._role = f"phase{phase}.best"
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        losses = [e.get(self.monitor, np.inf) for e in self.checkpoint.epochs(self.phase)]
-        if losses and self.checkpoint.has_weights(self._role):
-            best = int(np.argmin(losses))
-            self.best, self.best_epoch, self.wait = losses[best], best, len(losses) - 1 - best
-            current = self.model.get_weights()
-            self.checkpoint.load_weights(self.model, self._role)
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(current)
-
-    def on_epoch_end(self, epoch, logs=None):
-        before = self.best
-        super().on_epoch_end(epoch, logs)
-        if self.best is not None and self.best != before:
-            self.checkpoint.save_weights(self.model, self._role)
