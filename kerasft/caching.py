@@ -111,12 +111,12 @@ class ArrayWriter:
 
     @property
     def nbytes(self):
-        """Bytes of every array begun so far, at full size."""
-        total = 0
-        for (split, _), target in self._targets.items():
+        """Bytes the arrays take at full size, every split included (known once their first rows came)."""
+        row_bytes = {}
+        for (_, name), target in self._targets.items():
             shape, dtype = (target[0].shape, target[0].dtype) if self.folder is None else target[3]
-            total += self.sizes[split] * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        return total
+            row_bytes[name] = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        return sum(row_bytes.values()) * sum(self.sizes.values())
 
     def write(self, split, values):
         """Appends a batch of rows to each array of `split`.
@@ -197,7 +197,8 @@ class ArrayWriter:
         """Removes what was written (the final folder is left as it was) and releases the lock."""
         for target in self._targets.values():
             if self.folder is not None and not target[0].closed:
-                target[0].close()
+                with contextlib.suppress(OSError):  # its last buffer may not fit a full disk: discarded anyway
+                    target[0].close()
         self._targets.clear()
         if self.folder is not None:
             shutil.rmtree(self.partial, ignore_errors=True)

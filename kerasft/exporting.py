@@ -93,6 +93,8 @@ CHECKSUMS_FILE = "checksums.json"
 # TF Serving's folder for files beside a SavedModel that the graph does not use.
 EXTRA_DIR = "assets.extra"
 _TEMP_PREFIX = ".tmp-"
+# Room for a SavedModel's or a .keras file's graph and metadata beside the weights, in a size estimate.
+_GRAPH_BYTES = 1_000_000
 _LIBRARIES = {"kerasft": "kerasft", "keras": "keras", "keras_hub": "keras-hub", "tensorflow": "tensorflow",
               "tensorflow_text": "tensorflow-text"}
 
@@ -216,8 +218,9 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
     if prepared:
         files += [(name, functools.partial(_write_bytes, content)) for name, content in prepared.files.items()]
     staged = []  # (temporary, final name), committed in order
-    try:
-        with paths.disk_space(root, _size_estimate(model, formats, prepared), "the export"):
+    # The space check outermost: what was staged is removed before the error says what is free.
+    with paths.disk_space(root, _size_estimate(root, model, formats, prepared), "the export"):
+        try:
             if "saved_model" in formats:
                 staged.append((_temporary(root, "version"), None))
                 _write_saved_model(model, endpoints, staged[-1][0])
@@ -244,9 +247,9 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
                     else:
                         os.replace(temporary, os.path.join(root, name))
                     staged.pop(0)
-    finally:
-        for temporary, _ in staged:
-            _remove(temporary)
+        finally:
+            for temporary, _ in staged:
+                _remove(temporary)
     version_dir = os.path.join(root, str(version)) if version is not None else None
     return Exported(path=root, version=version, saved_model=version_dir,
                     keras=os.path.join(root, KERAS_FILE) if "keras" in formats else None,
@@ -255,11 +258,18 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
                     litert_reports=prepared.reports if prepared else None)
 
 
-def _size_estimate(model, formats, prepared):
-    """Bytes an export takes, roughly: the weights once per format that stores them, plus the LiteRT files."""
-    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
-    return weights * sum(f in formats for f in ("keras", "saved_model")) + sum(
-        len(content) for content in (prepared.files.values() if prepared else ()))
+def _size_estimate(root, model, formats, prepared):
+    """Bytes an export takes, roughly: what the newest version and `.keras` file here took, else the weights
+    once per format that stores them plus room for the graphs; plus the LiteRT files."""
+    found = versions(root)
+    if found and "saved_model" in formats:
+        earlier = paths.folder_bytes(os.path.join(root, str(found[-1])))
+        if "keras" in formats and os.path.isfile(os.path.join(root, KERAS_FILE)):
+            earlier += os.path.getsize(os.path.join(root, KERAS_FILE))
+    else:
+        weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+        earlier = (weights + _GRAPH_BYTES) * sum(f in formats for f in ("keras", "saved_model"))
+    return earlier + sum(len(content) for content in (prepared.files.values() if prepared else ()))
 
 
 @contextlib.contextmanager

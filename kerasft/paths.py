@@ -91,8 +91,12 @@ def free_bytes(folder):
     return shutil.disk_usage(folder).free
 
 
-def _megabytes(count):
-    return f"{count / 1e6:,.1f} MB"
+def readable_size(count):
+    """A byte count for people: "850 KB", "3.4 MB", "1.2 GB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if count >= scale:
+            return f"{count / scale:,.1f} {unit}"
+    return f"{max(count, 0) / 1e3:,.0f} KB"
 
 
 def disk_full_error(folder, needed, what, error):
@@ -104,10 +108,10 @@ def disk_full_error(folder, needed, what, error):
         what: str. What was being written (e.g. "the feature cache").
         error: Exception. The full-disk error raised underneath.
     """
-    need = f"about {_megabytes(needed)}" if needed else "more space"
+    need = f"about {readable_size(needed)}" if needed else "more space"
     return DiskFullError(
         errno.ENOSPC,
-        f"No space left to write {what} in {folder}: it needs {need}, {_megabytes(free_bytes(folder))} are free. "
+        f"No space left to write {what} in {folder}: it needs {need}, {readable_size(free_bytes(folder))} are free. "
         "Nothing half-written was left and earlier files are intact; free some space (or point kerasft at "
         f"another folder) and run again. ({type(error).__name__}: {str(error)[:200]})")
 
@@ -152,14 +156,14 @@ def staged(path, needed=None, what=None):
     path = Path(path)
     # The suffix stays: some writers (Keras' save_weights) insist on it.
     temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        with disk_space(path.parent, needed, what or path.name):
+    with disk_space(path.parent, needed, what or path.name):  # outermost: says what is free after the cleanup
+        try:
             yield temporary
             _sync(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+            os.replace(temporary, path)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
 
 
 def _sync(path):
