@@ -84,17 +84,22 @@ def _warn_numeric_texts(texts, name):
 
 def _unique_mask(digests, labels, split_of, keep, report):
     """Marks exact duplicates to drop: within a pool keep the first; drop
-    train copies of validation/test examples, leaving eval splits as they are."""
+    train copies of validation/test examples, leaving eval splits as they are.
+
+    Sorts the digests (numpy) rather than filling a dict: a million examples cost arrays, not a million objects.
+    """
     unique = np.ones(len(digests), bool)
-    seen = {}
-    order = [i for s in ("validation", "test", "all", "train")
-             for i in np.flatnonzero(keep & (split_of == s))]
-    for i in order:
-        first = seen.setdefault(digests[i], i)
-        if first != i and split_of[i] in ("all", "train"):
-            unique[i] = False
-            report.duplicates += 1
-            report.conflicting_duplicates += int(not np.array_equal(labels[i], labels[first]))
+    order = np.concatenate([np.flatnonzero(keep & (split_of == s)) for s in ("validation", "test", "all", "train")])
+    if not len(order):
+        return unique
+    _, first, group = np.unique(np.asarray(digests)[order], return_index=True, return_inverse=True)
+    firsts = order[first[group]]  # for each example in `order`, the first one with its content
+    duplicate = (firsts != order) & np.isin(split_of[order], ("all", "train"))
+    dropped, kept = order[duplicate], firsts[duplicate]
+    unique[dropped] = False
+    report.duplicates += len(dropped)
+    differs = labels[dropped] != labels[kept]
+    report.conflicting_duplicates += int((differs.any(axis=1) if differs.ndim == 2 else differs).sum())
     return unique
 
 
