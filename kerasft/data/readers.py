@@ -521,7 +521,7 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
         labels = [v if v is None or isinstance(v, (list, float, bool)) else str(v) for v in labels]
     return assemble(
         name=name or path.stem, modality="text", input_kind="text", inputs=texts,
-        digests=np.array([content_digest(t.encode("utf-8")) for t in texts]), raw_labels=labels,
+        digests=np.fromiter((content_digest(t.encode("utf-8")) for t in texts), "S16", len(texts)), raw_labels=labels,
         split_of=None, where=lambda i: f"{kind} {numbers[i]}", task=task,
         validation_split=validation_split, test_split=test_split, seed=seed,
         deduplicate=deduplicate, drop_empty=drop_empty)
