@@ -132,7 +132,7 @@ class ArrayWriter:
                 if key not in self._targets:
                     self._targets[key] = self._begin(split, name, value)
                 target = self._targets[key]
-                rows = target[-2] if self.folder is not None else target[1]
+                rows = target[2] if self.folder is not None else target[1]
                 if rows + len(value) > self.sizes[split]:
                     raise ValueError(f"{self.what}: {split} was to have {self.sizes[split]} rows; received more.")
                 if self.folder is None:
