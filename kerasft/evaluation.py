@@ -77,7 +77,7 @@ def evaluate(model, data, class_names=None, batch_size=64):
     probabilities, labels = [], []
     if models.is_classifier(model):  # preprocessing in tf.data (text: the fast word-cut tokenizer)
         network = model.get_layer("network")
-        for x, y in features.preprocess(model, dataset, batch_size):
+        for x, y in features.preprocess(model, dataset, batch_size, cache=False):  # one pass: nothing kept
             probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
             labels.append(y.numpy())
     else:  # an ensemble, or any model on raw input: its compiled predict function, not op-by-op calls

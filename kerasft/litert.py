@@ -345,7 +345,7 @@ class _TextSource(_Source):
 
     def batches(self, dataset, batch_size):
         """`(file inputs, labels)` numpy batches from unbatched `(text, label)`, tokenized by the model."""
-        for x, y in features.preprocess(self.model, dataset, batch_size):
+        for x, y in features.preprocess(self.model, dataset, batch_size, cache=False):
             yield {name: x[name].numpy().astype("int32") for name in self.names}, y.numpy()
 
     def settings(self):

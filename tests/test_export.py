@@ -199,8 +199,13 @@ def test_layout_labels_and_model_card(text_export):
     assert card["export"]["version"] == 1
     # The version carries its own copies, so it stays self-describing after newer exports.
     extra = os.path.join(root, "1", "assets.extra")
-    assert _snapshot(extra) == {name: digest for name, digest in _snapshot(root).items()
-                                if name in ("labels.txt", "model_card.json")}
+    assert {k: v for k, v in _snapshot(extra).items() if k != "checksums.json"} == {
+        name: digest for name, digest in _snapshot(root).items() if name in ("labels.txt", "model_card.json")}
+    # Every other file of the version, and every file beside it, is recorded for kerasft.load to check.
+    with open(os.path.join(extra, "checksums.json")) as file:
+        recorded = json.load(file)
+    assert {"saved_model.pb", "assets.extra/model_card.json", "assets.extra/labels.txt"} <= set(recorded)
+    assert set(card["files"]) == {"model.keras", "labels.txt"}
 
 
 def test_image_model_card_records_the_image_size_and_both_signatures(image_export):
