@@ -388,7 +388,10 @@ def describe(model):
     network = model.get_layer("network")
     backbone_model = network.get_layer("backbone")
     spec = backbones.find(model.name.removesuffix("_classifier"))
-    pattern, (stem, found) = backbones.blocks_with_pattern(backbone_model, spec.block_pattern if spec else None)
+    if backbone_model.weights:
+        pattern, (stem, found) = backbones.blocks_with_pattern(backbone_model, spec.block_pattern if spec else None)
+    else:  # not a network (the classic TF-IDF member): no blocks, "frozen" is its only setting
+        pattern, (stem, found) = None, (list(backbone_model.layers), [])
     return Description(
         preprocessor=model.get_layer("preprocessor"), network=network, backbone=backbone_model,
         pooling=network.get_layer("pooling"), head=network.get_layer("head"), spec=spec, block_pattern=pattern,
