@@ -15,6 +15,7 @@ The public calls live in modules named after their job (`kft.fine_tune` in
 """
 
 from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tfidf, tokenizing, tuning
+from kerasft.automl import auto
 from kerasft.calibration import calibrate
 from kerasft.ensembling import ensemble
 from kerasft.evaluation import evaluate
@@ -27,6 +28,6 @@ from kerasft.tuning import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["Head", "audio", "backbones", "build_classifier", "calibrate", "convert", "data", "distill", "distribute",
-           "ensemble", "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tfidf",
-           "tokenizing", "tune", "tuning"]
+__all__ = ["Head", "audio", "auto", "backbones", "build_classifier", "calibrate", "convert", "data", "distill",
+           "distribute", "ensemble", "evaluate", "export", "features", "fine_tune", "load", "report", "samples",
+           "tfidf", "tokenizing", "tune", "tuning"]

@@ -433,3 +433,58 @@ def _greedy_soup(members, validation, name):
         warnings.warn(f"greedy_soup left out members {skipped}: their architecture differs from the best "
                       f"member's ({order[0]}), so their weights cannot be averaged with it.", stacklevel=4)
     return _soup([members[j] for j in chosen], name)
+
+
+# === Choosing a fusion ===
+
+
+def validation_scores(members, validation):
+    """Scores each member and each way to fuse them on the validation split, honestly, in one pass of the members.
+
+    A member, and the mean of members, are scored on the validation split as
+    they are (nothing is fitted on it). `weighted` and `stacking` are fitted on
+    validation, so their scores are cross-fitted: over `FOLDS` folds, each fold
+    is predicted by weights or a combiner fitted on the other folds. The scores
+    are comparable, and choosing the best does not favour what was fitted on it.
+
+    Args:
+        members: list of keras.Model. As `ensemble` takes them (classification).
+        validation: TaskData or tf.data.Dataset.
+
+    Returns:
+        A dict: `"member <i>"`, `"mean"`, `"weighted"`, `"stacking"` -> validation accuracy
+        (`stacking` is left out when the validation split is too small to stack).
+    """
+    from sklearn import model_selection
+
+    members = _check_members(members, "mean", validation, False)
+    task = heads.task_of(members[0])
+    if task not in _CLASSES:
+        raise EnsembleError(f"validation_scores ranks classifiers by accuracy; the members are {task} models.")
+    with contextlib.ExitStack() as stack:
+        for member in members:
+            stack.enter_context(keras_internals.vocabulary_in_config(member))
+        log_probabilities, labels = _validation_outputs(members, validation, task)
+    labels = np.asarray(labels).astype("int64")
+    probabilities = [np.exp(o) for o in log_probabilities]
+
+    def accuracy(p, rows=slice(None)):
+        return float((p.argmax(-1) == labels[rows]).mean())
+
+    scores = {f"member {i}": accuracy(p) for i, p in enumerate(probabilities)}
+    scores["mean"] = accuracy(np.mean(probabilities, axis=0))
+    folds = model_selection.StratifiedKFold(FOLDS, shuffle=True, random_state=0)
+    counts = np.bincount(labels)
+    weighted, stacked = np.zeros_like(probabilities[0]), np.zeros_like(probabilities[0])
+    stackable = counts.min() >= 2 * FOLDS  # every inner fit needs FOLDS examples of each class
+    inputs = np.concatenate(log_probabilities, axis=-1)
+    for fit, held in folds.split(inputs, labels):
+        weights = _fit_weights([p[fit] for p in probabilities], labels[fit], task)
+        weighted[held] = sum(w * p[held] for w, p in zip(weights, probabilities))
+        if stackable:
+            kernel, bias = _fit_combiner(inputs[fit], labels[fit], task, calibrate=False)
+            stacked[held] = inputs[held] @ kernel + bias  # logits: argmax is all accuracy needs
+    scores["weighted"] = accuracy(weighted)
+    if stackable:
+        scores["stacking"] = accuracy(stacked)
+    return scores
