@@ -184,6 +184,19 @@ def cmd_tune(args):
           f"report {page}")
 
 
+def cmd_auto(args):
+    import kerasft as kft
+
+    data = load_data(args.data, args)
+    print(data.summary(), flush=True)
+    name = _default_name(data)
+    result = kft.auto(data, time_limit=args.time_limit, directory=args.directory, name=name,
+                      export_path=args.output, seed=args.seed)
+    print(result.evaluation.summary())
+    print(f"{result.method}: test accuracy {result.evaluation.metrics['accuracy']:.4f}; exported to "
+          f"{result.exported.path}; report {result.report}; {result.seconds:.0f} s")
+
+
 def cmd_ensemble(args):
     import kerasft as kft
 
@@ -297,6 +310,7 @@ EXAMPLES = {
     "train": "kerasft train reviews.csv --backbone minilm_l6 --trainable top:1 --epochs 2 "
              "--output saved_models/reviews",
     "tune": "kerasft tune photos/ --backbone efficientnet_lite0 --max-trials 10 --top-k 3 --method mean",
+    "auto": "kerasft auto sample:bbc_news --time-limit 300",
     "ensemble": "kerasft ensemble a.keras b.keras c.keras --method greedy_soup --data reviews.csv --output "
                 "saved_models/soup",
     "export": "kerasft export runs/best.keras saved_models/reviews --formats keras,saved_model,litert --quantize int8 "
@@ -383,6 +397,14 @@ def build_parser():
     sub.add_argument("--method", default="mean", choices=ENSEMBLE_METHODS)
     sub.add_argument("--output", help="export folder (default saved_models/<data name>)")
     sub.add_argument("--run-dir", help="report folder (default <search>/report)")
+    _data_flags(sub)
+
+    sub = command("auto", "within a time budget: choose backbones, search, fuse the best, calibrate, evaluate, "
+                  "export, write a report", cmd_auto)
+    sub.add_argument("data", help="folder, .csv/.tsv/.jsonl, tfds:<name> or sample:<name>")
+    sub.add_argument("--time-limit", type=float, default=300, help="seconds for the whole run")
+    sub.add_argument("--directory", default="runs", help="where the searches and the report go")
+    sub.add_argument("--output", help="export folder (default saved_models/<data name>)")
     _data_flags(sub)
 
     sub = command("ensemble", "combine saved classifiers into one model and export it", cmd_ensemble)
