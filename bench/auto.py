@@ -39,7 +39,8 @@ def main():
     parser.add_argument("--time-limit", type=float, default=300)
     parser.add_argument("--samples", nargs="+", default=["bbc_news", "fashion_mnist", "spoken_words"])
     args = parser.parse_args()
-    rows = ["| command | wall time | within 15% | test accuracy | chosen | export and report |", "|---|---|---|---|---|---|"]
+    rows = ["| command | wall time | within 15% | test accuracy | chosen | export and report |",
+            "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
         for sample in args.samples:
             outcome = run(sample, args.time_limit, folder)
