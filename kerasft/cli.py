@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# Share of `kerasft tune --time-limit` the search gets; evaluating, exporting and reporting take the rest.
+SEARCH_SHARE = 0.7
 # As kerasft.ensembling.METHODS (a test checks), without importing TensorFlow to parse arguments.
 ENSEMBLE_METHODS = ["mean", "weighted", "stacking", "uniform_soup", "greedy_soup"]
 
@@ -165,8 +167,9 @@ def cmd_tune(args):
     data = load_data(args.data, args)
     print(data.summary(), flush=True)
     name = _default_name(data)
+    # The search gets SEARCH_SHARE of --time-limit; the rest evaluates, exports and writes the report.
     search = kft.tune(data, backbone=args.backbone, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
-                      time_limit=args.time_limit,
+                      time_limit=args.time_limit * SEARCH_SHARE if args.time_limit else None,
                       directory=args.directory, project_name=args.project_name, overwrite=args.overwrite,
                       space=space, objective=args.objective, seed=args.seed, **_input_size(args, data))
     print(search.summary())
@@ -384,7 +387,7 @@ def build_parser():
     sub.add_argument("data", help="folder, .csv/.tsv/.jsonl, tfds:<name> or sample:<name>")
     sub.add_argument("--backbone", help="a name from `kerasft backbones`, or a preset folder (required)")
     sub.add_argument("--tuner", default="halving", choices=["halving", "hyperband", "random", "bayesian"])
-    sub.add_argument("--time-limit", type=float, help="seconds the search may take")
+    sub.add_argument("--time-limit", type=float, help="seconds for the whole command (the search gets 70%%)")
     sub.add_argument("--max-trials", type=int, default=10)
     sub.add_argument("--epochs", type=int, help="most epochs of a trial's last phase (default: until validation "
                      "stops improving; Hyperband: 10)")
