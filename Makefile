@@ -40,7 +40,11 @@ test-all: install lint
 	$(PY) -m pytest tests
 
 bench: install
-	$(PY) bench/input_pipeline.py
+	$(PY) bench/fine_tune_speed.py
+	$(PY) bench/defaults.py
+	$(PY) bench/time_budget.py
+	$(PY) bench/tokenizer_speed.py
+	$(PY) bench/auto.py
 	$(PY) bench/pretrained_vs_random.py
 	$(PY) bench/ensemble_latency.py
 	$(PY) bench/litert_bench.py
