@@ -520,3 +520,8 @@ def _best(losses):
 def _log(log, message):
     if log:
         log(message)
+
+
+def print_line(message):
+    """Prints a progress line at once: the `log` of kerasft's long calls when they are verbose."""
+    print(message, flush=True)

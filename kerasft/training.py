@@ -155,7 +155,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
         checkpoint = checkpoint_lib.Checkpoint(distribute.worker_path(checkpoint_dir, strategy), {
             "model": features.architecture_digest(model), "data": data.fingerprint(),
             **{k: v for k, v in vars(recipe).items()}, "teacher": teacher is not None})
-    log = print_line if verbose else None
+    log = engine.print_line if verbose else None
 
     # === The recipe ===
     cuts = (["frozen"] if recipe.head_epochs != 0 else []) + ([setting] if recipe.unfrozen else [])
@@ -170,11 +170,6 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
                                   deadline=deadline, strategy=strategy, log=log, keras_verbose=1 if verbose == 2 else 0)
     history.notes = notes
     return history
-
-
-def print_line(message):
-    """Prints a progress line at once (the default `log` of kerasft's long calls)."""
-    print(message, flush=True)
 
 
 def _check_recipe_source(description, backbone, head):
