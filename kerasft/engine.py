@@ -176,8 +176,8 @@ class Inputs:
     pipeline (tokenized or decoded once, `kerasft.features.preprocess`) feeds
     what cannot be cached: augmented training input (through the bottom, per
     pass) and `trainable="all"`. Every split is read in the data's order and
-    shuffled with the same seeded permutation whatever its source, so a cut
-    gives the same batches cached or recomputed.
+    shuffled with the same seeded permutation whatever its source (while the
+    split fits the memory budget), so a cut gives the same batches cached or recomputed.
 
     Args:
         model: keras.Model. The classifier whose bottoms are computed (its weights at the time).
@@ -203,7 +203,7 @@ class Inputs:
         if soft_targets is not None:
             self.targets = {split: np.concatenate([self.targets[split], soft_targets[split]], axis=-1)
                             for split in self.targets}
-        self._preprocessed, self._recomputed = {}, {}
+        self._preprocessed = {}
         needs_pipeline = "all" in cuts or (augmented and any(c != "frozen" for c in cuts))
         cached = [c for c in dict.fromkeys(cuts) if c != "all"]
         self.cache = features.FeatureCache(
@@ -233,7 +233,10 @@ class Inputs:
         if cut in self.cached_cuts and not augmented:
             train = self.cache.dataset(cut, "train", batch_size, shuffle=True, seed=seed, labels=self.targets["train"])
         else:
-            train = self._pipeline("train").shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+            pipeline = self._pipeline("train")
+            buffer = features.shuffle_buffer(features.example_bytes(pipeline.element_spec, batched=False),
+                                             self.data.size("train"))  # the whole split when it fits in memory
+            train = pipeline.shuffle(buffer, seed=seed).batch(batch_size)
             if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
                 augmenter = augment.augmenter(self.model, augmentation, seed)
                 train = train.map(lambda x, y: (augmenter(x), y))

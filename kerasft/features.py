@@ -95,10 +95,10 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
 
     preprocessed = dataset.batch(_PREPROCESS_BATCH).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     budget = caching.memory_budget_bytes(memory_budget)
-    sizes = {"preprocessed": _example_bytes(preprocessed.element_spec, batched=True),
-             "decoded": _example_bytes(dataset.element_spec, batched=False)}
+    sizes = {"preprocessed": example_bytes(preprocessed.element_spec, batched=True),
+             "decoded": example_bytes(dataset.element_spec, batched=False)}
     fits = {form: size is not None and size * num_examples <= budget for form, size in sizes.items()}
-    buffer = max(1, min(num_examples, _SHUFFLE_BUFFER, budget // (sizes["decoded"] or 1)))
+    buffer = shuffle_buffer(sizes["decoded"], num_examples, budget)
     if cache and num_examples > 0 and fits["preprocessed"]:
         ds = preprocessed.unbatch()
         if known >= 0:  # unbatch() forgets the size; Keras' progress bar needs it
@@ -123,7 +123,20 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
     return ds.batch(batch_size).map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _example_bytes(element_spec, batched):
+def shuffle_buffer(example_bytes, num_examples, memory_budget=None):
+    """Examples a shuffle buffer may hold: the whole split when it fits the memory budget, else what does
+    (at most `_SHUFFLE_BUFFER`, at least 1).
+
+    Args:
+        example_bytes: int or None. Bytes per example (None: unknown, counted as 1).
+        num_examples: int. Examples to shuffle.
+        memory_budget: int or None. Bytes (default `kerasft.caching.memory_budget_bytes()`).
+    """
+    budget = caching.memory_budget_bytes() if memory_budget is None else memory_budget
+    return max(1, min(num_examples, _SHUFFLE_BUFFER, budget // (example_bytes or 1)))
+
+
+def example_bytes(element_spec, batched):
     """Bytes one example of a dataset takes, or None when its size is not fixed (strings, unknown shapes)."""
     total = 0
     for spec in tf.nest.flatten(element_spec):
