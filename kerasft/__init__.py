@@ -11,20 +11,36 @@ print(kft.evaluate(model, data))
 ```
 The public calls live in modules named after their job (`kft.fine_tune` in
 `kerasft.training`, `kft.export` in `kerasft.exporting`, `kft.load` in
-`kerasft.predictor`, ...); no call shares its name with a module.
+`kerasft.predictor`, ...); no call shares its name with a module. Each is
+imported on first use, so `import kerasft` (and `kerasft --help`) does not
+start TensorFlow.
 """
 
-from kerasft import audio, backbones, convert, data, distribute, features, report, samples, tuning
-from kerasft.ensembling import ensemble
-from kerasft.evaluation import evaluate
-from kerasft.exporting import export
-from kerasft.heads import Head
-from kerasft.models import build_classifier
-from kerasft.predictor import load
-from kerasft.training import distill, fine_tune
-from kerasft.tuning import tune
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["Head", "audio", "backbones", "build_classifier", "convert", "data", "distill", "distribute", "ensemble",
-           "evaluate", "export", "features", "fine_tune", "load", "report", "samples", "tune", "tuning"]
+# Public name -> the module that defines it (modules themselves map to None).
+_PUBLIC = {
+    "Head": "kerasft.heads", "build_classifier": "kerasft.models", "distill": "kerasft.training",
+    "ensemble": "kerasft.ensembling", "evaluate": "kerasft.evaluation", "export": "kerasft.exporting",
+    "fine_tune": "kerasft.training", "load": "kerasft.predictor", "tune": "kerasft.tuning",
+    **{module: None for module in ("audio", "backbones", "convert", "data", "distribute", "features", "report",
+                                   "samples", "tuning")},
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'kerasft' has no attribute {name!r}")
+    module = _PUBLIC[name]
+    value = importlib.import_module(f"kerasft.{name}") if module is None else getattr(
+        importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
