@@ -384,13 +384,8 @@ def _read_images(paths):
 def _read_clips(paths, sample_rate, duration, report):
     """Returns [(clip float32, None) or (None, reason)] per sound file; notes resampled rates in `report`."""
     def read(path):
-        try:
-            waveform, rate = audio.decode(path.read_bytes())
-        except OSError as error:
-            return None, None, f"cannot be read ({error.strerror or error})"
-        except audio.AudioError as error:
-            return None, None, str(error)
-        return waveform, rate, audio.problem(waveform, rate)
+        waveform, rate, why = _decode_clip(path)
+        return waveform, rate, why or audio.problem(waveform, rate)
 
     with futures.ThreadPoolExecutor(4) as pool:
         decoded = list(pool.map(read, paths))
@@ -407,6 +402,35 @@ def _read_clips(paths, sample_rate, duration, report):
         report.notes.append(f"resampled to {sample_rate} Hz: " + ", ".join(
             f"{count} clips from {rate} Hz" for rate, count in sorted(rates.items())))
     return results
+
+
+def _decode_clip(path):
+    """Returns (waveform, rate, None) of a sound file, or (None, None, why it cannot be read)."""
+    try:
+        waveform, rate = audio.decode(Path(path).read_bytes())
+    except OSError as error:
+        return None, None, f"cannot be read ({error.strerror or error})"
+    except audio.AudioError as error:
+        return None, None, str(error)
+    return waveform, rate, None
+
+
+def unreadable(paths, modality):
+    """Returns, per file, why it cannot be decoded as an image or a sound file, or None when it can.
+
+    The checks `from_directory` makes (images: the format signature, then
+    TensorFlow's own decoder; sound: libsndfile), without its checks of a
+    clip's content (silence, length), which do not stop a prediction.
+
+    Args:
+        paths: list of str or Path. The files.
+        modality: str. `"image"` or `"audio"`.
+    """
+    paths = [Path(p) for p in paths]
+    if modality == "image":
+        return [why for _, why in _read_images(paths)]
+    with futures.ThreadPoolExecutor(4) as pool:
+        return [why for _, _, why in pool.map(_decode_clip, paths)]
 
 
 def _read_texts(paths, fallback_encoding, report):
@@ -477,36 +501,7 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
     check_fractions(validation_split, test_split)
     check_task(task)
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl"):
-        raise DataError(f"Expected a .csv, .tsv or .jsonl file. Received: {str(path)!r}")
-    content = path.read_bytes()
-    if not content.strip():
-        raise DataError(f"{str(path)!r} is empty. Expected a header and rows of examples.")
-    text = content.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-                          else encoding, errors="surrogateescape")
-    reader = _read_jsonl if suffix == ".jsonl" else _read_delimited
-    columns, records = reader(text, "\t" if suffix == ".tsv" else ",", path)
-    for column in (text_column, label_column):
-        if column not in columns:
-            close = difflib.get_close_matches(column, columns, n=1, cutoff=0.6)
-            raise DataError(
-                f"Column {column!r} is not in {str(path)!r}."
-                + (f" Did you mean {close[0]!r}?" if close else "")
-                + f" Received columns: {columns}"
-            )
-    if not records:
-        raise DataError(f"{str(path)!r} has a header but no examples.")
-    where_names = [where for where, _ in records]
-    rows = [row for _, row in records]
-    undecodable = [where for where, row in records
-                   if any(_has_bad_bytes(row.get(c)) for c in (text_column, label_column))]
-    if undecodable:
-        raise DataError(
-            f"{str(path)!r} is not valid {encoding}: {first_items(undecodable)} "
-            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
-            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
-        )
+    where_names, rows = _read_table(path, (text_column, label_column), encoding)
     texts = np.array([str(row.get(text_column) or "") for row in rows], dtype=object)
     labels = [row.get(label_column) for row in rows]
     if label_separator is not None:
@@ -519,6 +514,50 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
         split_of=None, where=lambda i: where_names[i], task=task,
         validation_split=validation_split, test_split=test_split, seed=seed,
         deduplicate=deduplicate, drop_empty=drop_empty)
+
+
+def read_column(path, column, encoding="utf-8"):
+    """Returns the values of one column of a `.csv`, `.tsv` or `.jsonl` file, as str, row by row.
+
+    Args:
+        path: str or Path. The file.
+        column: str. Column (or JSON key) to read; a row without it gives "".
+        encoding: str. The file's text encoding.
+    """
+    _, rows = _read_table(Path(path), (column,), encoding)
+    return [str(row.get(column) or "") for row in rows]
+
+
+def _read_table(path, columns, encoding):
+    """Returns (row names, rows as dicts) of a `.csv`, `.tsv` or `.jsonl` file holding `columns`."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl"):
+        raise DataError(f"Expected a .csv, .tsv or .jsonl file. Received: {str(path)!r}")
+    content = path.read_bytes()
+    if not content.strip():
+        raise DataError(f"{str(path)!r} is empty. Expected a header and rows of examples.")
+    text = content.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+                          else encoding, errors="surrogateescape")
+    reader = _read_jsonl if suffix == ".jsonl" else _read_delimited
+    found, records = reader(text, "\t" if suffix == ".tsv" else ",", path)
+    for column in columns:
+        if column not in found:
+            close = difflib.get_close_matches(column, found, n=1, cutoff=0.6)
+            raise DataError(
+                f"Column {column!r} is not in {str(path)!r}."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+                + f" Received columns: {found}"
+            )
+    if not records:
+        raise DataError(f"{str(path)!r} has a header but no examples.")
+    undecodable = [where for where, row in records if any(_has_bad_bytes(row.get(c)) for c in columns)]
+    if undecodable:
+        raise DataError(
+            f"{str(path)!r} is not valid {encoding}: {first_items(undecodable)} "
+            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
+            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
+        )
+    return [where for where, _ in records], [row for _, row in records]
 
 
 def _has_bad_bytes(value):
