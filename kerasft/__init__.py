@@ -25,8 +25,8 @@ _PUBLIC = {
     "Head": "kerasft.heads", "build_classifier": "kerasft.models", "distill": "kerasft.training",
     "ensemble": "kerasft.ensembling", "evaluate": "kerasft.evaluation", "export": "kerasft.exporting",
     "fine_tune": "kerasft.training", "load": "kerasft.predictor", "tune": "kerasft.tuning",
-    **{module: None for module in ("audio", "backbones", "convert", "data", "distribute", "features", "report",
-                                   "samples", "tuning")},
+    **{module: None for module in ("audio", "backbones", "convert", "data", "distribute", "features", "heads",
+                                   "models", "report", "samples", "tuning")},
 }
 
 __all__ = sorted(_PUBLIC)
