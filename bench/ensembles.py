@@ -33,10 +33,10 @@ from timing import median_latency  # noqa: E402
 
 DATASETS = {
     "BBC News": dict(backbone="minilm_l6", build={"sequence_length": 128}, student={"sequence_length": 64},
-                     space={"unfreeze": "frozen", "depth": 0, "dropout": 0.1}, epochs=20),
+                     space={"trainable": "frozen", "depth": 0, "dropout": 0.1}, epochs=20),
     "Fashion-MNIST": dict(backbone="efficientnet_lite0", build={"image_size": (96, 96)},
                           student={"image_size": (64, 64)},
-                          space={"unfreeze": "top:1", "depth": 0, "dropout": 0.1}, epochs=5),
+                          space={"trainable": "top:1", "depth": 0, "dropout": 0.1}, epochs=5),
 }
 
 

@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
 
-FROZEN = {"unfreeze": "frozen", "learning_rate": (1e-3, 3e-2, "log")}
-FIXED = {"depth": 0, "dropout": 0.1, "learning_rate": 1e-3, "block_learning_rate": 1e-4, "weight_decay": 0.0,
+FROZEN = {"trainable": "frozen", "learning_rate": (1e-3, 3e-2, "log")}
+FIXED = {"depth": 0, "dropout": 0.1, "learning_rate": 1e-3, "fine_tune_learning_rate": 1e-4, "weight_decay": 0.0,
          "label_smoothing": 0.0, "batch_size": 16}
 BLOCKS = 6  # MiniLM-L6's transformer blocks
 
@@ -80,7 +80,7 @@ def per_epoch_section(data, work):
             probe = work / f"{cut.replace(':', '')}_{name}.jsonl"
             searches[cut, name], _ = timed_search(data, work / f"{cut.replace(':', '')}_{name}", probe,
                                                   tuner="random", max_trials=1, epochs=3,
-                                                  space={"unfreeze": cut, **FIXED}, cache_features=cache)
+                                                  space={"trainable": cut, **FIXED}, cache_features=cache)
             per_epoch[cut][name] = float(np.mean(records(probe, "seconds")[1:]))
     rows = ["| trial | uncached s/epoch | cached s/epoch | speed-up | bound (6 + 2N) / 3N |", "|---|---|---|---|---|"]
     for cut, seconds in per_epoch.items():
@@ -111,7 +111,7 @@ def main():
 
     # === 1. Memory over a long cached search (first, so the peak is its own) ===
     rss, _ = timed_search(data, work / "rss", work / "rss.jsonl", tuner="random", max_trials=args.rss_trials,
-                          epochs=2, project_name="rss", space={"unfreeze": "frozen"})
+                          epochs=2, project_name="rss", space={"trainable": "frozen"})
     peaks = [row["peak_rss_mb"] for row in rss.results()]
     currents = records(work / "rss.jsonl", "rss_mb")
 

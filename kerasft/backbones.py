@@ -137,18 +137,38 @@ def blocks(backbone, pattern=None):
     Returns:
         `(stem_layers, [(block_name, [layers...]), ...])`, bottom to top.
     """
+    return blocks_with_pattern(backbone, pattern)[1]
+
+
+def blocks_with_pattern(backbone, pattern=None):
+    """As `blocks`, and the pattern that found them: `(pattern, (stem_layers, blocks))`."""
     patterns = [pattern] if pattern else list(dict.fromkeys(s.block_pattern for s in _REGISTRY.values()))
     for candidate in patterns:
-        stem, found = _split_blocks(backbone.layers, re.compile(candidate))
+        stem, found = split_blocks(backbone.layers, candidate)
         if len(found) >= 2:
-            return stem, found
+            return candidate, (stem, found)
     raise BackboneError(
         f"Could not find the blocks of backbone {backbone.name!r} ({type(backbone).__name__}); "
         f"tried patterns {patterns}. Register a BackboneSpec with a block_pattern for it."
     )
 
 
-def _split_blocks(layers, regex):
+def short_name(name):
+    """A backbone name or path as an identifier: `"/models/My-BERT/"` -> `"My_BERT"`."""
+    return re.sub(r"\W+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "backbone"
+
+
+def find(identifier):
+    """The registered spec whose `short_name` is `identifier`, else None.
+
+    A classifier is named `<short name>_classifier`, so this finds the spec it was built from.
+    """
+    return next((spec for name, spec in _REGISTRY.items() if short_name(name) == identifier), None)
+
+
+def split_blocks(layers, pattern):
+    """Splits layers into `(stem, [(block_name, [layers...]), ...])` by a block pattern (any number of blocks)."""
+    regex = re.compile(pattern)
     stem, found = [], []
     for layer in layers:
         match = regex.match(layer.name)

@@ -3,7 +3,7 @@
 ```
 kerasft backbones                                  what can be fine-tuned, and from which weights
 kerasft train reviews.csv                          fine-tune (default backbone per modality), evaluate, export, report
-kerasft tune photos/ --max-trials 10 --top-k 3     search, ensemble the best, export
+kerasft tune photos/ --time-limit 600 --top-k 3    search, ensemble the best, export
 kerasft ensemble a.keras b.keras --method greedy_soup --data reviews.csv --output saved_models/ens
 kerasft export model.keras saved_models/reviews --formats keras,saved_model,litert --keep 3
 kerasft evaluate saved_models/reviews holdout.csv --all
@@ -128,9 +128,10 @@ def _note(args, message):
         print(message, flush=True)
 
 
-def _keras_verbose(args):
-    """Keras' `verbose`: silent with --quiet, progress bars with --verbose, else a line per epoch."""
-    return 0 if args.quiet else 1 if args.verbose else 2
+def _verbose(args):
+    """`fine_tune`'s and `tune`'s `verbose`: 0 with --quiet, 2 (Keras' progress bars too) with --verbose, else 1
+    (a line per phase, epoch or trial, with estimates of what remains)."""
+    return 0 if args.quiet else 2 if args.verbose else 1
 
 
 def _still_improving(history):
@@ -350,9 +351,9 @@ def _export(args, model, data, metrics, hyperparameters):
 
 
 def _short_name(name):
-    from kerasft import models
+    from kerasft import backbones
 
-    return models.short_name(name)
+    return backbones.short_name(name)
 
 
 # === Subcommands ===
@@ -392,15 +393,16 @@ def cmd_train(args):
     _note(args, f"kerasft: run folder {run_dir} (report, TensorBoard logs)")
     model = kft.build_classifier(backbone, data=data, head=_head(args), pretrained=args.pretrained, seed=args.seed,
                                  **_given(args, "trainable"), **_input_size(args, data))
-    history = kft.fine_tune(model, data, seed=args.seed, verbose=_keras_verbose(args),
+    history = kft.fine_tune(model, data, seed=args.seed, verbose=_verbose(args),
                             callbacks=[keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))],
                             **_given(args, "epochs", "warmup_epochs", "batch_size", "learning_rate",
-                                     "fine_tune_learning_rate"))
+                                     "fine_tune_learning_rate", "time_limit"))
     improving = _still_improving(history)
     if improving:
         epochs, first, last = improving
         _note(args, f"kerasft: the validation loss was still falling at the last epoch ({first:.4f} -> {last:.4f} "
-                    f"over {epochs} epochs): more epochs may help, e.g. --epochs {2 * epochs}")
+                    f"over {epochs} epochs): more epochs may help, e.g. --epochs {2 * epochs}"
+                    + (" and a larger --time-limit" if args.time_limit else ""))
     evaluation = kft.evaluate(model, data)
     _note(args, evaluation.summary())
     settings = {**_settings(args), "backbone": backbone}
@@ -424,11 +426,10 @@ def cmd_tune(args):
     data = load_data(args.data, args)
     _note(args, data.summary())
     backbone = _backbone(args, data)
-    project_name = args.project_name or f"{_short_name(data.name)}_{_short_name(backbone)}_{args.tuner}"
-    search = kft.tune(data, backbone=backbone, project_name=project_name, overwrite=args.overwrite, space=space,
-                      pretrained=args.pretrained, cache_features=args.cache_features, seed=args.seed,
-                      verbose=0 if args.quiet else 2 if args.verbose else 1,
-                      **_given(args, "tuner", "max_trials", "epochs", "directory", "objective"),
+    search = kft.tune(data, backbone=backbone, overwrite=args.overwrite, space=space, pretrained=args.pretrained,
+                      cache_features="disk" if args.cache_on_disk else True, seed=args.seed, verbose=_verbose(args),
+                      **_given(args, "tuner", "max_trials", "time_limit", "epochs", "directory", "project_name",
+                               "objective"),
                       **_input_size(args, data))
     _note(args, search.summary())
     completed = sum(r["status"] == "COMPLETED" for r in search.results())
@@ -617,7 +618,7 @@ EXAMPLES = {
     "backbones": "kerasft backbones --modality text",
     "train": "kerasft train reviews.csv\n  kerasft train photos/ --backbone efficientnet_lite2 --trainable top:2 "
              "--epochs 10 --keep 3",
-    "tune": "kerasft tune photos/ --max-trials 10 --top-k 3 --method mean",
+    "tune": "kerasft tune photos/ --time-limit 600 --top-k 3 --method mean",
     "ensemble": "kerasft ensemble a.keras b.keras c.keras --method greedy_soup --data reviews.csv --output "
                 "saved_models/soup",
     "export": "kerasft export runs/best.keras saved_models/reviews --formats keras,saved_model,litert --quantize int8 "
@@ -660,6 +661,11 @@ def library_defaults(module, name):
         except ValueError:  # computed: the flag says "the library's"
             pass
     return defaults
+
+
+def _until_stopped(defaults, name):
+    """The help of an epochs flag whose library default is None: training stops by itself."""
+    return " (default: until the validation loss stops improving)" if defaults.get(name, 0) is None else ""
 
 
 def _flag(parser, *names, help, **kwargs):
@@ -752,14 +758,18 @@ def build_parser():
           + (" (default: none, a linear head)" if units == "" else ""))
     _flag(sub, "--dropout", type=float, default=head.get("dropout"), help="dropout rate before each head layer")
     _flag(sub, "--epochs", type=int, default=fine_tune.get("epochs"),
-          help="epochs at the trainable setting (of the head when frozen, else of the unfrozen blocks)")
+          help="most epochs of the last phase (of the head when frozen, else of the unfrozen blocks)"
+          + _until_stopped(fine_tune, "epochs"))
     _flag(sub, "--warmup-epochs", type=int, default=fine_tune.get("warmup_epochs"),
-          help="head-only epochs before unfreezing (top:N and all)")
+          help="most head-only epochs before unfreezing (top:N and all; 0 skips them)"
+          + _until_stopped(fine_tune, "warmup_epochs"))
     _flag(sub, "--batch-size", type=int, default=fine_tune.get("batch_size"), help="examples per training step")
     _flag(sub, "--learning-rate", type=float, default=fine_tune.get("learning_rate"),
           help="learning rate of the head (phase 1)")
     _flag(sub, "--fine-tune-learning-rate", type=float, default=fine_tune.get("fine_tune_learning_rate"),
           help="learning rate of the unfrozen blocks (phase 2; default: 5e-5 text, 1e-4 images)")
+    _flag(sub, "--time-limit", type=float, metavar="SECONDS",
+          help="seconds training may take: no epoch starts that would overrun it, the best weights are kept")
     _output_flags(sub, "report and TensorBoard logs (default: runs/<data name>, or runs/<data name>-2, -3, ... "
                        "when taken)")
     _flag(sub, "--overwrite", action="store_true", help="replace the run folder of an earlier run of that name")
@@ -769,19 +779,23 @@ def build_parser():
                   "(or an ensemble of the best)", cmd_tune)
     _flag(sub, "data", help=DATA_HELP)
     _backbone_flags(sub)
-    _flag(sub, "--tuner", default=tune.get("tuner"), choices=["hyperband", "random", "bayesian"],
-          help="KerasTuner's search algorithm")
+    _flag(sub, "--tuner", default=tune.get("tuner"),
+          help="halving (successive halving over unfreeze depths, frozen trials first), hyperband, random or "
+               "bayesian")
     _flag(sub, "--max-trials", type=int, default=tune.get("max_trials"), help="trials to run, in all")
-    _flag(sub, "--epochs", type=int, default=tune.get("epochs"), help="epochs of a trial (Hyperband: its most)")
-    _flag(sub, "--space", help='JSON narrowing the search space, e.g. \'{"unfreeze": "frozen", "units": [128, 256]}\'')
+    _flag(sub, "--time-limit", type=float, metavar="SECONDS",
+          help="seconds the search may take: no trial starts that would overrun it, the trials done are kept")
+    _flag(sub, "--epochs", type=int, default=tune.get("epochs"),
+          help="most epochs of a trial's last phase" + _until_stopped(tune, "epochs"))
+    _flag(sub, "--space", help='JSON narrowing the search space, e.g. \'{"trainable": "frozen", "units": [128, 256]}\'')
     _flag(sub, "--objective", default=tune.get("objective"),
           help="the metric trials are ranked by: val_accuracy, val_loss (regression: val_mae)")
     _flag(sub, "--directory", default=tune.get("directory"), help="where searches are kept")
     _flag(sub, "--project-name", help="the search's folder in --directory; an existing one is resumed "
                                       "(default: <data name>_<backbone>_<tuner>)")
     _flag(sub, "--overwrite", action="store_true", help="delete an existing search (and its report) of that name")
-    _flag(sub, "--no-cache-features", dest="cache_features", action="store_false",
-          help="recompute the frozen bottom every epoch (needed to search image augmentation)")
+    _flag(sub, "--cache-on-disk", action="store_true",
+          help="keep the frozen bottoms' outputs in <search>/features, so a resumed search reuses them")
     _flag(sub, "--top-k", type=int, default=1, help="ensemble the k best trials (1: the best alone)")
     _flag(sub, "--method", default="mean", choices=["mean", "weighted", "uniform_soup", "greedy_soup"],
           help="how --top-k > 1 trials are combined")

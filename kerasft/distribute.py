@@ -196,15 +196,33 @@ def scaled_batch_size(batch_size, strategy=None, scale_batch=False):
     return batch_size
 
 
+def strategy_of(model, strategy=None):
+    """The strategy to train `model` under: `strategy`, else the one its variables were created under.
+
+    A Keras user builds under `with strategy.scope():` and calls `fine_tune(model, data)`; the model
+    remembers its strategy (`model.distribute_strategy`), so it is taken from there.
+
+    Raises:
+        DistributeError: `strategy` is not the one the model was built under.
+    """
+    built_under = model.distribute_strategy
+    if strategy is None:
+        return None if built_under is tf.distribute.get_strategy() else built_under
+    check_built_under(model, strategy)
+    return strategy
+
+
 def check_built_under(model, strategy):
     """Raises unless `model`'s variables were created under `strategy` (a strategy cannot adopt them later)."""
     if strategy is None or not model.weights:
         return
     if not strategy.extended.variable_created_in_scope(model.weights[0].value):  # the tf.Variable inside
+        built_under = type(model.distribute_strategy).__name__
         raise DistributeError(
-            f"{model.name} was built outside the strategy it is asked to train under "
-            f"({type(strategy).__name__}). Build it under the same strategy: "
-            "kft.build_classifier(..., strategy=strategy).")
+            f"{model.name} was built under {built_under} but is asked to train under {type(strategy).__name__} "
+            "(a strategy cannot adopt variables created outside it). Leave strategy= out to train under the "
+            "model's own, or build the model under the other: kft.build_classifier(..., strategy=strategy) or "
+            "`with strategy.scope(): model = kft.build_classifier(...)`.")
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -150,13 +149,14 @@ class FeatureError(ValueError):
 
 
 def _cut_depth(cut):
-    """0 for `"frozen"`, N for `"top:N"`."""
-    if cut == "frozen":
-        return 0
-    match = re.fullmatch(r"top:(\d+)", cut) if isinstance(cut, str) else None
-    if not match or int(match.group(1)) < 1:
+    """0 for `"frozen"`, N for `"top:N"` (trainable settings name cuts; `"all"` leaves no frozen bottom)."""
+    try:
+        depth = models.parse_trainable(cut)
+    except models.ClassifierError:
+        depth = None
+    if depth is None:
         raise FeatureError(f'A cut is "frozen" or "top:N" with N >= 1. Received: cut={cut!r}')
-    return int(match.group(1))
+    return depth
 
 
 def _pooling_mask_name(network):
@@ -234,7 +234,7 @@ def split_network(model, cut, block_pattern=None):
         return bottom, keras.Model(inputs, head(inputs["features"]), name="top")
     names = list(outputs)
     upper = keras.Model([outputs[n] for n in names], models.used_output(backbone), name="backbone")
-    upper_output = upper([inputs[n] for n in names], training=False)
+    upper_output = upper([inputs[n] for n in names])  # training reaches the top blocks (dropout, BatchNorm)
     mask_name = _pooling_mask_name(network)
     pooled = network.get_layer("pooling")(upper_output, **({"mask": inputs[mask_name]} if mask_name else {}))
     return bottom, keras.Model(inputs, head(pooled), name="top")
@@ -410,6 +410,9 @@ class FeatureCache:
         splits: sequence of str. The splits to cache.
         batch_size: int. Examples per forward pass while computing.
         block_pattern: str or None. The backbone spec's block regex.
+        preprocessed: dict or None. Split -> batches of `(preprocessed input, label)` in
+            the data's order (`preprocess` output) to read instead of preprocessing
+            again: a caller that needs the preprocessed split too tokenizes or decodes it once.
         verbose: int. 1 prints what was computed, reused or rebuilt.
 
     Attributes:
@@ -426,7 +429,7 @@ class FeatureCache:
     """
 
     def __init__(self, model, data, cuts=("frozen",), directory=None, spill_directory=None,
-                 splits=("train", "validation"), batch_size=64, block_pattern=None, verbose=0):
+                 splits=("train", "validation"), batch_size=64, block_pattern=None, preprocessed=None, verbose=0):
         self.cuts = tuple(dict.fromkeys(cuts))
         for cut in self.cuts:
             _cut_depth(cut)
@@ -444,7 +447,7 @@ class FeatureCache:
         self._slots = {cut: f"{model.name}-{cut.replace(':', '')}-{self._keys[cut]['data'][:12]}" for cut in self.cuts}
         missing = [cut for cut in self.cuts if not self._load(cut)]
         if missing:
-            self._compute(model, data, missing, batch_size, block_pattern)
+            self._compute(model, data, missing, batch_size, block_pattern, preprocessed or {})
 
     def _load(self, cut):
         """Opens a cut's folder when its key matches; False when it is absent or built for another key."""
@@ -470,14 +473,16 @@ class FeatureCache:
         self._log(f"kerasft: reusing the {cut} feature cache in {folder}")
         return True
 
-    def _compute(self, model, data, cuts, batch_size, block_pattern):
+    def _compute(self, model, data, cuts, batch_size, block_pattern, preprocessed):
         start = time.time()
         bottom = Bottom(model, cuts, block_pattern)
         sizes = {split: data.size(split) for split in self.splits}
         stores = {}
         for split in self.splits:
             row = 0
-            for x, y in preprocess(model, getattr(data, split), batch_size, num_examples=sizes[split]):
+            batches = (preprocessed[split] if split in preprocessed
+                       else preprocess(model, getattr(data, split), batch_size, num_examples=sizes[split]))
+            for x, y in batches:
                 outputs = bottom(x)
                 for cut in cuts:
                     if cut not in stores:
@@ -525,7 +530,7 @@ class FeatureCache:
         return sum(a.nbytes for split in self.splits for a in (*self.arrays(cut, split)[0].values(),
                                                                 self.arrays(cut, split)[1]))
 
-    def dataset(self, cut, split, batch_size, shuffle=False, seed=None):
+    def dataset(self, cut, split, batch_size, shuffle=False, seed=None, labels=None):
         """Returns batches of `(inputs at the cut, labels)`, the input of `split_network(model, cut)[1]`.
 
         Args:
@@ -534,8 +539,16 @@ class FeatureCache:
             batch_size: int. Examples per batch.
             shuffle: bool. A new order on every pass (over the whole split).
             seed: int or None. Shuffle seed.
+            labels: np.ndarray or None. Targets in the split's order to give instead
+                of the cached labels (e.g. one-hot rows, or teacher probabilities).
         """
-        inputs, labels = self.arrays(cut, split)
+        inputs, cached_labels = self.arrays(cut, split)
+        labels = cached_labels if labels is None else labels
+        if not any(isinstance(a, np.memmap) for a in (*inputs.values(), labels)):  # in memory: slices are cheapest
+            ds = tf.data.Dataset.from_tensor_slices((dict(inputs), labels))
+            if shuffle:
+                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         names = list(inputs)
         arrays = [inputs[name] for name in names] + [labels]
         dtypes = [tf.as_dtype(a.dtype) for a in arrays]

@@ -1,8 +1,10 @@
 """Classification and regression heads that sit on a backbone's pooled features."""
 
 import dataclasses
+import itertools
 
 import keras
+import numpy as np
 
 from kerasft import keras_internals
 
@@ -39,39 +41,85 @@ class Head:
             raise ValueError(f"Head dropout must be in [0, 1). Received: dropout={self.dropout!r}")
         object.__setattr__(self, "units", units)
 
-    def build(self, feature_dim, num_outputs, task):
+    @classmethod
+    def of(cls, head_model):
+        """The `Head` that builds a head model like `head_model` (a classifier's `"head"` layer)."""
+        dense = [layer for layer in head_model.layers if isinstance(layer, keras.layers.Dense)]
+        dropout = [layer.rate for layer in head_model.layers if isinstance(layer, keras.layers.Dropout)]
+        hidden = dense[:-1]
+        return cls(units=tuple(layer.units for layer in hidden), dropout=dropout[0] if dropout else 0.0,
+                   activation=keras.activations.serialize(hidden[0].activation) if hidden else cls.activation)
+
+    def build(self, feature_dim, num_outputs, task, seed=None):
         """Returns the head as a functional `keras.Model` named `"head"`: features -> outputs.
 
         Args:
             feature_dim: int. Size of the pooled feature vector.
             num_outputs: int. Classes (or 1 for regression).
             task: str. One of `"multiclass"`, `"binary"`, `"multilabel"`, `"regression"`.
+            seed: int or None. Seeds every initializer and dropout of the head (layer i
+                draws from `seed + i`), without touching any global random state; the
+                same seed builds the same head wherever it is built.
         """
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+        seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
         # === Functional Model ===
         features = keras.Input(shape=(feature_dim,), name="features")
         x = features
         for i, width in enumerate(self.units):
             if self.dropout:
-                x = keras.layers.Dropout(self.dropout, name=f"head_dropout_{i}")(x)
-            x = keras.layers.Dense(width, activation=self.activation, name=f"head_dense_{i}")(x)
+                x = keras.layers.Dropout(self.dropout, seed=next(seeds), name=f"head_dropout_{i}")(x)
+            x = keras.layers.Dense(width, activation=self.activation, name=f"head_dense_{i}",
+                                   kernel_initializer=keras.initializers.GlorotUniform(next(seeds)))(x)
         if self.dropout:
-            x = keras.layers.Dropout(self.dropout, name="head_dropout_out")(x)
+            x = keras.layers.Dropout(self.dropout, seed=next(seeds), name="head_dropout_out")(x)
         # The output layer stays float32 under mixed precision.
         outputs = keras.layers.Dense(
-            num_outputs, activation=_OUTPUT_ACTIVATION[task], dtype="float32", name="predictions"
-        )(x)
+            num_outputs, activation=_OUTPUT_ACTIVATION[task], dtype="float32", name="predictions",
+            kernel_initializer=keras.initializers.GlorotUniform(next(seeds)))(x)
         return keras.Model(features, outputs, name="head")
 
 
-def loss_and_metrics(task):
-    """Returns the `(loss, metrics)` that fit the output layer of `task`."""
+def targets(task, num_classes, labels):
+    """Returns a TaskData's labels as what `loss_and_metrics` takes: a float32 array.
+
+    Class ids become one-hot rows (so labels can be smoothed); multi-hot rows and
+    regression values stay as they are.
+
+    Args:
+        task: str. One of `TASKS`.
+        num_classes: int. Outputs of the model.
+        labels: np.ndarray. Labels as `TaskData.labels(split)` gives them.
+    """
+    labels = np.asarray(labels)
     if task in ("multiclass", "binary"):
-        return keras.losses.SparseCategoricalCrossentropy(), [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return np.eye(num_classes, dtype="float32")[labels.astype("int64")]
+    return labels.astype("float32").reshape(len(labels), -1)
+
+
+def loss_and_metrics(task, label_smoothing=0.0):
+    """Returns the `(loss, metrics)` that fit the output layer of `task`, on targets from `targets(task, ...)`.
+
+    The one definition of kerasft's training loss: `fine_tune`, every `tune`
+    trial and distillation's hard term use it. To `fit` a classifier yourself on
+    a TaskData's integer labels, `"sparse_categorical_crossentropy"` fits too.
+
+    Args:
+        task: str. One of `TASKS`.
+        label_smoothing: float. In [0, 1): mixes the targets with the uniform
+            distribution (classification only).
+    """
+    if task in ("multiclass", "binary"):
+        return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                [keras.metrics.CategoricalAccuracy(name="accuracy")])
     if task == "multilabel":
-        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy")]
+        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+                [keras.metrics.BinaryAccuracy(name="accuracy")])
     if task == "regression":
+        if label_smoothing:
+            raise ValueError(f"label_smoothing applies to classification; a regression model takes none. "
+                             f"Received: label_smoothing={label_smoothing}")
         return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
     raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
 

@@ -119,41 +119,41 @@ def hyperband_schedule_size(max_epochs, factor):
                for bracket in range(oracle._get_num_brackets()) for round_ in range(bracket + 1))
 
 
-class SaveBestWeights(tuner_utils.SaveBestEpoch):
-    """KerasTuner's best-epoch checkpoint of a trial model, without the optimizer's slots.
+def tuner_callbacks(callbacks):
+    """Splits the callbacks KerasTuner hands to `HyperModel.fit` into the user's and a function that saves the
+    trial model where KerasTuner reloads it from.
 
-    Adam's two slots per weight would triple the file, and KerasTuner never reads them back
-    (a trial model it reloads has no built optimizer). `Model.save_weights` cannot leave the
-    optimizer out, and `SaveBestEpoch` is private.
+    KerasTuner adds two private callbacks: `SaveBestEpoch` (the trial model at its best epoch, by the
+    objective) and `TunerCallback` (epoch metrics to the oracle). A kerasft trial runs a two-phase recipe
+    whose result is its final, restored model, so that model is saved once, at the end, without the
+    optimizer's slots (they would triple the file; KerasTuner never reads them back), and the oracle gets
+    its final metrics from `fit`'s return value.
+
+    Returns:
+        `(callbacks, save)`: the other callbacks, and `save(model)` (None when KerasTuner passed no checkpoint).
     """
+    checkpoints = [c for c in callbacks if isinstance(c, tuner_utils.SaveBestEpoch)]
+    others = [c for c in callbacks if not isinstance(c, (tuner_utils.SaveBestEpoch, tuner_utils.TunerCallback))]
+    if not checkpoints:
+        return others, None
 
-    def __init__(self, checkpoint):
-        super().__init__(checkpoint.objective, checkpoint.filepath)
-        self.best_value = checkpoint.best_value
-
-    def _save_model(self):
+    def save(model):
         # As KerasTuner's own: non-chief workers of a multi-worker strategy write to a temporary path.
-        path = keras_tuner_io.write_filepath(self.filepath, self.model.distribute_strategy)
-        saving_lib.save_weights_only(self.model, path, objects_to_skip=[self.model.optimizer])
-        keras_tuner_io.remove_temp_dir_with_filepath(path, self.model.distribute_strategy)
+        path = keras_tuner_io.write_filepath(checkpoints[0].filepath, model.distribute_strategy)
+        optimizer = getattr(model, "optimizer", None)  # set only once the model was compiled
+        saving_lib.save_weights_only(model, path, objects_to_skip=[optimizer] if optimizer else None)
+        keras_tuner_io.remove_temp_dir_with_filepath(path, model.distribute_strategy)
+
+    return others, save
 
 
 class TunerHooks:
-    """Mixin for a KerasTuner `Tuner`: `SaveBestWeights` for its best-epoch checkpoints, and a public
-    hook, `building()`, entered while KerasTuner builds (or reloads) a trial model.
-
-    KerasTuner hands its checkpoint callback to `HyperModel.fit` from the private
-    `_build_and_fit_model`, and builds trial models in the private `_build_hypermodel`.
-    """
+    """Mixin for a KerasTuner `Tuner`: a public hook, `building()`, entered while KerasTuner builds (or reloads)
+    a trial model in its private `_build_hypermodel`."""
 
     @contextlib.contextmanager
     def building(self):
         yield
-
-    def _build_and_fit_model(self, trial, *args, **kwargs):
-        kwargs["callbacks"] = [SaveBestWeights(c) if type(c) is tuner_utils.SaveBestEpoch else c
-                               for c in kwargs["callbacks"]]
-        return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def _build_hypermodel(self, hp):
         with self.building():

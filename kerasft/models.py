@@ -17,6 +17,9 @@ Training maps `preprocessor` over `tf.data` once and fits `network`;
 `predict`, `evaluate` and exports use the whole model on raw input.
 """
 
+import contextlib
+import dataclasses
+import random
 import re
 
 import keras
@@ -85,16 +88,29 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     num_outputs, task = _resolve_task(num_classes, task, data, spec)
     sound = _resolve_audio(sample_rate, duration, data, spec)
     head = head or heads.Head()
-    _parse_trainable(trainable)  # reject a malformed setting before any weights load
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy):
-        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound)
+    parse_trainable(trainable)  # reject a malformed setting before any weights load
+    with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy), _seeded(seed):
+        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed)
     set_trainable(model, trainable, block_pattern=spec.block_pattern)
     return model
 
 
-def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound):
+@contextlib.contextmanager
+def _seeded(seed):
+    """Seeds the layers built inside (Keras draws each unseeded initializer's and dropout's seed from Python's
+    `random`), then puts Python's random state back: the caller's random streams are left as they were."""
+    if seed is None:
+        yield
+        return
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed):
     if spec.modality == "text":
         sequence_length = sequence_length or spec.sequence_length
         if not isinstance(sequence_length, int) or sequence_length < 8:
@@ -115,8 +131,8 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
         raw = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
         backbone_model = spec.build(pretrained, image_size)
 
-    network = _network(backbone_model, head, num_outputs, task)
-    return keras.Model(raw, network(preprocessor(raw)), name=f"{short_name(spec.name)}_classifier")
+    network = _network(backbone_model, head, num_outputs, task, seed)
+    return keras.Model(raw, network(preprocessor(raw)), name=f"{backbones.short_name(spec.name)}_classifier")
 
 
 def _resolve_audio(sample_rate, duration, data, spec):
@@ -213,11 +229,6 @@ def is_classifier(model):
     return isinstance(model, keras.Model) and {"preprocessor", "network"} <= {layer.name for layer in model.layers}
 
 
-def short_name(name):
-    """A backbone name or path as an identifier: `"/models/My-BERT/"` -> `"My_BERT"`."""
-    return re.sub(r"\W+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "backbone"
-
-
 def _image_preprocessor(spec, image_size):
     """Resize to the backbone's size, then normalize: pure Keras layers, saved with the model."""
     pixels = keras.Input(shape=(None, None, 3), dtype="float32", name="pixels")
@@ -232,14 +243,19 @@ def _image_preprocessor(spec, image_size):
     return keras.Model(pixels, x, name="preprocessor")
 
 
-def _network(backbone_model, head, num_outputs, task):
-    """preprocessed input -> backbone (inference mode) -> pooling -> head."""
+def _network(backbone_model, head, num_outputs, task, seed):
+    """preprocessed input -> backbone -> pooling -> head.
+
+    The backbone is called without a fixed `training` flag, so the flag of the call reaches it: frozen
+    BatchNorm layers (`trainable=False`) run in inference mode whatever it is, and those of unfrozen blocks
+    adapt in training when `set_trainable(..., batchnorm="train")` lets them.
+    """
     inputs = backbone_model.input
     if isinstance(inputs, dict):
         inputs = {k: keras.Input(shape=v.shape[1:], dtype=v.dtype, name=k) for k, v in inputs.items()}
     else:
         inputs = keras.Input(shape=inputs.shape[1:], dtype=inputs.dtype, name="pixels")
-    features = backbone_model(inputs, training=False)
+    features = backbone_model(inputs)
     if isinstance(features, dict):
         features = features["sequence_output"]  # see used_output
     if len(features.shape) == 3:
@@ -247,15 +263,23 @@ def _network(backbone_model, head, num_outputs, task):
         pooled = keras.layers.GlobalAveragePooling1D(name="pooling")(features, mask=mask)
     else:
         pooled = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
-    outputs = head.build(pooled.shape[-1], num_outputs, task)(pooled)
+    outputs = head.build(pooled.shape[-1], num_outputs, task, seed=seed)(pooled)
     return keras.Model(inputs, outputs, name="network")
 
 
 # === Trainable settings ===
 
+BATCHNORM_MODES = ("frozen", "train")
 
-def _parse_trainable(trainable):
-    """Returns the number of top blocks to train: 0 (frozen), N, or None (all)."""
+
+def parse_trainable(trainable):
+    """Returns how many top blocks a trainable setting trains: 0 (`"frozen"`), N (`"top:N"`) or None (`"all"`).
+
+    The one parser of trainable settings (and of the cuts of `kerasft.features`, which take the same values).
+
+    Raises:
+        ClassifierError: not `"frozen"`, `"top:N"` with N >= 1, or `"all"`.
+    """
     if trainable == "frozen":
         return 0
     if trainable == "all":
@@ -268,25 +292,96 @@ def _parse_trainable(trainable):
     return int(match.group(1))
 
 
-def set_trainable(model, trainable, block_pattern=None):
-    """Freezes the backbone, or unfreezes its top N blocks, or all of it; BatchNorm stays frozen.
+def check_batchnorm(batchnorm):
+    """Raises unless `batchnorm` is one of `BATCHNORM_MODES`."""
+    if batchnorm not in BATCHNORM_MODES:
+        raise ClassifierError(f"batchnorm must be one of {BATCHNORM_MODES}: 'frozen' keeps every BatchNormalization "
+                              "layer in inference mode with its pretrained statistics, 'train' lets those of unfrozen "
+                              f"blocks adapt. Received: batchnorm={batchnorm!r}")
+    return batchnorm
+
+
+@dataclasses.dataclass(frozen=True)
+class Description:
+    """The parts of a kerasft classifier and what they are, read once (see `describe`).
+
+    Attributes:
+        preprocessor, network, backbone, pooling, head: keras.Layer. The parts named in the module docstring.
+        spec: BackboneSpec or None. The registry entry the classifier was built from (None for a model whose
+            backbone is not registered, e.g. loaded from disk after a session that registered it).
+        block_pattern: str. The regex that finds its blocks (the spec's, else the first registered one that does).
+        stem: list of keras.Layer. Backbone layers below the first block.
+        blocks: list of (str, list of keras.Layer). The ordered blocks, bottom to top.
+        modality: str. `"text"`, `"image"` or `"audio"`.
+        task: str. Read from the output layer.
+        trainable: str. The current trainable setting (`"frozen"`, `"top:N"`, `"all"`).
+    """
+
+    preprocessor: object
+    network: object
+    backbone: object
+    pooling: object
+    head: object
+    spec: object
+    block_pattern: str
+    stem: list
+    blocks: list
+    modality: str
+    task: str
+    trainable: str
+
+
+def describe(model):
+    """Reads a classifier's parts, backbone spec, blocks, task and trainable setting, once.
+
+    Args:
+        model: keras.Model. A kerasft classifier (built or loaded from disk).
+
+    Raises:
+        ClassifierError: the model lacks the classifier structure.
+    """
+    if not is_classifier(model):
+        raise ClassifierError("Expected a kerasft classifier (a keras.Model with 'preprocessor' and 'network' "
+                              f"layers, from kft.build_classifier). Received: {type(model).__name__} "
+                              f"{getattr(model, 'name', '')!r}")
+    network = model.get_layer("network")
+    backbone_model = network.get_layer("backbone")
+    spec = backbones.find(model.name.removesuffix("_classifier"))
+    pattern, (stem, found) = backbones.blocks_with_pattern(backbone_model, spec.block_pattern if spec else None)
+    return Description(
+        preprocessor=model.get_layer("preprocessor"), network=network, backbone=backbone_model,
+        pooling=network.get_layer("pooling"), head=network.get_layer("head"), spec=spec, block_pattern=pattern,
+        stem=stem, blocks=found, modality=modality_of(model), task=heads.task_of(model),
+        trainable=_setting(backbone_model, stem, found))
+
+
+def set_trainable(model, trainable, block_pattern=None, batchnorm="frozen"):
+    """Freezes the backbone, or unfreezes its top N blocks, or all of it.
+
+    BatchNormalization layers of frozen blocks always stay frozen, in inference
+    mode with their pretrained statistics; those of unfrozen blocks follow `batchnorm`.
 
     Args:
         model: keras.Model. A kerasft classifier.
         trainable: str. `"frozen"`, `"top:N"` or `"all"`.
         block_pattern: str or None. The backbone spec's block regex (found
             from the layer names when None).
+        batchnorm: str. `"frozen"`: every BatchNormalization layer keeps its
+            statistics and scale/offset; `"train"`: those of unfrozen blocks update
+            their statistics (in training) and learn their scale/offset.
     """
-    top = _parse_trainable(trainable)
+    top = parse_trainable(trainable)
+    check_batchnorm(batchnorm)
     backbone_model = model.get_layer("network").get_layer("backbone")
     if top == 0:
         backbone_model.trainable = False
         return
-    stem, found = backbones.blocks(backbone_model, block_pattern)
+    _, (stem, found) = backbones.blocks_with_pattern(backbone_model, block_pattern)
     if top is not None and top > len(found):
         raise ClassifierError(
-            f"trainable={trainable!r} asks for more blocks than backbone {backbone_model.name!r} has: "
-            f"it has {len(found)} blocks ({found[0][0]} .. {found[-1][0]}). Use top:1 .. top:{len(found)} or 'all'."
+            f"trainable={trainable!r} asks for more blocks than backbone {model.name.removesuffix('_classifier')!r} "
+            f"has: it has {len(found)} blocks ({found[0][0]} .. {found[-1][0]}). Use top:1 .. top:{len(found)} or "
+            "'all'."
         )
     backbone_model.trainable = True
     unfrozen = {id(layer) for _, layers in (found if top is None else found[-top:]) for layer in layers}
@@ -297,7 +392,7 @@ def set_trainable(model, trainable, block_pattern=None):
         layer.trainable = id(layer) in unfrozen
         for sub in keras_internals.flatten_layers(layer, include_self=True):
             if isinstance(sub, keras.layers.BatchNormalization):
-                sub.trainable = False
+                sub.trainable = layer.trainable and batchnorm == "train"
 
 
 def used_output(backbone_model):
@@ -320,10 +415,18 @@ def _layers_feeding(tensor):
 
 def trainable_setting(model):
     """Reads back the trainable setting (`"frozen"`, `"top:N"` or `"all"`) from the layer flags."""
-    backbone_model = model.get_layer("network").get_layer("backbone")
+    return describe(model).trainable
+
+
+def batchnorm_setting(model):
+    """Reads back whether BatchNormalization layers of unfrozen blocks train: `"train"` or `"frozen"`."""
+    return "train" if any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable_weights
+                          for layer in keras_internals.flatten_layers(model)) else "frozen"
+
+
+def _setting(backbone_model, stem, found):
     if not backbone_model.trainable or not backbone_model.trainable_weights:
         return "frozen"
-    stem, found = backbones.blocks(backbone_model)
     trained = [any(layer.trainable_weights for layer in layers) for _, layers in found]
     if all(trained) and any(layer.trainable_weights for layer in stem):
         return "all"

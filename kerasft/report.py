@@ -22,6 +22,7 @@ import json
 import os
 from pathlib import Path
 
+import keras_tuner
 import numpy as np
 
 from kerasft import paths
@@ -219,6 +220,73 @@ def _save_thumbnail(image, path):
     buffer = io.BytesIO()
     thumbnail.save(buffer, format="PNG")
     paths.write_atomic(path, buffer.getvalue())
+
+
+# === Search results ===
+
+
+def search_rows(project_dir, names, objective):
+    """One row per trial of a `kft.tune` search folder: id, status, hyperparameters (`names`), objective, epochs,
+    time."""
+    rows = []
+    trials = [keras_tuner.engine.trial.Trial.load(str(p)) for p in Path(project_dir).glob("trial_*/trial.json")]
+    # Ids are numbers, zero-padded to the digits of max_trials, which a resumed search may change.
+    for trial in sorted(trials, key=lambda t: int(t.trial_id)):
+        extra_path = Path(project_dir) / f"trial_{trial.trial_id}" / "kerasft_trial.json"
+        extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
+        hps = trial.hyperparameters
+        row = {"trial": trial.trial_id, "status": trial.status}
+        for name in names:
+            row[name] = hps.values.get(name) if name in hps.values and hps.is_active(name) else None
+        row[objective] = trial.score
+        row.update({key: extra.get(key) for key in ("epochs", "seconds", "features", "peak_rss_mb")})
+        rows.append(row)
+    return rows
+
+
+def format_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_rows(rows):
+    if not rows:
+        return "(no trials yet)\n"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_value(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_search_tables(project_dir, rows):
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    paths.write_atomic(Path(project_dir) / "results.csv", buffer.getvalue())
+    paths.write_atomic(Path(project_dir) / "results.md", markdown_rows(rows))
+
+
+def plot_search(project_dir, rows, objective):
+    """results.png: the objective of each completed trial, and the best so far."""
+    done = [r for r in rows if r["status"] == "COMPLETED" and r[objective.name] is not None]
+    figure = new_figure((7, 4))
+    axes = figure.add_subplot()
+    trials = [r["trial"] for r in done]
+    scores = [r[objective.name] for r in done]
+    best = np.maximum.accumulate(scores) if objective.direction == "max" else np.minimum.accumulate(scores)
+    axes.plot(range(len(done)), scores, "o", label=objective.name)
+    axes.step(range(len(done)), best, where="post", label="best so far")
+    axes.set_xticks(range(len(done)), trials, rotation=90 if len(done) > 15 else 0)
+    axes.set_xlabel("trial")
+    axes.set_ylabel(objective.name)
+    axes.legend()
+    figure.tight_layout()
+    save_figure(figure, Path(project_dir) / "results.png")
 
 
 # === Writing ===

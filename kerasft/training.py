@@ -1,84 +1,88 @@
-"""Fine-tuning in two phases (head warm-up, then top blocks at discriminative rates), and distillation.
+"""Fine-tuning in two phases (head warm-up, then the unfrozen blocks at discriminative rates), and distillation.
 
 ```
-phase 1  backbone frozen: the frozen features are computed once, the head trains on them
-phase 2  the blocks the model's `trainable` setting names unfreeze; the top block learns at
+phase 1  the head on the frozen backbone's features, computed once
+phase 2  the blocks the `trainable` setting names, trained on the activations entering them, also
+         computed once (or recomputed per pass under augmentation); the top block learns at
          `fine_tune_learning_rate`, each block below at `layer_decay` times the one above
 ```
-Both phases stop early on validation loss and restore the best weights.
+Both phases stop early on validation loss and restore the best weights; a
+phase 2 that makes validation worse is rolled back. The routine is
+`kerasft.engine.train`, which every `kft.tune` trial runs too, with the trial's
+hyperparameters: `kft.fine_tune(model, data, **hyperparameters)` retrains a trial's recipe.
 """
 
 import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from kerasft import checkpoint as checkpoint_lib
-from kerasft import augment, backbones, distribute, features, heads, models
+from kerasft import augment, distribute, engine, features, heads, models
 
 
 class TrainingError(ValueError):
     """The model and the data, or a training argument, do not fit together."""
 
 
-class DiscriminativeAdam(keras.optimizers.AdamW):
-    """AdamW whose learning rate is scaled per variable (lower blocks learn slower).
-
-    Used only inside `fine_tune`; the classifier itself stays compiled with a
-    built-in optimizer so its `.keras` file needs no kerasft to load.
-
-    Args:
-        factors: dict. `id(variable)` -> learning-rate multiplier (default 1).
-        **kwargs: passed to `keras.optimizers.AdamW`.
-    """
-
-    def __init__(self, factors, **kwargs):
-        super().__init__(**kwargs)
-        self._factors = factors
-
-    def update_step(self, gradient, variable, learning_rate):
-        factor = self._factors.get(id(variable), 1.0)
-        super().update_step(gradient, variable, learning_rate * factor)
-
-
-def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size=32, learning_rate=1e-3,
-              fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, patience=2,
-              class_weight="auto", seed=0, callbacks=None, verbose="auto", teacher=None, temperature=2.0,
-              alpha=0.5, strategy=None, scale_batch=False, checkpoint_dir=None, augmentation=0.0):
+def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batch_size=32, learning_rate=1e-3,
+              fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, label_smoothing=0.0, patience="auto",
+              class_weight="auto", batchnorm="auto", augmentation=0.0, time_limit=None, seed=0, callbacks=None,
+              verbose=1, teacher=None, temperature=2.0, alpha=0.5, strategy=None, scale_batch=False,
+              checkpoint_dir=None, backbone=None, head=None):
     """Trains a classifier on a `TaskData`: the head on frozen features, then the unfrozen blocks.
 
-    Phase 1 computes the frozen backbone's features once and trains only the
-    head on them, so its epochs cost little. Phase 2 (for `"top:N"` and
-    `"all"`) unfreezes the blocks at discriminative learning rates. Both
-    phases stop early on validation loss and keep the best weights.
+    Phase 1 trains the head on the frozen backbone's features, computed once, so
+    its epochs cost milliseconds; by default it runs until validation stops
+    improving. Phase 2 (for `"top:N"` and `"all"`) trains the unfrozen blocks
+    and the head at discriminative learning rates, on the activations entering
+    the first unfrozen block, also computed once (`kft.features.FeatureCache`),
+    so an epoch costs only the unfrozen blocks. Both phases stop early on
+    validation loss and keep the best weights.
 
     Args:
-        model: keras.Model. From `kft.build_classifier`; its `trainable`
-            setting (`"frozen"`, `"top:N"`, `"all"`) decides phase 2.
+        model: keras.Model. From `kft.build_classifier`.
         data: TaskData. Train and validation splits are used.
-        epochs: int. Epochs at the model's trainable setting: of the head
-            for a frozen backbone, else of phase 2.
-        warmup_epochs: int. Head-only epochs before phase 2 (unused when the
-            backbone stays frozen: phase 1 then runs `epochs`).
-        trainable: str or None. Overrides the model's setting (`"frozen"`,
-            `"top:N"`, `"all"`); a model loaded from disk whose backbone is
-            a KerasHub model comes back all-trainable, so pass it there.
+        trainable: str or None. `"frozen"`, `"top:N"` or `"all"`; None keeps
+            the model's own setting (a model loaded from disk whose backbone is a
+            KerasHub model comes back all-trainable, so pass it there).
+        epochs: int or None. Most epochs of the last phase (the head's for a
+            frozen backbone, else phase 2's); None: until validation stops
+            improving (at most 200 head epochs, or 10 phase-2 epochs).
+        warmup_epochs: int or None. Most head epochs before phase 2 (None: until
+            validation stops improving; 0 skips the warm-up).
         batch_size: int. Examples per step.
         learning_rate: float. Learning rate of the head in phase 1.
         fine_tune_learning_rate: float or None. Learning rate of the head and
             the top unfrozen block in phase 2; default 5e-5 for text
-            backbones, 1e-4 for image backbones.
+            backbones, 1e-4 for image and audio backbones.
         layer_decay: float. Each lower block learns at this times the rate of
             the block above it (1.0: one rate for all).
         weight_decay: float. Decoupled weight decay (AdamW) in both phases.
-        patience: int. Epochs without a better validation loss before a
-            phase stops; the best weights are restored. 0 disables.
+        label_smoothing: float. In [0, 1): classification targets mixed with the uniform distribution.
+        patience: int or "auto". Epochs without a better validation loss before
+            a phase stops (the best weights are restored); "auto" scales it to
+            the cost of an epoch (about 20 s of epochs, 2 to 20 of them); 0
+            disables early stopping and the phase-2 rollback.
         class_weight: "auto", None or dict. "auto" weights classes inversely
             to their frequency when the largest is 1.5x the smallest or more.
-        seed: int. Seeds shuffling and initialization.
+        batchnorm: str. `"auto"`, `"frozen"` or `"train"`: whether the
+            BatchNormalization layers of unfrozen blocks adapt their statistics
+            and scale/offset in phase 2 ("auto": they do for audio, where frozen
+            ImageNet statistics hold spectrograms back; not for images and text).
+            BatchNorm in frozen blocks never changes.
+        augmentation: float. Strength in [0, 1] of random augmentation of the
+            training input in phase 2 (images and audio; `kerasft.augment`). It
+            changes the frozen bottom's input on every pass, so phase 2 then
+            recomputes the bottom per epoch instead of reading it from the cache.
+        time_limit: float or None. Seconds this call may take: no epoch starts
+            that would likely overrun it (estimated from the epochs done), the
+            best weights so far are kept, and what was cut is said.
+        seed: int. Seeds the shuffles and the augmentation (the model's own
+            initialization was seeded by `build_classifier(seed=...)`); no global
+            random state is touched.
         callbacks: list or None. Extra Keras callbacks for both phases.
-        verbose: "auto", 0, 1 or 2. Keras progress output.
+        verbose: int. 0 silent; 1 a line per phase and per epoch with estimates
+            of what remains; 2 also Keras' own progress bars.
         teacher: keras.Model or None. A classifier or ensemble on raw input
             whose probabilities the model learns to match (distillation;
             see `distill`). Its outputs are computed once per split.
@@ -86,126 +90,104 @@ def fine_tune(model, data, epochs=5, warmup_epochs=5, trainable=None, batch_size
             al., 2015); the soft term is scaled by `temperature**2`.
         alpha: float. Weight of the hard labels; `1 - alpha` goes to the
             teacher's soft probabilities.
-        strategy: tf.distribute.Strategy or None. Compiles and trains under
-            it; the model must have been built under it
-            (`build_classifier(..., strategy=strategy)`). `batch_size` is
-            global: split over the replicas.
+        strategy: tf.distribute.Strategy or None. Trains under it; None takes
+            the strategy the model was built under (`with strategy.scope():`
+            or `build_classifier(..., strategy=)`). `batch_size` is global.
         scale_batch: bool. Multiply `batch_size` by the strategy's replica
             count (keeps the per-replica batch as given).
         checkpoint_dir: str, Path or None. Makes the call resumable: every
             epoch's weights, optimizer state and logs go there (Keras
             `BackupAndRestore`), and a finished phase is kept. Calling
             `fine_tune` again with the same model, data, arguments and folder
-            after a crash or a kill resumes at the last finished epoch and
-            ends with the same number of epochs. A folder holding another
-            run's checkpoint is refused. Under a multi-worker strategy the
-            chief writes there and each other worker in `workers/<task>/`.
-        augmentation: float. Strength in [0, 1] of random augmentation of
-            the preprocessed training input in phase 2 (see `augmenter`);
-            phase 1 trains on features computed once, so never augmented.
+            after a crash or a kill resumes at the last finished epoch. A folder
+            holding another run's checkpoint is refused. Under a multi-worker
+            strategy the chief writes there and each other worker in `workers/<task>/`.
+        backbone: str or None. The backbone a search's hyperparameters were
+            found for (`Search.best_hyperparameters`): checked against the model's.
+        head: kft.Head or None. Likewise, the head shape: checked against the model's.
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
-        metrics epoch by epoch, and `history["phase"]` (1 or 2) for each.
+        metrics epoch by epoch and `history["phase"]` (1 or 2) for each; its
+        `notes` list says what a time limit cut or a rollback undid.
 
     Example:
-    >>> model = kft.build_classifier("minilm_l6", data=data, trainable="top:2")
-    >>> kft.fine_tune(model, data, epochs=2, warmup_epochs=10)
+    >>> model = kft.build_classifier("minilm_l6", data=data, trainable="top:2", seed=0)
+    >>> kft.fine_tune(model, data, epochs=2)
+    >>> hp = search.best_hyperparameters(1)[0]   # retrain a search's best recipe
+    >>> model = kft.build_classifier(hp["backbone"], data=data, head=hp["head"], seed=hp["seed"])
+    >>> kft.fine_tune(model, data, **hp)
     """
+    # === Everything that can be wrong is refused before any work ===
     _check_fits(model, data)
-    augmenter = augmentation and augment.augmenter(model, augmentation, seed)
-    if augmenter and (trainable or models.trainable_setting(model)) == "frozen":
-        raise TrainingError("augmentation applies to phase 2 (an unfrozen backbone); a frozen backbone trains "
-                            "only the head on features computed once. Pass trainable='top:N' or 'all'.")
-    for name, value in (("epochs", epochs), ("warmup_epochs", warmup_epochs)):
-        if not isinstance(value, int) or value < 0 or (name == "epochs" and value < 1):
-            raise TrainingError(f"{name} must be a {'positive' if name == 'epochs' else 'non-negative'} "
-                                f"integer. Received: {name}={value!r}")
-    distribute.check_built_under(model, strategy)
-    batch_size = distribute.scaled_batch_size(batch_size, strategy, scale_batch)
-    keras.utils.set_random_seed(seed)
-    setting = trainable or models.trainable_setting(model)
-    models.set_trainable(model, setting)  # rejects a bad setting before any work
+    description = models.describe(model)
+    _check_recipe_source(description, backbone, head)
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not time_limit > 0):
+        raise TrainingError(f"time_limit is a number of seconds > 0. Received: time_limit={time_limit!r}")
+    if verbose not in (0, 1, 2):
+        raise TrainingError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    strategy = distribute.strategy_of(model, strategy)
+    setting = trainable or description.trainable
+    try:
+        recipe = engine.Recipe(trainable=setting, epochs=epochs, warmup_epochs=warmup_epochs,
+                               batch_size=distribute.scaled_batch_size(batch_size, strategy, scale_batch),
+                               learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
+                               layer_decay=layer_decay, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                               patience=patience, class_weight=class_weight, batchnorm=batchnorm,
+                               augmentation=augmentation, seed=seed)
+    except (engine.RecipeError, models.ClassifierError) as error:
+        raise TrainingError(str(error)) from None
+    if recipe.augmentation:
+        augment.augmenter(model, recipe.augmentation, seed)  # refuses text models before any work
+    models.set_trainable(model, setting, description.block_pattern, batchnorm=recipe.batchnorm_for(
+        description.modality))
+    loss = metrics = soft = None
+    weights = engine.class_weight(recipe.class_weight, data)
+    if teacher is not None:
+        loss, metrics = _check_teacher(teacher, model, description.task, temperature, alpha)
+        soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0).astype("float32")
+                for split in ("train", "validation")}
+        weights = None  # the soft targets already carry the teacher's view of the classes
     checkpoint = None
     if checkpoint_dir is not None:
         checkpoint = checkpoint_lib.Checkpoint(distribute.worker_path(checkpoint_dir, strategy), {
-            "model": features.architecture_digest(model), "data": data.fingerprint(), "trainable": setting,
-            "epochs": epochs, "warmup_epochs": warmup_epochs, "batch_size": batch_size,
-            "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
-            "layer_decay": layer_decay, "weight_decay": weight_decay, "patience": patience, "seed": seed,
-            "teacher": teacher is not None, "augmentation": augmentation})
-    task = heads.task_of(model)
-    head_epochs = epochs if setting == "frozen" else warmup_epochs
-    loss, metrics = heads.loss_and_metrics(task)
-    train_raw, validation_raw = data.train, data.validation
-    if teacher is not None:
-        loss, metrics = _check_teacher(teacher, model, task, temperature, alpha)
-        train_raw, validation_raw = (_with_teacher(teacher, data.train), _with_teacher(teacher, data.validation))
-        class_weight = None  # the soft targets already carry the teacher's view of the classes
-    weights = _class_weight(class_weight, data, task)
-    merged = keras.callbacks.History()
-    merged.history = {}
-    # Preprocessed once, cached, reshuffled each epoch; phase 1 reads it once for features.
-    train = features.preprocess(model, train_raw, batch_size, shuffle=True, seed=seed,
-                                num_examples=data.size("train"))
-    validation = features.preprocess(model, validation_raw, batch_size, num_examples=data.size("validation"))
-    _, head = features.bottom_and_head(model)
-    network = model.get_layer("network")
+            "model": features.architecture_digest(model), "data": data.fingerprint(),
+            **{k: v for k, v in vars(recipe).items()}, "teacher": teacher is not None})
+    log = print_line if verbose else None
 
-    # === Phase 1: the head on frozen features, computed once ===
-    if head_epochs and checkpoint and checkpoint.finished(1):
-        checkpoint.restore(1, head)
-        _merge(merged, checkpoint.history(1), phase=1)
-        _log(verbose, f"kerasft: phase 1 restored from {checkpoint.directory}")
-    elif head_epochs:
-        start = time.time()
-        models.set_trainable(model, "frozen")
-        (x_train, y_train), (x_val, y_val) = features.frozen_features(model, train, validation)
-        _log(verbose, f"kerasft: phase 1, the head on frozen features ({len(x_train)} train, {len(x_val)} "
-                      f"validation; features computed in {time.time() - start:.1f}s)")
-        with distribute.training_scope(strategy):
-            head.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), loss=loss,
-                         metrics=metrics)
-            history = head.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=batch_size,
-                               epochs=head_epochs, class_weight=weights, shuffle=True,
-                               callbacks=_callbacks(patience, callbacks, checkpoint, 1), verbose=verbose)
-        if checkpoint:
-            history = checkpoint.finish(1, head)  # the epochs of every attempt, not only the last one's
-        _merge(merged, history, phase=1)
-        models.set_trainable(model, setting)
+    # === The recipe ===
+    inputs = engine.Inputs(model, data, cuts=[setting], augmented=bool(recipe.augmentation),
+                           block_pattern=description.block_pattern, soft_targets=soft, verbose=verbose)
+    part = (description.network if setting == "all"
+            else features.split_network(model, setting, description.block_pattern)[1])
+    history, notes = engine.train(part, inputs, recipe, description.modality, description.task,
+                                  block_pattern=description.block_pattern, class_weight=weights, loss=loss,
+                                  metrics=metrics, callbacks=list(callbacks or []), checkpoint=checkpoint,
+                                  deadline=deadline, strategy=strategy, log=log, keras_verbose=1 if verbose == 2 else 0)
+    history.notes = notes
+    return history
 
-    # === Phase 2: the unfrozen blocks at discriminative rates ===
-    if setting != "frozen":
-        lr = fine_tune_learning_rate or _default_fine_tune_learning_rate(model)
-        _log(verbose, f"kerasft: phase 2, {setting} of the backbone at learning rate {lr:g} "
-                      f"(layer decay {layer_decay})")
-        before = network.get_weights()
-        if checkpoint and checkpoint.finished(2):
-            checkpoint.restore(2, network)
-            history = checkpoint.history(2)
-        else:
-            with distribute.training_scope(strategy):
-                optimizer = DiscriminativeAdam(_layer_factors(model, layer_decay), learning_rate=lr,
-                                               weight_decay=weight_decay)
-                network.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-                if augmenter:  # sequential: the draws follow the batches, so a seed repeats a run
-                    train = train.map(lambda x, *rest: (augmenter(x), *rest))
-                history = network.fit(train, validation_data=validation, epochs=epochs, shuffle=False,
-                                      class_weight=weights, verbose=verbose,
-                                      callbacks=_callbacks(patience, callbacks, checkpoint, 2))
-            if checkpoint:
-                history = checkpoint.finish(2, network)
-        _merge(merged, history, phase=2)
-        if patience and _best(history.history["val_loss"]) > _best(merged.history["val_loss"]):
-            # Unfreezing made validation worse than the warmed-up head alone: keep the head's weights.
-            network.set_weights(before)
-            _log(verbose, "kerasft: phase 2 did not improve the validation loss; kept the phase-1 weights")
 
-    # Compiled nested models would put their optimizers (one of them kerasft's own) and losses into
-    # the classifier's `.keras` file, which then needs kerasft and warns on load: keep none.
-    for part in (head, network):
-        part.compiled = False
-    return merged
+def print_line(message):
+    """Prints a progress line at once (the default `log` of kerasft's long calls)."""
+    print(message, flush=True)
+
+
+def _check_recipe_source(description, backbone, head):
+    """A search's hyperparameters name the backbone and head they were found for: the model must have them."""
+    if backbone is not None and (description.spec is None or description.spec.name != backbone):
+        raise TrainingError(
+            f"These hyperparameters come from a search of backbone {backbone!r}, but the model's backbone is "
+            f"{description.spec.name if description.spec else description.backbone.name!r}. Build it with "
+            f"kft.build_classifier({backbone!r}, data=data, head=hyperparameters['head'], "
+            "seed=hyperparameters['seed']).")
+    if head is not None and heads.Head.of(description.head) != head:
+        raise TrainingError(
+            f"These hyperparameters are for a head {head}, but the model's head is "
+            f"{heads.Head.of(description.head)}. Build the model with kft.build_classifier(..., head=...) of that "
+            "head.")
 
 
 def _check_fits(model, data):
@@ -230,39 +212,6 @@ def _check_fits(model, data):
         raise TrainingError(f"The model was built for task {task!r} but the data is {data.task!r}.")
     if data.size("train") == 0:
         raise TrainingError(f"The training split of {data.name} is empty.")
-
-
-def _class_weight(class_weight, data, task):
-    if class_weight != "auto":
-        return class_weight
-    if task not in ("multiclass", "binary"):
-        return None
-    counts = np.bincount(data.labels("train"), minlength=data.num_classes).astype("float64")
-    if counts.min() == 0 or counts.max() / counts.min() < 1.5:
-        return None
-    return {i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts)}
-
-
-def _default_fine_tune_learning_rate(model):
-    # Transformers want gentler steps than CNNs.
-    return 5e-5 if model.input.dtype == "string" else 1e-4
-
-
-def _layer_factors(model, layer_decay):
-    """Learning-rate multipliers: 1 for the head and top block, decaying block by block below it."""
-    backbone = model.get_layer("network").get_layer("backbone")
-    stem, found = backbones.blocks(backbone)
-    factors = {}
-    depth = 0
-    for _, layers in reversed(found):
-        for layer in layers:
-            for variable in layer.trainable_weights:
-                factors[id(variable)] = layer_decay**depth
-        depth += 1
-    for layer in stem:
-        for variable in layer.trainable_weights:
-            factors[id(variable)] = layer_decay**depth
-    return factors
 
 
 # === Distillation ===
@@ -329,39 +278,3 @@ def _check_teacher(teacher, student, task, temperature, alpha):
         return keras.ops.cast(keras.ops.argmax(y_true[:, :classes], -1) == keras.ops.argmax(y_pred, -1), "float32")
 
     return distillation_loss, [accuracy]
-
-
-def _with_teacher(teacher, dataset):
-    """`(x, y)` -> `(x, [one-hot y, teacher probabilities])`, the teacher run once over the split."""
-    probabilities = teacher.predict(dataset.map(lambda x, y: x).batch(64), verbose=0).astype("float32")
-    classes = probabilities.shape[-1]
-    soft = tf.data.Dataset.from_tensor_slices(probabilities)
-    return tf.data.Dataset.zip(dataset, soft).map(
-        lambda xy, p: (xy[0], tf.concat([tf.one_hot(tf.cast(xy[1], "int32"), classes), p], axis=-1)))
-
-
-def _best(losses):
-    finite = [loss for loss in losses if np.isfinite(loss)]
-    return min(finite) if finite else np.inf
-
-
-def _callbacks(patience, extra, checkpoint=None, phase=None):
-    callbacks = list(extra or []) + [keras.callbacks.TerminateOnNaN()]
-    if checkpoint:
-        callbacks += checkpoint.callbacks(phase)  # before EarlyStopping, which its restored state seeds
-    if patience:
-        settings = dict(monitor="val_loss", patience=patience, restore_best_weights=True)
-        callbacks.append(checkpoint_lib.ResumedEarlyStopping(checkpoint, phase, **settings) if checkpoint
-                         else keras.callbacks.EarlyStopping(**settings))
-    return callbacks
-
-
-def _merge(merged, history, phase):
-    for key, values in history.history.items():
-        merged.history.setdefault(key, []).extend(values)
-    merged.history.setdefault("phase", []).extend([phase] * len(history.epoch))
-
-
-def _log(verbose, message):
-    if verbose:
-        print(message, flush=True)

@@ -1,21 +1,28 @@
-"""Hyperparameter search over transfer-learning choices with KerasTuner, made fast by a feature cache.
+"""Hyperparameter search over transfer-learning recipes with KerasTuner, made fast by a feature cache.
 
 ```python
-search = kft.tune(data, backbone="minilm_l6", tuner="hyperband", max_trials=20, directory="runs/bbc")
+search = kft.tune(data, backbone="minilm_l6", time_limit=600, directory="runs/bbc")
 print(search.summary())
-model = search.best_models(1)[0]   # a raw-input classifier, as build_classifier makes it
+model = search.best_models(1)[0]              # a raw-input classifier, as build_classifier makes it
+hp = search.best_hyperparameters(1)[0]        # kft.fine_tune's arguments: retrain that recipe
+model = kft.build_classifier(hp["backbone"], data=data, head=hp["head"], seed=hp["seed"])
+kft.fine_tune(model, data, **hp)
 ```
 
-A trial trains only the part of the classifier above its cut
-(`kerasft.features.split_network`): the head when `unfreeze="frozen"`, the
-top N blocks + pooling + head when `unfreeze="top:N"`. Below the cut nothing
-trains, so what the bottom outputs is computed once for every trial
-(`cache_features=True`) or again on every pass (`cache_features=False`, the
-only path where image augmentation can apply, since it changes the input of
-the bottom). KerasTuner checkpoints that trial model, so no checkpoint holds
-the frozen backbone (a head is kilobytes; a 22M-parameter backbone would be
-~90 MB per trial), and `best_models()` puts a trial's weights back on the
-search's backbone: the full classifier, computing the same function.
+A trial IS `kft.fine_tune`'s recipe (`kerasft.engine.train`) with the trial's
+hyperparameters, whose names are fine_tune's arguments: the head warms up on
+frozen features, then the blocks its `trainable` value unfreezes train on the
+activations entering them. Both inputs are computed once for every trial
+(`engine.Inputs`, a `FeatureCache` of every cut in the space), so a frozen
+trial costs seconds and a `top:N` trial only its N blocks. The trial model
+KerasTuner checkpoints is the part above the trial's cut (no frozen backbone
+in it: a head is kilobytes), and `best_models()` puts it back on the search's
+backbone: the full classifier, computing the same function.
+
+The default tuner, `"halving"`, is successive halving over unfreeze depths
+(`kerasft.halving`): many cheap frozen trials first, then the best of them one
+depth deeper, and so on; `time_limit` stops starting trials that would not
+finish in time and cuts the running one's epochs.
 
 The search directory keeps KerasTuner's layout (so `overwrite=False` resumes
 and KerasTuner's chief/worker mode works) plus kerasft's files:
@@ -31,13 +38,10 @@ and KerasTuner's chief/worker mode works) plus kerasft's files:
 """
 
 import contextlib
-import csv
 import fcntl
-import io
 import json
 import math
 import os
-import re
 import resource
 import shutil
 import socket
@@ -48,9 +52,8 @@ from pathlib import Path
 import keras
 import keras_tuner
 import numpy as np
-import tensorflow as tf
 
-from kerasft import augment, backbones, distribute, features, heads, keras_internals, models, paths, report, training
+from kerasft import backbones, distribute, engine, features, halving, heads, keras_internals, models, paths, report
 
 
 class TuningError(ValueError):
@@ -63,13 +66,12 @@ class TuningError(ValueError):
 # (min, max, "log") (a range). Each entry: default rule, check of one value,
 # what the check wants.
 _HYPERPARAMETERS = {
-    "unfreeze": (["frozen", "top:1", "top:2"], lambda v: v == "frozen" or re.fullmatch(r"top:[1-9]\d*", str(v)),
-                 '"frozen" or "top:N" with N >= 1'),
+    "trainable": (["frozen", "top:1", "top:2"], lambda v: _is_trainable(v), '"frozen", "top:N" with N >= 1, or "all"'),
     "depth": ([0, 1, 2], lambda v: _is_int(v) and v >= 0, "hidden layers of the head, an integer >= 0"),
     "units": ([64, 128, 256, 512], lambda v: _is_int(v) and v >= 1, "width of the head, an integer >= 1"),
     "dropout": ((0.0, 0.5), lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "learning_rate": ((1e-4, 1e-2, "log"), lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "block_learning_rate": ((1e-5, 1e-3, "log"), lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "fine_tune_learning_rate": ((1e-5, 1e-3, "log"), lambda v: _is_number(v) and v > 0, "a number > 0"),
     "weight_decay": ([0.0, 1e-4, 1e-3, 1e-2], lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "label_smoothing": ([0.0, 0.1, 0.2], lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "batch_size": ([16, 32, 64], lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -83,36 +85,42 @@ def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _is_trainable(value):
+    try:
+        models.parse_trainable(value)
+    except models.ClassifierError:
+        return False
+    return True
+
+
 def _is_number(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _applicable(modality, task, cached):
+def _applicable(modality, task):
     """The hyperparameters a search of this kind tunes, and why the others do not apply."""
     excluded = {}
     if modality not in ("image", "audio"):
         excluded["augmentation"] = "augmentation applies to images and audio only"
-    elif cached:
-        excluded["augmentation"] = ("augmentation changes the backbone's input on every pass, so it cannot use "
-                                    "the feature cache: pass cache_features=False to tune it")
     if task == "regression":
         excluded["label_smoothing"] = "label smoothing applies to classification only"
     return [name for name in _HYPERPARAMETERS if name not in excluded], excluded
 
 
-def search_space(space=None, modality="text", task="multiclass", cached=True, num_blocks=None):
+def search_space(space=None, modality="text", task="multiclass", num_blocks=None):
     """Returns the search space as `{name: rule}`: the defaults, narrowed or replaced by `space`.
 
     A rule is a value (fixed), a list (one of these values) or a tuple
     `(min, max)` / `(min, max, "log")` (a range). `units` applies when
-    `depth > 0`, `block_learning_rate` when `unfreeze` is `"top:N"`.
+    `depth > 0`; `fine_tune_learning_rate` and `augmentation` when blocks
+    unfreeze (`trainable` is `"top:N"` or `"all"`). The names are `kft.fine_tune`'s
+    arguments (and `depth`, `units`, `dropout` make its `kft.Head`).
 
     Args:
         space: dict or None. Rules that replace the defaults, e.g.
-            `{"unfreeze": "frozen", "learning_rate": (1e-3, 3e-2, "log"), "units": [128, 256]}`.
+            `{"trainable": "frozen", "learning_rate": (1e-3, 3e-2, "log"), "units": [128, 256]}`.
         modality: str. `"text"`, `"image"` or `"audio"` (`augmentation` is for images and audio).
         task: str. The data's task (`label_smoothing` is for classification).
-        cached: bool. Whether trials use the feature cache (then no `augmentation`).
         num_blocks: int or None. Blocks of the backbone, to check `"top:N"`.
 
     Raises:
@@ -123,7 +131,7 @@ def search_space(space=None, modality="text", task="multiclass", cached=True, nu
     if not isinstance(space, dict):
         raise TuningError(f"space must be a dict of name -> value, list or (min, max) tuple. "
                           f"Received: {type(space).__name__}")
-    names, excluded = _applicable(modality, task, cached)
+    names, excluded = _applicable(modality, task)
     for name in space:
         if name in excluded:
             raise TuningError(f"space[{name!r}] does not apply here: {excluded[name]}.")
@@ -139,7 +147,7 @@ def _checked_rule(name, rule, num_blocks):
     _, check, expected = _HYPERPARAMETERS[name]
     where = f"space[{name!r}]"
     if isinstance(rule, tuple):
-        if name == "unfreeze":
+        if name == "trainable":
             raise TuningError(f"{where} takes a value or a list of values, not a range. Received: {rule!r}")
         if len(rule) not in (2, 3) or (len(rule) == 3 and rule[2] not in ("linear", "log")):
             raise TuningError(f"{where} as a range is (min, max) or (min, max, 'log'). Received: {rule!r}")
@@ -158,7 +166,7 @@ def _checked_rule(name, rule, num_blocks):
     for value in values:
         if not check(value):
             raise TuningError(f"{where} must be {expected}. Received: {value!r}")
-        if name == "unfreeze" and num_blocks is not None and value != "frozen" and int(value[4:]) > num_blocks:
+        if name == "trainable" and num_blocks is not None and value.startswith("top:") and int(value[4:]) > num_blocks:
             raise TuningError(f"{where} asks for {value!r} but the backbone has {num_blocks} blocks: "
                               f"use top:1 .. top:{num_blocks}.")
     values = _plain(name, values)
@@ -167,7 +175,7 @@ def _checked_rule(name, rule, num_blocks):
 
 def _plain(name, values):
     """Python ints or floats (KerasTuner wants one type per Choice; JSON takes no numpy scalars)."""
-    if name == "unfreeze":
+    if name == "trainable":
         return list(values)
     return [int(v) if name in _INTEGER else float(v) for v in values]
 
@@ -177,6 +185,20 @@ def _discrete(rule):
     if isinstance(rule, tuple):
         return list(range(rule[0], rule[1] + 1))
     return rule if isinstance(rule, list) else [rule]
+
+
+def _sample(rng, name, rule):
+    """One value of a rule, drawn as KerasTuner's random search would (log ranges uniformly in log)."""
+    if isinstance(rule, list):
+        return rule[rng.integers(len(rule))]
+    if not isinstance(rule, tuple):
+        return rule
+    low, high = rule[:2]
+    if name in _INTEGER:
+        return int(rng.integers(low, high + 1))
+    if rule[2:] == ("log",):
+        return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    return float(rng.uniform(low, high))
 
 
 def _declare(hp, name, rule):
@@ -190,37 +212,40 @@ def _declare(hp, name, rule):
     return hp.Fixed(name, rule)
 
 
+
+
 # === The hypermodel ===
+
+# Active only once blocks unfreeze.
+_UNFROZEN_ONLY = ("fine_tune_learning_rate", "augmentation")
 
 
 class TransferHyperModel(keras_tuner.HyperModel):
     """The KerasTuner HyperModel of a transfer-learning search on one backbone and one TaskData.
 
-    `build(hp)` declares the whole space and returns the trial model,
-    compiled: the classifier above the trial's cut (`features.split_network`)
-    with a fresh head of the trial's shape, taking what the frozen bottom
-    outputs. `fit(hp, model, ...)` trains it on those outputs, cached or
-    recomputed, passing `callbacks` and the other keyword arguments through
-    to `model.fit` (KerasTuner's contract), and returns the History.
-    `full_model(hp, model)` puts a trained trial model back on the backbone.
+    `build(hp)` declares the whole space and returns the trial model: the part of
+    a classifier (built as `kft.build_classifier(..., head=<the trial's>,
+    seed=seed)` builds it, with the search's backbone weights) above the trial's
+    cut. `fit(hp, model, ...)` runs `kft.fine_tune`'s recipe on it with the
+    trial's hyperparameters, on inputs computed once for every trial, passes
+    the other callbacks through, and returns the final model's validation
+    (and training) metrics. `full_model(hp, model)` puts a trained trial model
+    back on the backbone.
 
     The backbone is built once, here; every trial starts from its weights.
 
     Args:
         data: TaskData. Trials train on `train` and report on `validation`.
         backbone: str or BackboneSpec. As `kft.build_classifier` takes it.
-        space: dict or None. Narrows or replaces the default space (see
-            `search_space`).
-        cache_features: bool, str or Path. True: the bottom's outputs at every
-            cut in the space are computed once, in memory; a folder: the
-            same, on disk there, reused by later searches whose key matches;
-            False: recomputed on every pass (the only path with image
-            augmentation).
-        spill_directory: str, Path or None. Where a cut too big for memory
-            goes (default `kerasft.paths.user_cache_dir("features")`).
-        epochs: int. Epochs of a trial unless the tuner says otherwise.
-        seed: int. Seeds the backbone's random initialization (pretrained=False),
-            the heads and the shuffling.
+        space: dict or None. Narrows or replaces the default space (see `search_space`).
+        cache_features: bool, str or Path. True: the frozen bottoms' outputs are
+            kept in memory (a cut too big for memory goes to `spill_directory`);
+            a folder: on disk there, reused by later searches whose key matches.
+        spill_directory: str, Path or None. Where a cut too big for memory goes
+            (default `kerasft.paths.user_cache_dir("features")`).
+        epochs: int or None. Most epochs of a trial's last phase (None: until
+            validation stops improving, as `fine_tune`); Hyperband sets its own.
+        seed: int. Seeds the classifiers' initialization, the shuffles and the augmentation.
         pretrained: bool. Load the backbone's pretrained weights.
         image_size: tuple or None. As `kft.build_classifier`.
         sequence_length: int or None. As `kft.build_classifier`.
@@ -228,30 +253,26 @@ class TransferHyperModel(keras_tuner.HyperModel):
             trained under it; trial batch sizes are global.
         precision: str. Dtype policy of the models (see `kft.build_classifier`).
         scale_batch: bool. Multiply each trial's batch size by the replica count.
-        verbose: int. 1 prints how the feature cache was made.
+        deadline: float or None. A `time.monotonic()` time no trial epoch should run past.
+        verbose: int. 1 prints how the feature cache was made; 2 also every trial's epochs.
     """
 
-    def __init__(self, data, backbone, space=None, cache_features=True, spill_directory=None, epochs=10, seed=0,
+    def __init__(self, data, backbone, space=None, cache_features=True, spill_directory=None, epochs=None, seed=0,
                  pretrained=True, image_size=None, sequence_length=None, strategy=None, precision="auto",
-                 scale_batch=False, verbose=0):
+                 scale_batch=False, deadline=None, verbose=0):
         super().__init__(name="transfer")
-        self.data, self.epochs, self.seed, self.verbose = data, epochs, seed, verbose
+        self.data, self.epochs, self.seed, self.verbose, self.deadline = data, epochs, seed, verbose, deadline
         self.spec = backbones.get(backbone)
-        self.cached = cache_features is not False
         self.cache_directory = None if isinstance(cache_features, bool) else Path(cache_features)
         self.spill_directory = spill_directory
         self.strategy, self.precision, self.scale_batch = strategy, precision, scale_batch
-        self._build_args = dict(pretrained=False, image_size=image_size, sequence_length=sequence_length,
-                                strategy=strategy, precision=precision)
-        # Seeded, so a random-init backbone is the same in every process (resumed and distributed searches).
-        keras.utils.set_random_seed(seed)
-        self.reference = models.build_classifier(self.spec, data=data, **{**self._build_args, "pretrained": pretrained})
-        backbone_model = self.reference.get_layer("network").get_layer("backbone")
-        num_blocks = len(backbones.blocks(backbone_model, self.spec.block_pattern)[1])
-        self.rules = search_space(space, data.modality, data.task, self.cached, num_blocks)
-        self.cuts = sorted(_discrete(self.rules["unfreeze"]), key=lambda c: (c != "frozen", c))
-        self._tops, self._bottoms, self._preprocessed = {}, {}, {}
-        self._cache = None
+        self._build_args = dict(image_size=image_size, sequence_length=sequence_length, strategy=strategy,
+                                precision=precision, seed=seed)
+        self.reference = models.build_classifier(self.spec, data=data, pretrained=pretrained, **self._build_args)
+        self.description = models.describe(self.reference)
+        self.rules = search_space(space, data.modality, data.task, len(self.description.blocks))
+        self.cuts = sorted(_discrete(self.rules["trainable"]), key=_cost_order)
+        self._inputs = None
 
     # --- the space ---
 
@@ -265,82 +286,98 @@ class TransferHyperModel(keras_tuner.HyperModel):
             hp: HyperParameters.
         """
         rules = self.rules
-        values = {"unfreeze": _declare(hp, "unfreeze", rules["unfreeze"]),
+        values = {"trainable": _declare(hp, "trainable", rules["trainable"]),
                   "depth": _declare(hp, "depth", rules["depth"])}
         wide = [d for d in _discrete(rules["depth"]) if d > 0]
         values["units"] = None
         if wide:
             with hp.conditional_scope("depth", wide):
                 values["units"] = _declare(hp, "units", rules["units"])
-        values["dropout"] = _declare(hp, "dropout", rules["dropout"])
-        values["learning_rate"] = _declare(hp, "learning_rate", rules["learning_rate"])
-        unfrozen = [c for c in _discrete(rules["unfreeze"]) if c != "frozen"]
-        values["block_learning_rate"] = None
-        if unfrozen:
-            with hp.conditional_scope("unfreeze", unfrozen):
-                values["block_learning_rate"] = _declare(hp, "block_learning_rate", rules["block_learning_rate"])
-        for name in ("weight_decay", "label_smoothing", "batch_size", "augmentation"):
+        for name in ("dropout", "learning_rate", "weight_decay", "label_smoothing", "batch_size"):
             values[name] = _declare(hp, name, rules[name]) if name in rules else None
+        unfrozen = [c for c in _discrete(rules["trainable"]) if c != "frozen"]
+        for name in _UNFROZEN_ONLY:
+            values[name] = None
+            if unfrozen and name in rules:
+                with hp.conditional_scope("trainable", unfrozen):
+                    values[name] = _declare(hp, name, rules[name])
         return values
+
+    def sample(self, rng, trainable):
+        """A random configuration at depth `trainable` (for `kerasft.halving`)."""
+        values = {"trainable": trainable, "depth": _sample(rng, "depth", self.rules["depth"])}
+        if values["depth"]:
+            values["units"] = _sample(rng, "units", self.rules["units"])
+        for name in ("dropout", "learning_rate", "weight_decay", "label_smoothing", "batch_size"):
+            if name in self.rules:
+                values[name] = _sample(rng, name, self.rules[name])
+        return self.deepen(rng, values, trainable)
+
+    def deepen(self, rng, values, trainable):
+        """A configuration moved to depth `trainable`: the values only unfrozen recipes take drawn when missing."""
+        values = {**values, "trainable": trainable}
+        for name in _UNFROZEN_ONLY:
+            if trainable == "frozen":
+                values.pop(name, None)
+            elif name in self.rules and name not in values:
+                values[name] = _sample(rng, name, self.rules[name])
+        return values
+
+    def head(self, values):
+        """The trial's `kft.Head`."""
+        return heads.Head(units=(values["units"],) * values["depth"], dropout=values["dropout"])
+
+    def hyperparameters(self, hp):
+        """The trial's recipe as `kft.fine_tune`'s keyword arguments, plus `backbone` and `head` (checked there)."""
+        values = self.values(hp)
+        recipe = self.recipe(values)
+        fit = {name: getattr(recipe, name) for name in ("trainable", "epochs", "batch_size", "learning_rate",
+                                                         "weight_decay", "label_smoothing", "seed")}
+        if recipe.unfrozen:
+            fit.update(fine_tune_learning_rate=recipe.fine_tune_learning_rate, augmentation=recipe.augmentation)
+        return {"backbone": self.spec.name, "head": self.head(values), **fit}
+
+    def recipe(self, values, epochs=None, warm=False):
+        """The `engine.Recipe` a trial of these values runs.
+
+        Args:
+            values: dict. From `values(hp)`.
+            epochs: int or None. Overrides the search's epochs (Hyperband's budget).
+            warm: bool. The trial continues a trained one (Hyperband): no head warm-up.
+        """
+        batch_size = distribute.scaled_batch_size(values["batch_size"], self.strategy, self.scale_batch)
+        return engine.Recipe(trainable=values["trainable"], epochs=epochs or self.epochs,
+                             warmup_epochs=0 if warm else None, batch_size=batch_size,
+                             learning_rate=values["learning_rate"],
+                             fine_tune_learning_rate=values["fine_tune_learning_rate"],
+                             weight_decay=values["weight_decay"], label_smoothing=values["label_smoothing"] or 0.0,
+                             augmentation=values["augmentation"] or 0.0, seed=self.seed)
 
     # --- the trial model ---
 
-    def _top(self, cut):
-        """The reference classifier above `cut`, sharing its layers: the template trial models copy."""
-        if cut not in self._tops:
-            self._tops[cut] = features.split_network(self.reference, cut, self.spec.block_pattern)[1]
-        return self._tops[cut]
+    def classifier(self, values):
+        """The classifier a trial trains: as `kft.build_classifier` builds it, with the search's backbone weights."""
+        recipe = self.recipe(values)
+        classifier = models.build_classifier(self.spec, data=self.data, head=self.head(values), pretrained=False,
+                                             **self._build_args)
+        classifier.get_layer("network").get_layer("backbone").set_weights(self.description.backbone.get_weights())
+        models.set_trainable(classifier, recipe.trainable, self.description.block_pattern,
+                             batchnorm=recipe.batchnorm_for(self.data.modality))
+        return classifier
 
-    def _head(self, values):
-        return heads.Head(units=(values["units"],) * values["depth"], dropout=values["dropout"])
+    def _part(self, classifier, cut):
+        if cut == "all":
+            return classifier.get_layer("network")
+        return features.split_network(classifier, cut, self.description.block_pattern)[1]
 
     def build(self, hp):
-        """Declares the space and returns the trial model, compiled.
+        """Declares the space and returns the trial model: the part of its classifier above its cut.
 
         Args:
             hp: HyperParameters.
-
-        Returns:
-            A `keras.Model` from the inputs at the trial's cut (a dict, as
-            `datasets` gives them) to outputs: a copy of the backbone's top N
-            blocks with their pretrained weights (`"backbone"`), `"pooling"`,
-            and a new head (`"head"`). It holds no frozen weight, so its
-            checkpoint is small.
         """
         values = self.values(hp)
-        with distribute.precision_scope(self.precision, self.strategy):
-            return self._trial_model(values)
-
-    def _trial_model(self, values):
-        keras.utils.set_random_seed(self.seed)
-        cut = values["unfreeze"]
-        template = self._top(cut)
-        head = self._head(values).build(template.get_layer("head").input.shape[-1], self.data.num_classes,
-                                        self.data.task)
-
-        def clone(layer):
-            return head if layer.name == "head" else layer.__class__.from_config(layer.get_config())
-
-        model = keras.models.clone_model(template, clone_function=clone)
-        learning_rate, weight_decay = values["learning_rate"], values["weight_decay"]
-        if cut == "frozen":
-            optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-        else:
-            upper = model.get_layer("backbone")
-            upper.set_weights(template.get_layer("backbone").get_weights())
-            upper.trainable = True
-            for layer in keras_internals.flatten_layers(upper):
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False  # as in every kerasft classifier
-            factor = values["block_learning_rate"] / learning_rate
-            optimizer = training.DiscriminativeAdam({id(v): factor for v in upper.trainable_weights},
-                                                    learning_rate=learning_rate, weight_decay=weight_decay)
-        loss, metrics = _loss_and_metrics(self.data.task, values["label_smoothing"] or 0.0)
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-        # Slots made eagerly here, not lazily inside the traced train step, where TensorFlow keeps each
-        # variable's initializer graph alive after the model is gone (~1.5 MB a trial).
-        optimizer.build(model.trainable_variables)
-        return model
+        return self._part(self.classifier(values), values["trainable"])
 
     def full_model(self, hp, model):
         """Returns the raw-input classifier a trained trial model stands for.
@@ -352,145 +389,146 @@ class TransferHyperModel(keras_tuner.HyperModel):
         Returns:
             A classifier as `kft.build_classifier` makes it (same structure
             and trainable setting), with the search's backbone weights and the
-            trial's top blocks and head.
+            trial's trained part.
         """
         values = self.values(hp)
-        classifier = models.build_classifier(self.spec, data=self.data, head=self._head(values),
-                                             trainable=values["unfreeze"], **self._build_args)
-        network = classifier.get_layer("network")
-        backbone_model = network.get_layer("backbone")
-        backbone_model.set_weights(self.reference.get_layer("network").get_layer("backbone").get_weights())
-        if values["unfreeze"] != "frozen":
-            for layer in model.get_layer("backbone").layers:
-                if layer.weights:
-                    backbone_model.get_layer(layer.name).set_weights(layer.get_weights())
-        network.get_layer("head").set_weights(model.get_layer("head").get_weights())
+        classifier = self.classifier(values)
+        self._part(classifier, values["trainable"]).set_weights(model.get_weights())
         return classifier
 
     # --- training ---
 
+    @property
+    def inputs(self):
+        """The `engine.Inputs` every trial reads: each cut of the space computed once (on first use)."""
+        if self._inputs is None:
+            augmented = any(_discrete(self.rules.get("augmentation", 0.0)))
+            self._inputs = engine.Inputs(self.reference, self.data, cuts=self.cuts, augmented=augmented,
+                                         cache_directory=self.cache_directory, spill_directory=self.spill_directory,
+                                         block_pattern=self.description.block_pattern, verbose=self.verbose)
+        return self._inputs
+
     def fit(self, hp, model, *args, **kwargs):
-        """Trains a trial model on the train split's inputs at its cut and scores it on validation.
+        """Runs the trial's recipe on its model and returns the final model's metrics.
 
         Args:
             hp: HyperParameters. The trial's.
             model: keras.Model. From `build(hp)`.
             *args: none: the data comes from the TaskData.
-            **kwargs: passed to `model.fit` (`callbacks`, `epochs`,
-                `initial_epoch`, `verbose`, ...).
+            **kwargs: `callbacks` (KerasTuner's own are handled here, the others
+                reach every phase), and Hyperband's `epochs`/`initial_epoch`.
 
         Returns:
-            The `keras.callbacks.History`.
+            A dict: `val_loss`, `val_<metric>` of the final (restored) model on the
+            validation split, and `loss`, `<metric>` of its best epoch.
         """
         if args:
             raise TuningError("TransferHyperModel.fit takes its data from the TaskData it was made with; "
                               f"pass only keyword arguments (callbacks, epochs, ...). Received {len(args)} "
                               "positional arguments.")
         values = self.values(hp)
-        batch_size = distribute.scaled_batch_size(values["batch_size"], self.strategy, self.scale_batch)
-        train, validation = self.datasets(values["unfreeze"], batch_size, values["augmentation"] or 0.0)
-        kwargs.setdefault("epochs", self.epochs)
-        kwargs.setdefault("verbose", 0)
-        with distribute.training_scope(self.strategy):
-            return model.fit(train, validation_data=validation, shuffle=False, **kwargs)
-
-    @property
-    def feature_cache(self):
-        """The `FeatureCache` of every cut in the space, computed on first use (None when uncached)."""
-        if self.cached and self._cache is None:
-            self._cache = features.FeatureCache(self.reference, self.data, cuts=self.cuts,
-                                                directory=self.cache_directory,
-                                                spill_directory=self.spill_directory,
-                                                block_pattern=self.spec.block_pattern, verbose=self.verbose)
-        return self._cache
-
-    def datasets(self, cut, batch_size, augmentation=0.0):
-        """Returns the `(train, validation)` datasets a trial fits on: inputs at its cut, and targets.
-
-        Args:
-            cut: str. The trial's `unfreeze` value.
-            batch_size: int. Training batch size (validation batches hold 64).
-            augmentation: float. Image or audio augmentation strength (uncached path only).
-        """
-        if self.cached:
-            train = self.feature_cache.dataset(cut, "train", batch_size, shuffle=True, seed=self.seed)
-            validation = self.feature_cache.dataset(cut, "validation", 64)
-        else:
-            if cut not in self._bottoms:
-                self._bottoms[cut] = features.Bottom(self.reference, [cut], self.spec.block_pattern)
-            bottom = self._bottoms[cut]
-            size = self.data.size("train")
-            # Same order as the cached path: a seeded shuffle of the whole split.
-            train = (self._preprocessed_split("train").unbatch()
-                     .apply(tf.data.experimental.assert_cardinality(size))
-                     .shuffle(size, seed=self.seed).batch(batch_size))
-            if augmentation:
-                augmenter = augment.augmenter(self.reference, augmentation, self.seed)
-                train = train.map(lambda x, y: (augmenter(x), y))  # sequential: a seed repeats a run
-            train = bottom.map(train, cut).prefetch(tf.data.AUTOTUNE)
-            validation = bottom.map(self._preprocessed_split("validation"), cut).prefetch(tf.data.AUTOTUNE)
-        return self._targets(train), self._targets(validation)
-
-    def _preprocessed_split(self, split):
-        """A split preprocessed once for every trial (tf.data's cache is shared by datasets built on it)."""
-        if split not in self._preprocessed:
-            self._preprocessed[split] = features.preprocess(self.reference, getattr(self.data, split), 64,
-                                                            num_examples=self.data.size(split))
-        return self._preprocessed[split]
-
-    def _targets(self, dataset):
-        task, num_classes = self.data.task, self.data.num_classes
-        if task in ("multiclass", "binary"):
-            return dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), num_classes)))
-        return dataset.map(lambda x, y: (x, tf.cast(y, "float32")))
+        warm = "tuner/trial_id" in hp.values  # Hyperband continues a trained trial
+        budget = kwargs["epochs"] - kwargs.get("initial_epoch", 0) if "tuner/epochs" in hp.values else None
+        recipe = self.recipe(values, epochs=budget, warm=warm)
+        callbacks, save = keras_internals.tuner_callbacks(kwargs.get("callbacks", []))
+        loss, metrics = heads.loss_and_metrics(self.data.task, recipe.label_smoothing)
+        history, self.notes = engine.train(
+            model, self.inputs, recipe, self.data.modality, self.data.task,
+            block_pattern=self.description.block_pattern, class_weight=engine.class_weight(recipe.class_weight,
+                                                                                          self.data),
+            loss=loss, metrics=metrics, callbacks=callbacks, deadline=self.deadline, strategy=self.strategy,
+            log=_print if self.verbose > 1 else None)
+        if save is not None:
+            save(model)
+        self.epochs_run = len(history.history.get("phase", []))
+        return _final_metrics(model, self.inputs, recipe, loss, metrics, history)
 
 
-def _loss_and_metrics(task, label_smoothing):
-    """The trial's loss: one-hot targets for classification, so labels can be smoothed."""
-    if task in ("multiclass", "binary"):
-        return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                [keras.metrics.CategoricalAccuracy(name="accuracy")])
-    if task == "multilabel":
-        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
-                [keras.metrics.BinaryAccuracy(name="accuracy")])
-    return heads.loss_and_metrics(task)
+def _cost_order(cut):
+    """Cheapest first: frozen, top:1, top:2, ..., all."""
+    depth = models.parse_trainable(cut)
+    return math.inf if depth is None else depth
+
+
+def _final_metrics(part, inputs, recipe, loss, metrics, history):
+    """The validation metrics of the model as it ends (restored, maybe rolled back) and its best epoch's training
+    metrics: what KerasTuner ranks, and what `kft.fine_tune` with the same recipe ends with."""
+    _, validation = inputs.datasets(recipe.trainable, recipe.batch_size, recipe.seed)
+    if not recipe.unfrozen or history.history["phase"][-1] == 1:
+        part = engine.head_part(part)
+        _, validation = inputs.datasets("frozen", recipe.batch_size, recipe.seed)
+    targets, predictions = [], []
+    for x, y in validation:
+        predictions.append(keras.ops.convert_to_numpy(part(x, training=False)))
+        targets.append(y.numpy())
+    targets, predictions = np.concatenate(targets), np.concatenate(predictions)
+    metric = metrics[0]
+    metric.reset_state()
+    metric.update_state(targets, predictions)
+    name = metric.name
+    final = {"val_loss": float(keras.ops.convert_to_numpy(loss(targets, predictions))),
+             f"val_{name}": float(keras.ops.convert_to_numpy(metric.result()))}
+    losses = history.history.get("val_loss", [])
+    best = int(np.nanargmin(losses)) if losses else -1
+    for key in ("loss", name):
+        final[key] = float(history.history[key][best]) if history.history.get(key) else float("nan")
+    return final
+
+
+def _print(message):
+    print(message, flush=True)
 
 
 # === The tuners ===
 
 
 class _TransferTuner(keras_internals.TunerHooks):
-    """What kerasft adds to a KerasTuner tuner: full classifiers back, a line per trial, result files,
-    best-epoch checkpoints without optimizer slots."""
+    """What kerasft adds to a KerasTuner tuner: full classifiers back, a line per trial with what remains,
+    a time budget, result files, trial checkpoints without optimizer slots."""
 
-    def __init__(self, *args, verbose=1, **kwargs):
-        self._verbose = verbose
-        self._started, self._epochs = {}, {}
+    def __init__(self, *args, deadline=None, verbose=1, **kwargs):
+        self._verbose, self._deadline = verbose, deadline
+        self._started, self._seconds = {}, {}
+        self._search_started = time.monotonic()
         super().__init__(*args, **kwargs)
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
-        self._started[trial.trial_id] = time.time()
-
-    def run_trial(self, trial, *args, **kwargs):
-        histories = super().run_trial(trial, *args, **kwargs)
-        self._epochs[trial.trial_id] = sum(len(h.epoch) for h in histories)
-        return histories
+        self._started[trial.trial_id] = time.monotonic()
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
+        seconds = time.monotonic() - self._started.pop(trial.trial_id, time.monotonic())
+        self._seconds[trial.trial_id] = seconds
         record = {
-            "seconds": round(time.time() - self._started.pop(trial.trial_id, time.time()), 3),
-            "epochs": self._epochs.pop(trial.trial_id, 0),
-            "features": "cached" if self.hypermodel.cached else "recomputed",
+            "seconds": round(seconds, 3),
+            "epochs": getattr(self.hypermodel, "epochs_run", None),
+            "features": "cached" if self.hypermodel.inputs.cache else "recomputed",
             "tuner_id": self.tuner_id,  # which worker of a distributed search ran it
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         paths.write_atomic(Path(self.get_trial_dir(trial.trial_id)) / "kerasft_trial.json", json.dumps(record))
-        rows = _rows(self.project_dir, self.hypermodel.rules, self.oracle.objective.name)
+        rows = report.search_rows(self.project_dir, self.hypermodel.rules, self.oracle.objective.name)
+        self._stop_if_out_of_time()
         if self._verbose:
-            print(_trial_line(rows, trial, self.oracle.objective), flush=True)
-        _write_tables(self.project_dir, rows)
+            print(_trial_line(rows, trial, self.oracle.objective) + " | " + self._eta(rows), flush=True)
+        report.write_search_tables(self.project_dir, rows)
+
+    def _stop_if_out_of_time(self):
+        """No trial starts that would likely overrun the time limit (estimated from the trials done)."""
+        if self._deadline is None or not self._seconds:
+            return
+        if time.monotonic() + float(np.mean(list(self._seconds.values()))) > self._deadline:
+            self.oracle.max_trials = len(self.oracle.trials)  # the oracle then stops the search
+            self.stopped_for_time = True
+
+    def _eta(self, rows):
+        elapsed = time.monotonic() - self._search_started
+        planned = self.oracle.max_trials or len(rows)
+        left = max(0, planned - len(rows)) * float(np.mean(list(self._seconds.values())))
+        if self._deadline is not None:
+            left = min(left, max(0.0, self._deadline - time.monotonic()))
+        return f"{len(rows)}/{planned} trials, {elapsed:.0f} s elapsed, about {left:.0f} s left"
 
     def building(self):
         return _no_optimizer_slots_warning()  # Hyperband loads the checkpoint of the trial it continues here
@@ -503,54 +541,21 @@ class _TransferTuner(keras_internals.TunerHooks):
 
 @contextlib.contextmanager
 def _no_optimizer_slots_warning():
-    """Silences Keras' note that a checkpoint holds no optimizer slots (`keras_internals.SaveBestWeights`)."""
+    """Silences Keras' note that a checkpoint holds no optimizer slots (`keras_internals.tuner_callbacks`)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         yield
+
+
+class _Tuner(_TransferTuner, keras_tuner.Tuner):
+    """A tuner over any oracle (kerasft's successive halving, KerasTuner's random search or Bayesian optimization)."""
 
 
 class _Hyperband(_TransferTuner, keras_tuner.Hyperband):
     pass
 
 
-class _RandomSearch(_TransferTuner, keras_tuner.RandomSearch):
-    pass
-
-
-class _BayesianOptimization(_TransferTuner, keras_tuner.BayesianOptimization):
-    pass
-
-
-_TUNERS = {"hyperband": _Hyperband, "random": _RandomSearch, "bayesian": _BayesianOptimization}
-
-
-# === Results ===
-
-
-def _rows(project_dir, rules, objective):
-    """One row per trial found in the directory: id, status, hyperparameters, objective, epochs, time."""
-    rows = []
-    trials = [keras_tuner.engine.trial.Trial.load(str(p)) for p in Path(project_dir).glob("trial_*/trial.json")]
-    # Ids are numbers, zero-padded to the digits of max_trials, which a resumed search may change.
-    for trial in sorted(trials, key=lambda t: int(t.trial_id)):
-        extra_path = Path(project_dir) / f"trial_{trial.trial_id}" / "kerasft_trial.json"
-        extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
-        hps = trial.hyperparameters
-        row = {"trial": trial.trial_id, "status": trial.status}
-        for name in rules:
-            row[name] = hps.values.get(name) if name in hps.values and hps.is_active(name) else None
-        row[objective] = trial.score
-        row.update({key: extra.get(key) for key in ("epochs", "seconds", "features", "peak_rss_mb")})
-        rows.append(row)
-    return rows
-
-
-def _format(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+TUNERS = ("halving", "hyperband", "random", "bayesian")
 
 
 def _trial_line(rows, trial, objective):
@@ -558,8 +563,8 @@ def _trial_line(rows, trial, objective):
     row = next(r for r in rows if r["trial"] == trial_id)
     names = [k for k in row if k not in ("trial", "status", objective.name, "epochs", "seconds", "features",
                                          "peak_rss_mb") and row[k] is not None]
-    settings = " ".join(f"{k}={_format(row[k])}" for k in names)
-    time_taken = f"{row['epochs']} epochs, {row['seconds']:.1f}s, {row['features']} features"
+    settings = " ".join(f"{k}={report.format_value(row[k])}" for k in names)
+    time_taken = f"{row['seconds']:.1f}s, {row['features']} features"
     if row["status"] != "COMPLETED" or row[objective.name] is None:
         reason = (trial.message or "").strip().splitlines()[-1:] or ["no objective value"]
         return f"trial {trial_id} {row['status']} | {settings} | {time_taken} | {reason[0]}"
@@ -569,41 +574,7 @@ def _trial_line(rows, trial, objective):
             f"| {time_taken}")
 
 
-def _markdown(rows):
-    if not rows:
-        return "(no trials yet)\n"
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_format(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _write_tables(project_dir, rows):
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    paths.write_atomic(Path(project_dir) / "results.csv", buffer.getvalue())
-    paths.write_atomic(Path(project_dir) / "results.md", _markdown(rows))
-
-
-def _write_plot(project_dir, rows, objective):
-    """results.png: the objective of each completed trial, and the best so far."""
-    done = [r for r in rows if r["status"] == "COMPLETED" and r[objective.name] is not None]
-    figure = report.new_figure((7, 4))
-    axes = figure.add_subplot()
-    trials = [r["trial"] for r in done]
-    scores = [r[objective.name] for r in done]
-    best = np.maximum.accumulate(scores) if objective.direction == "max" else np.minimum.accumulate(scores)
-    axes.plot(range(len(done)), scores, "o", label=objective.name)
-    axes.step(range(len(done)), best, where="post", label="best so far")
-    axes.set_xticks(range(len(done)), trials, rotation=90 if len(done) > 15 else 0)
-    axes.set_xlabel("trial")
-    axes.set_ylabel(objective.name)
-    axes.legend()
-    figure.tight_layout()
-    report.save_figure(figure, Path(project_dir) / "results.png")
+# === Results ===
 
 
 class Search:
@@ -643,14 +614,21 @@ class Search:
         return [self.tuner.load_model(trial) for trial in self._best_trials(k)]
 
     def best_hyperparameters(self, k=1):
-        """Returns the k best trials' hyperparameters as dicts (active ones only), best first.
+        """Returns the k best trials' recipes, best first, as `kft.fine_tune`'s keyword arguments.
+
+        Each dict also names the `backbone` and the `head` (`kft.Head`) the recipe was
+        found for, which `fine_tune` checks against the model it is given:
+
+        ```python
+        hp = search.best_hyperparameters(1)[0]
+        model = kft.build_classifier(hp["backbone"], data=data, head=hp["head"], seed=hp["seed"])
+        kft.fine_tune(model, data, **hp)   # the same recipe as the trial: the same validation score
+        ```
 
         Args:
             k: int. How many (at most the completed trials).
         """
-        return [{name: value for name, value in trial.hyperparameters.values.items()
-                 if not name.startswith("tuner/") and trial.hyperparameters.is_active(name)}
-                for trial in self._best_trials(k)]
+        return [self.hypermodel.hyperparameters(trial.hyperparameters) for trial in self._best_trials(k)]
 
     def results(self):
         """Returns one dict per trial, in trial order.
@@ -660,7 +638,7 @@ class Search:
         trial), `seconds`, `features` (`"cached"` or `"recomputed"`) and
         `peak_rss_mb` (the process's peak memory when the trial ended).
         """
-        return _rows(self.directory, self.hypermodel.rules, self.objective.name)
+        return report.search_rows(self.directory, self.hypermodel.rules, self.objective.name)
 
     def summary(self):
         """Returns the results table (Markdown) with the best trial and where the files are."""
@@ -671,14 +649,179 @@ class Search:
         if done:
             best = self.tuner.oracle.get_best_trials(1)[0]
             lines.append(f"Best: trial {best.trial_id}, {self.objective.name}={best.score:.4f}.")
-        lines += ["", _markdown(rows), f"Files: results.md, results.csv, results.png in {self.directory}."]
+        lines += ["", report.markdown_rows(rows), f"Files: results.md, results.csv, results.png in {self.directory}."]
         return "\n".join(lines)
 
     def __str__(self):
         return self.summary()
 
 
+
+
 # === tune() ===
+
+
+def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, directory="runs", project_name=None,
+         overwrite=False, cache_features=True, space=None, objective="val_accuracy", epochs=None, seed=0,
+         strategy=None, precision="auto", scale_batch=False, pretrained=True, image_size=None, sequence_length=None,
+         callbacks=None, verbose=1):
+    """Searches heads, unfreeze depths and training settings of a backbone on a TaskData with KerasTuner.
+
+    Every trial runs `kft.fine_tune`'s recipe with its hyperparameters, on the
+    frozen bottoms' outputs computed once for all trials (see the module
+    docstring). The default space: `trainable` (`frozen`, `top:1`, `top:2`),
+    head `depth` (0-2) and `units`, `dropout`, `learning_rate` (log),
+    `fine_tune_learning_rate` (log, for unfrozen trials), `weight_decay`,
+    `label_smoothing`, `batch_size`, and for images and audio `augmentation`
+    (unfrozen trials; their phase 2 recomputes the bottom per pass).
+
+    Args:
+        data: TaskData. Trials train on `train` and are scored on `validation`.
+        backbone: str or BackboneSpec. A name from `kft.backbones.names()`, etc.
+        tuner: str. `"halving"` (successive halving over unfreeze depths, cheap
+            frozen trials first: `kerasft.halving`), `"hyperband"` (its reduction
+            factor is chosen so that its schedule fits `max_trials`), `"random"`
+            or `"bayesian"`.
+        max_trials: int. Trials to run, in total over resumed runs.
+        time_limit: float or None. Seconds the search may take: no trial starts
+            that would likely overrun it (estimated from the trials done), the
+            running one stops its epochs in time, and the trials done are kept.
+        directory: str or Path. Where searches are kept.
+        project_name: str or None. The search's folder in `directory`
+            (default: `<data>_<backbone>_<tuner>`).
+        overwrite: bool. Delete an existing search there first; False resumes
+            it (completed trials are kept, an interrupted one runs again).
+        cache_features: bool, "disk", str or Path. True: keep the frozen
+            bottoms' outputs in memory (a cut too big for memory goes to
+            `<search>/features`); "disk": on disk in `<search>/features`, so a
+            resumed search reuses them; a folder: on disk there.
+        space: dict or None. Narrows or replaces the default space, e.g.
+            `{"trainable": "frozen", "units": [128, 256], "learning_rate": (1e-3, 1e-1, "log")}`.
+        objective: str or keras_tuner.Objective. A logged metric:
+            `val_accuracy`, `val_loss`, `accuracy`, `loss` (regression:
+            `val_mae`, `mae`, ...).
+        epochs: int or None. Most epochs of a trial's last phase (None: until
+            validation stops improving, as `fine_tune`); Hyperband's most (default 10).
+        seed: int. Seeds the tuner, the classifiers' initialization and the shuffles.
+        strategy: tf.distribute.Strategy or None. Trials build and train under
+            it (`kft.distribute.strategy()`); batch sizes are global. To
+            spread trials over machines instead, use KerasTuner's chief/worker
+            mode: `kft.distribute.tuning_env`.
+        precision: str. Dtype policy of the models (see `kft.build_classifier`).
+        scale_batch: bool. Multiply each trial's batch size by the replica count.
+        pretrained: bool. Load the backbone's pretrained weights.
+        image_size: tuple or None. As `kft.build_classifier`.
+        sequence_length: int or None. As `kft.build_classifier`.
+        callbacks: list or None. Extra Keras callbacks for every trial.
+        verbose: int. 0 silent; 1 a line per trial with what remains of the
+            search; 2 also every trial's epochs.
+
+    Returns:
+        A `Search`: `best_models(k)`, `best_hyperparameters(k)`, `results()`, `summary()`.
+
+    Example:
+    >>> search = kft.tune(data, backbone="minilm_l6", time_limit=300, directory="runs/bbc")
+    >>> print(search.summary())
+    """
+    # === Arguments, before any work ===
+    start = time.monotonic()
+    if tuner not in TUNERS:
+        raise TuningError(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
+    if not _is_int(max_trials) or max_trials < 1:
+        raise TuningError(f"max_trials must be an integer >= 1. Received: max_trials={max_trials!r}")
+    if epochs is not None and (not _is_int(epochs) or epochs < 1):
+        raise TuningError(f"epochs must be None or an integer >= 1. Received: epochs={epochs!r}")
+    if time_limit is not None and (not _is_number(time_limit) or not time_limit > 0):
+        raise TuningError(f"time_limit is a number of seconds > 0. Received: time_limit={time_limit!r}")
+    if not hasattr(data, "fingerprint"):
+        raise TuningError(f"tune needs a kft TaskData (from kft.data or kft.samples). Received: {type(data).__name__}")
+    if data.size("validation") == 0:
+        raise TuningError(f"tune scores trials on the validation split, and {data.name!r} has none. "
+                          "Load the data with a validation_split > 0.")
+    spec = backbones.get(backbone)
+    if not backbones.takes(spec, data.modality):
+        raise TuningError(f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality}. "
+                          f"Pick one of kft.backbones.names({data.modality!r}).")
+    objective = _objective(objective, data.task)
+    if cache_features is False or not (isinstance(cache_features, (bool, str))
+                                       or isinstance(cache_features, os.PathLike)):
+        raise TuningError('cache_features must be True, "disk" or a folder (trials that augment recompute their '
+                          f"inputs by themselves). Received: cache_features={cache_features!r}")
+    rules = search_space(space, data.modality, data.task)  # blocks: checked once built
+    project_name = project_name or f"{backbones.short_name(data.name)}_{backbones.short_name(spec.name)}_{tuner}"
+    project_dir = Path(directory) / project_name
+    distributed = keras_internals.has_chief_oracle()
+    deadline = None if time_limit is None else start + time_limit
+
+    lock = contextlib.nullcontext() if distributed else _search_lock(Path(directory) / f"{project_name}.lock", verbose)
+    with lock:
+        if overwrite and not distributed:
+            shutil.rmtree(project_dir, ignore_errors=True)
+        key = {"backbone": spec.name, "data": data.fingerprint(), "task": data.task, "classes": data.class_names,
+               "tuner": tuner, "objective": str(getattr(objective, "name", objective)), "epochs": epochs,
+               "space": json.loads(json.dumps(rules))}
+        _check_directory(project_dir, key)  # before the backbone loads
+
+        # === The backbone, once; then the full key ===
+        hypermodel = TransferHyperModel(
+            data, spec, space=space,
+            cache_features=project_dir / "features" if cache_features == "disk" else cache_features,
+            spill_directory=project_dir / "features", epochs=epochs, seed=seed, pretrained=pretrained,
+            image_size=image_size, sequence_length=sequence_length, strategy=strategy, precision=precision,
+            scale_batch=scale_batch, deadline=deadline, verbose=verbose)
+        bottom_key = features.cache_key(hypermodel.reference, data, "frozen")
+        key.update({name: bottom_key[name] for name in ("architecture", "weights", "preprocessing")})
+        _check_directory(project_dir, key)
+        project_dir.mkdir(parents=True, exist_ok=True)
+        if not (project_dir / "kerasft_search.json").exists():
+            paths.write_atomic(project_dir / "kerasft_search.json", json.dumps(key, indent=1))
+
+        # === KerasTuner ===
+        search_tuner = _make_tuner(tuner, hypermodel, objective, max_trials, epochs, seed, directory, project_name,
+                                   strategy, deadline, verbose)
+        done = sum(t.status == "COMPLETED" for t in getattr(search_tuner.oracle, "trials", {}).values())
+        if verbose and done:
+            print(f"kerasft: resuming {project_dir}: {done} trials completed, up to {max_trials} in all", flush=True)
+        search_tuner.search(callbacks=list(callbacks or []), verbose=0 if verbose < 2 else 1)
+
+    search = Search(search_tuner)
+    rows = search.results()
+    report.write_search_tables(project_dir, rows)
+    report.plot_search(project_dir, rows, search.objective)
+    if verbose and deadline is not None:
+        finished = sum(r["status"] == "COMPLETED" for r in rows)
+        cut = " (the time limit stopped it)" if getattr(search_tuner, "stopped_for_time", False) else ""
+        print(f"kerasft: search ended after {time.monotonic() - start:.0f} s of {time_limit:g}: {finished} of "
+              f"{max_trials} trials completed{cut}", flush=True)
+    return search
+
+
+def _make_tuner(tuner, hypermodel, objective, max_trials, epochs, seed, directory, project_name, strategy, deadline,
+                verbose):
+    kwargs = dict(hypermodel=hypermodel, directory=str(directory), project_name=project_name, overwrite=False,
+                  distribution_strategy=strategy, deadline=deadline, verbose=verbose)
+    if tuner == "hyperband":
+        epochs = epochs or 10
+        factor, planned = _hyperband_factor(epochs, max_trials)
+        search_tuner = _Hyperband(objective=objective, seed=seed, max_epochs=epochs, factor=factor,
+                                  hyperband_iterations=math.ceil(max_trials / planned), **kwargs)
+        search_tuner.oracle.max_trials = max_trials  # Hyperband has no max_trials of its own
+        if verbose and planned > max_trials:
+            print(f"kerasft: Hyperband's schedule for {epochs} epochs has {planned} trials at best (factor "
+                  f"{factor}); max_trials={max_trials} stops it early", flush=True)
+        return search_tuner
+    if tuner == "halving":
+        depths = hypermodel.cuts
+        oracle = halving.SuccessiveHalvingOracle(objective=objective, max_trials=max_trials, depths=depths,
+                                                 sample=hypermodel.sample, deepen=hypermodel.deepen, seed=seed)
+        if verbose:
+            print("kerasft: successive halving over " + ", ".join(
+                f"{size} trials at {depth}" for size, depth in zip(oracle.sizes, depths)), flush=True)
+    elif tuner == "random":
+        oracle = keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=max_trials, seed=seed)
+    else:
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective=objective, max_trials=max_trials, seed=seed)
+    return _Tuner(oracle=oracle, **kwargs)
 
 
 def _hyperband_factor(epochs, max_trials):
@@ -771,132 +914,3 @@ def _check_directory(project_dir, key):
         )
 
 
-def tune(data, backbone, tuner="hyperband", max_trials=10, directory="runs", project_name=None, overwrite=False,
-         cache_features=True, space=None, objective="val_accuracy", epochs=10, seed=0, strategy=None,
-         precision="auto", scale_batch=False, pretrained=True, image_size=None, sequence_length=None,
-         callbacks=None, verbose=1):
-    """Searches heads, unfreeze depths and training settings of a backbone on a TaskData with KerasTuner.
-
-    Each trial trains the classifier above its cut (`unfreeze`) on what the
-    frozen bottom outputs; with `cache_features` that is computed once for
-    all trials (see the module docstring). The default space: `unfreeze`
-    (`frozen`, `top:1`, `top:2`), head `depth` (0-2) and `units`, `dropout`,
-    `learning_rate` (log), `block_learning_rate` (log, for `top:N`),
-    `weight_decay`, `label_smoothing`, `batch_size`, and for images with
-    `cache_features=False` only, `augmentation` strength.
-
-    Args:
-        data: TaskData. Trials train on `train` and are scored on `validation`.
-        backbone: str or BackboneSpec. A name from `kft.backbones.names()`, etc.
-        tuner: str. `"hyperband"` (at most `max_trials` trials, of up to
-            `epochs` epochs; its reduction factor is chosen so that its
-            schedule fits `max_trials`), `"random"` or `"bayesian"`.
-        max_trials: int. Trials to run, in total over resumed runs.
-        directory: str or Path. Where searches are kept.
-        project_name: str or None. The search's folder in `directory`
-            (default: `<backbone>_<tuner>`).
-        overwrite: bool. Delete an existing search there first; False resumes
-            it (completed trials are kept, an interrupted one runs again).
-        cache_features: bool, "disk", str or Path. True: compute the frozen
-            bottom's outputs once, in memory (a cut too big for memory goes to
-            `<search>/features`); "disk": on disk in `<search>/features`, so a
-            resumed search reuses them; a folder: on disk there; False:
-            recompute them in every epoch (needed for image augmentation).
-        space: dict or None. Narrows or replaces the default space, e.g.
-            `{"unfreeze": "frozen", "units": [128, 256], "learning_rate": (1e-3, 1e-1, "log")}`.
-        objective: str or keras_tuner.Objective. A logged metric:
-            `val_accuracy`, `val_loss`, `accuracy`, `loss` (regression:
-            `val_mae`, `mae`, ...).
-        epochs: int. Epochs of a trial (Hyperband: its most).
-        seed: int. Seeds the tuner, random initialization and shuffling.
-        strategy: tf.distribute.Strategy or None. Trials build and train under
-            it (`kft.distribute.strategy()`); batch sizes are global. To
-            spread trials over machines instead, use KerasTuner's chief/worker
-            mode: `kft.distribute.tuning_env`.
-        precision: str. Dtype policy of the models (see `kft.build_classifier`).
-        scale_batch: bool. Multiply each trial's batch size by the replica count.
-        pretrained: bool. Load the backbone's pretrained weights.
-        image_size: tuple or None. As `kft.build_classifier`.
-        sequence_length: int or None. As `kft.build_classifier`.
-        callbacks: list or None. Extra Keras callbacks for every trial.
-        verbose: int. 0 silent; 1 a line per trial; 2 also KerasTuner's and
-            Keras' own progress output.
-
-    Returns:
-        A `Search`: `best_models(k)`, `best_hyperparameters(k)`, `results()`, `summary()`.
-
-    Example:
-    >>> search = kft.tune(data, backbone="minilm_l6", tuner="random", max_trials=10,
-    ...                   directory="runs/bbc", space={"unfreeze": "frozen"})
-    >>> print(search.summary())
-    """
-    # === Arguments, before any work ===
-    if tuner not in _TUNERS:
-        raise TuningError(f"tuner must be one of {', '.join(_TUNERS)}. Received: tuner={tuner!r}")
-    for name, value in (("max_trials", max_trials), ("epochs", epochs)):
-        if not _is_int(value) or value < 1:
-            raise TuningError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
-    if not hasattr(data, "fingerprint"):
-        raise TuningError(f"tune needs a kft TaskData (from kft.data or kft.samples). Received: {type(data).__name__}")
-    if data.size("validation") == 0:
-        raise TuningError(f"tune scores trials on the validation split, and {data.name!r} has none. "
-                          "Load the data with a validation_split > 0.")
-    spec = backbones.get(backbone)
-    if not backbones.takes(spec, data.modality):
-        raise TuningError(f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality}. "
-                          f"Pick one of kft.backbones.names({data.modality!r}).")
-    objective = _objective(objective, data.task)
-    if not (isinstance(cache_features, (bool, str)) or isinstance(cache_features, os.PathLike)):
-        raise TuningError('cache_features must be True, False, "disk" or a folder. '
-                          f"Received: cache_features={cache_features!r}")
-    rules = search_space(space, data.modality, data.task, cache_features is not False)  # blocks: checked once built
-    project_name = project_name or f"{models.short_name(spec.name)}_{tuner}"
-    project_dir = Path(directory) / project_name
-    distributed = keras_internals.has_chief_oracle()
-
-    lock = contextlib.nullcontext() if distributed else _search_lock(Path(directory) / f"{project_name}.lock", verbose)
-    with lock:
-        if overwrite and not distributed:
-            shutil.rmtree(project_dir, ignore_errors=True)
-        key = {"backbone": spec.name, "data": data.fingerprint(), "task": data.task, "classes": data.class_names,
-               "tuner": tuner, "objective": str(getattr(objective, "name", objective)), "epochs": epochs,
-               "space": json.loads(json.dumps(rules))}
-        _check_directory(project_dir, key)  # before the backbone loads
-
-        # === The backbone, once; then the full key ===
-        hypermodel = TransferHyperModel(
-            data, spec, space=space,
-            cache_features=project_dir / "features" if cache_features == "disk" else cache_features,
-            spill_directory=project_dir / "features", epochs=epochs, seed=seed, pretrained=pretrained,
-            image_size=image_size, sequence_length=sequence_length, strategy=strategy, precision=precision,
-            scale_batch=scale_batch, verbose=verbose)
-        bottom_key = features.cache_key(hypermodel.reference, data, "frozen")
-        key.update({name: bottom_key[name] for name in ("architecture", "weights", "preprocessing")})
-        _check_directory(project_dir, key)
-        project_dir.mkdir(parents=True, exist_ok=True)
-        if not (project_dir / "kerasft_search.json").exists():
-            paths.write_atomic(project_dir / "kerasft_search.json", json.dumps(key, indent=1))
-
-        # === KerasTuner ===
-        kwargs = dict(hypermodel=hypermodel, objective=objective, seed=seed, directory=str(directory),
-                      project_name=project_name, overwrite=False, distribution_strategy=strategy, verbose=verbose)
-        if tuner == "hyperband":
-            factor, planned = _hyperband_factor(epochs, max_trials)
-            search_tuner = _TUNERS[tuner](max_epochs=epochs, factor=factor,
-                                          hyperband_iterations=math.ceil(max_trials / planned), **kwargs)
-            search_tuner.oracle.max_trials = max_trials  # Hyperband has no max_trials of its own
-            if verbose and planned > max_trials:
-                print(f"kerasft: Hyperband's schedule for {epochs} epochs has {planned} trials at best (factor "
-                      f"{factor}); max_trials={max_trials} stops it early", flush=True)
-        else:
-            search_tuner = _TUNERS[tuner](max_trials=max_trials, **kwargs)
-        done = sum(t.status == "COMPLETED" for t in getattr(search_tuner.oracle, "trials", {}).values())
-        if verbose and done:
-            print(f"kerasft: resuming {project_dir}: {done} trials completed, up to {max_trials} in all", flush=True)
-        search_tuner.search(callbacks=list(callbacks or []), verbose=0 if verbose < 2 else 1)
-
-    search = Search(search_tuner)
-    rows = search.results()
-    _write_tables(project_dir, rows)
-    _write_plot(project_dir, rows, search.objective)
-    return search

@@ -55,7 +55,7 @@ returns the variables to set.
 
 if "KERASTUNER_TUNER_ID" in os.environ:
     search = kft.tune(data, backbone="minilm_l6", tuner="random", max_trials=4 if SMOKE else 20, epochs=10,
-                      directory=SEARCH_DIRECTORY, space={"unfreeze": "frozen"},
+                      directory=SEARCH_DIRECTORY, space={"trainable": "frozen"},
                       sequence_length=64 if SMOKE else 128, strategy=strategy)
     if os.environ["KERASTUNER_TUNER_ID"] == "chief":
         print(search.summary())

@@ -35,7 +35,7 @@ the search folder. Run it again and it resumes (finished trials are kept).
 
 search = kft.tune(data, backbone="minilm_l6", tuner="random", max_trials=3 if SMOKE else 10,
                   epochs=5 if SMOKE else 20, directory=SEARCH_DIRECTORY, project_name="bbc_news_frozen",
-                  space={"unfreeze": "frozen"}, sequence_length=64 if SMOKE else 256)
+                  space={"trainable": "frozen"}, sequence_length=64 if SMOKE else 256)
 print(search.summary())
 
 """

@@ -68,7 +68,7 @@ elif job == "tune":
             time.sleep(1.0)
 
     search = kft.tune(data, "tiny_bert", tuner="random", max_trials=6, epochs=3, directory=os.path.join(out, "runs"),
-                      space={"unfreeze": "frozen"}, callbacks=[Slow()], verbose=1)
+                      space={"trainable": "frozen"}, callbacks=[Slow()], verbose=1)
     if os.environ["KERASTUNER_TUNER_ID"] == "chief":
         best = search.best_models(1)[0]
         with open(os.path.join(out, "chief.json"), "w") as f:

@@ -303,8 +303,8 @@ def test_fine_tune_augments_spectrograms_in_phase_2_and_still_learns(tone_data):
 
 def test_tune_runs_every_trial_with_audio_augmentation_on_the_uncached_path(tiny_cnn, tone_data, tmp_path):
     search = kft.tune(tone_data, backbone="tiny_cnn", tuner="random", max_trials=2, epochs=2, directory=tmp_path,
-                      cache_features=False, image_size=(32, 32), verbose=0, seed=0,
-                      space={"unfreeze": "top:1", "depth": 0, "augmentation": [0.5], "batch_size": 16})
+                      image_size=(32, 32), verbose=0, seed=0,
+                      space={"trainable": "top:1", "depth": 0, "augmentation": [0.5], "batch_size": 16})
     trials = list(search.tuner.oracle.trials.values())
     assert len(trials) == 2 and all(trial.status == "COMPLETED" for trial in trials)
     (best,) = search.best_models(1)

@@ -230,7 +230,9 @@ def test_help_describes_every_flag_with_the_librarys_defaults(capsys):
     for flag, name in (("--epochs EPOCHS", "epochs"), ("--batch-size BATCH_SIZE", "batch_size"),
                        ("--learning-rate LEARNING_RATE", "learning_rate")):
         described = flat.rsplit(flag, 1)[1].split(" --", 1)[0]
-        assert f"(default: {defaults[name].default})" in described, (flag, described)
+        default = defaults[name].default
+        assert ("(default: until the validation loss stops improving)" if default is None
+                else f"(default: {default})") in described, (flag, described)
     assert "(default: minilm_l6 for text, efficientnet_lite0 for image and audio)" in flat
 
 
@@ -252,7 +254,7 @@ def test_config_file_fills_in_flags_and_the_line_wins(tiny_bert, texts_csv, tmp_
 
 def test_tune_then_ensemble_the_best(tiny_bert, texts_csv, tmp_path, capsys):
     code, out, err = run(capsys, "tune", texts_csv, "--backbone", "tiny_bert", "--tuner", "random", "--max-trials", 2,
-                         "--epochs", 2, "--space", '{"unfreeze": "frozen", "depth": 0}', "--top-k", 2,
+                         "--epochs", 2, "--space", '{"trainable": "frozen", "depth": 0}', "--top-k", 2,
                          "--directory", tmp_path / "runs", "--output", tmp_path / "export")
     assert code == 0, err
     assert "2 of 2 trials completed" in out
@@ -261,7 +263,8 @@ def test_tune_then_ensemble_the_best(tiny_bert, texts_csv, tmp_path, capsys):
     assert (tmp_path / "export" / "model.keras").exists()
     # The same search folder with another space: the library's fix, in the command line's spelling.
     code, _, err = run(capsys, "tune", texts_csv, "--backbone", "tiny_bert", "--tuner", "random", "--max-trials", 2,
-                       "--epochs", 2, "--space", '{"unfreeze": "frozen", "depth": 1}', "--directory", tmp_path / "runs")
+                       "--epochs", 2, "--space", '{"trainable": "frozen", "depth": 1}', "--directory",
+                       tmp_path / "runs")
     assert code == 2 and "Pass --overwrite to delete it" in err and "--project-name" in err
 
 

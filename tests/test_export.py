@@ -225,7 +225,7 @@ def test_a_second_export_adds_version_2_and_leaves_version_1_and_the_keras_file_
     # The top-level labels and card describe the newest export, which load() follows past the older .keras.
     assert (root / "labels.txt").read_text() == "cat\ndog\n"
     assert json.loads((root / "model_card.json").read_text())["export"]["version"] == 2
-    assert exporting.load(root).source == str(root / "2")
+    assert kft.load(root).source == str(root / "2")
 
     everything = _snapshot(root)
     with pytest.raises(exporting.ExportError, match="Version 1 already exists"):
@@ -309,8 +309,8 @@ def test_regression_serves_the_value_as_probabilities_score_and_label(tiny_bert,
 def test_multilabel_labels_the_most_probable_class(tiny_bert, text_export, tmp_path):
     model = kft.build_classifier("tiny_bert", num_classes=3, task="multilabel")
     exported = exporting.export(model, tmp_path / "model", class_names=["a", "b", "c"], formats=("keras",))
-    assert exported.version is None and not exporting._versions(exported.path)
-    predictor = exporting.load(exported.path)
+    assert exported.version is None and not exporting.versions(exported.path)
+    predictor = kft.load(exported.path)
     probabilities = predictor.predict(text_export.texts)
     labels, scores = predictor.predict_labels(text_export.texts)
     assert labels == [["a", "b", "c"][i] for i in probabilities.argmax(-1)]
@@ -325,7 +325,7 @@ def test_load_gives_the_same_predictions_from_every_text_artefact(text_export, t
     without_keras = tmp_path / "versions_only"
     shutil.copytree(root, without_keras, ignore=shutil.ignore_patterns("model.keras"))
     for source in (root, os.path.join(root, "1"), os.path.join(root, "model.keras"), without_keras):
-        predictor = exporting.load(source)
+        predictor = kft.load(source)
         assert predictor.class_names == text_export.class_names and predictor.modality == "text"
         np.testing.assert_allclose(predictor.predict(text_export.texts, batch_size=3), text_export.expected,
                                    atol=TOLERANCE)
@@ -337,7 +337,7 @@ def test_load_gives_the_same_predictions_from_every_text_artefact(text_export, t
 def test_load_takes_pixels_file_paths_and_bytes_for_every_image_artefact(image_export):
     root = image_export.exported.path
     for source in (root, os.path.join(root, "1"), os.path.join(root, "model.keras")):
-        predictor = exporting.load(source)
+        predictor = kft.load(source)
         assert predictor.class_names == image_export.class_names and predictor.modality == "image"
         np.testing.assert_allclose(predictor.predict(image_export.pixels), image_export.expected_pixels,
                                    atol=TOLERANCE)
@@ -351,8 +351,8 @@ def test_load_takes_pixels_file_paths_and_bytes_for_every_image_artefact(image_e
 
 def test_load_refuses_what_it_cannot_read(image_export, tmp_path):
     with pytest.raises(exporting.ExportError, match="Nothing to load"):
-        exporting.load(tmp_path)
-    predictor = exporting.load(os.path.join(image_export.exported.path, "1"))
+        kft.load(tmp_path)
+    predictor = kft.load(os.path.join(image_export.exported.path, "1"))
     with pytest.raises(exporting.ExportError, match="whole-number pixels 0..255"):
         predictor.predict(np.full((1, 8, 8, 3), 0.5, "float32"))
     with pytest.raises(exporting.ExportError, match=r"\(N, H, W, 3\)"):

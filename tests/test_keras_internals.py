@@ -36,8 +36,8 @@ def test_every_private_name_still_resolves():
     missing = [name for owner, name in [
         (model, "_flatten_layers"), (outputs, "_keras_history"), (model.layers[1], "_inbound_nodes"),
         (saving_lib, "save_weights_only"), (io, "write_filepath"), (io, "remove_temp_dir_with_filepath"),
-        (utils, "has_chief_oracle"), (tuner_utils, "SaveBestEpoch"), (tuner_utils.SaveBestEpoch, "_save_model"),
-        (keras_tuner.Tuner, "_build_and_fit_model"), (keras_tuner.Tuner, "_build_hypermodel"),
+        (utils, "has_chief_oracle"), (tuner_utils, "SaveBestEpoch"), (tuner_utils, "TunerCallback"),
+        (keras_tuner.Tuner, "_build_hypermodel"),
         (keras_tuner.oracles.HyperbandOracle, "_get_size"), (keras_tuner.oracles.HyperbandOracle, "_get_num_brackets"),
         (trainer, "reduce_per_replica"), (trainer.TensorFlowTrainer, "_maybe_symbolic_build"),
         (tf.distribute.get_strategy().extended, "_in_multi_worker_mode"),
@@ -54,6 +54,21 @@ def test_graph_walk_finds_a_layers_inputs_and_keywords():
     assert [t.name for t in keras_internals.node_inputs(operation, node_index)] == ["tokens", "mask"]
     assert keras_internals.producer(keras_internals.call_keyword(operation, "mask"))[0].name == "mask"
     assert keras_internals.hyperband_schedule_size(max_epochs=9, factor=3) > 1
+
+
+def test_tuner_callbacks_keeps_the_users_and_saves_where_keras_tuner_reloads(tmp_path):
+    from keras_tuner.src.engine import tuner_utils
+
+    user = keras.callbacks.History()
+    checkpoint = tuner_utils.SaveBestEpoch(keras_tuner.Objective("val_loss", "min"), str(tmp_path / "w.weights.h5"))
+    others, save = keras_internals.tuner_callbacks([user, checkpoint])
+    assert others == [user]
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    save(model)
+    copy = keras.Model.from_config(model.get_config())
+    copy.load_weights(tmp_path / "w.weights.h5")
+    assert all((a == b).all() for a, b in zip(copy.get_weights(), model.get_weights()))
 
 
 def test_vocabulary_in_config_leaves_the_callers_tokenizer_as_it_was(tiny_bert):

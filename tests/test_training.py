@@ -1,4 +1,7 @@
-"""fine_tune's two phases, its guards, and evaluate's metrics."""
+"""fine_tune's two phases on cached bottoms, its guards, time budget, BatchNorm modes, and evaluate's metrics."""
+
+import random
+import time
 
 import keras
 import numpy as np
@@ -6,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from kerasft import augment, features, training
+from kerasft import augment, engine, features, models, training
 
 
 def test_frozen_fine_tune_learns_a_separable_task(tiny_bert, tiny_text_data):
@@ -54,7 +57,7 @@ def test_text_fine_tune_on_tiny_bert_beats_chance(tiny_bert, tiny_text_data):
 
 def test_lower_blocks_get_smaller_learning_rates(tiny_bert):
     model = kft.build_classifier("tiny_bert", num_classes=2, trainable="all")
-    factors = training._layer_factors(model, layer_decay=0.5)
+    factors = engine.layer_factors(model.get_layer("network"), models.describe(model).block_pattern, 0.5)
     backbone = model.get_layer("network").get_layer("backbone")
     top = backbone.get_layer("transformer_layer_1").trainable_weights[0]
     below = backbone.get_layer("transformer_layer_0").trainable_weights[0]
@@ -66,7 +69,7 @@ def test_auto_class_weight_balances_imbalanced_data():
     images = np.zeros((40, 8, 8, 3), "uint8")
     images[:, 0, 0, 0] = np.arange(40)  # all distinct, so none is dropped as a duplicate
     data = kft.data.from_arrays(images, [0] * 30 + [1] * 10, seed=0)
-    weights = training._class_weight("auto", data, "multiclass")
+    weights = engine.class_weight("auto", data)
     assert weights[1] > 2 * weights[0]
 
 
@@ -77,7 +80,7 @@ def test_model_that_disagrees_with_the_data_is_refused(tiny_bert, tiny_text_data
 
 
 def test_augmentation_is_refused_for_text_and_outside_0_1(tiny_bert, tiny_text_data, tiny_cnn):
-    model = kft.build_classifier("tiny_bert", data=tiny_text_data)
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="top:1")
     with pytest.raises(augment.AugmentationError, match="augmentation applies to image and audio models; this one "
                                                       "takes text"):
         kft.fine_tune(model, tiny_text_data, epochs=1, augmentation=0.2, verbose=0)
@@ -151,3 +154,64 @@ def test_distillation_refuses_a_teacher_of_another_task(tiny_bert, tiny_text_dat
     teacher = kft.build_classifier("tiny_bert", num_classes=3)
     with pytest.raises(training.TrainingError, match="teacher outputs 3 classes"):
         kft.distill(teacher, "tiny_bert", tiny_text_data, epochs=1, verbose=0)
+
+
+def test_phase_two_trains_on_cached_bottoms_and_the_classifier_holds_the_result(tiny_bert, tiny_text_data):
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="top:1", seed=0)
+    kft.fine_tune(model, tiny_text_data, epochs=2, warmup_epochs=2, fine_tune_learning_rate=1e-2, patience=0,
+                  verbose=0)
+    inputs = engine.Inputs(model, tiny_text_data, cuts=["top:1"])
+    assert inputs.cache.computed == ["frozen", "top:1"]  # both phases' inputs, one pass
+    _, validation = inputs.datasets("top:1", batch_size=16, seed=0)
+    _, top = features.split_network(model, "top:1")
+    texts = np.array(list(tiny_text_data.inputs("validation")), dtype=object)
+    np.testing.assert_allclose(model.predict(texts, verbose=0), top.predict(validation, verbose=0), atol=1e-5)
+
+
+def test_batchnorm_train_adapts_unfrozen_blocks_only(tiny_image_data):
+    model = kft.build_classifier("mobilenet_v2", data=tiny_image_data, pretrained=False, image_size=(32, 32),
+                                 trainable="top:1", seed=0)
+    backbone = model.get_layer("network").get_layer("backbone")
+    stem, blocks = models.describe(model).stem, models.describe(model).blocks
+    norms = lambda layers: [l for l in layers if isinstance(l, keras.layers.BatchNormalization)]  # noqa: E731
+    top, below = norms(blocks[-1][1]), norms(stem + [l for _, ls in blocks[:-1] for l in ls])
+    before = {n.name: np.array(n.moving_mean) for n in top + below}
+    kft.fine_tune(model, tiny_image_data, epochs=1, warmup_epochs=1, patience=0, batchnorm="train", verbose=0)
+    assert all(np.array_equal(before[n.name], np.array(n.moving_mean)) for n in below)
+    assert any(not np.array_equal(before[n.name], np.array(n.moving_mean)) for n in top)
+    assert models.batchnorm_setting(model) == "train" and backbone.trainable
+    with pytest.raises(training.TrainingError, match="batchnorm must be one of .* Received: batchnorm='adapt'"):
+        kft.fine_tune(model, tiny_image_data, batchnorm="adapt", verbose=0)
+
+
+def test_time_limit_stops_before_an_epoch_that_would_overrun_and_says_so(tiny_bert, tiny_text_data):
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="top:1", seed=0)
+    start = time.monotonic()
+    history = kft.fine_tune(model, tiny_text_data, epochs=200, warmup_epochs=200, patience=0, time_limit=20,
+                            verbose=0)
+    assert time.monotonic() - start < 20 * 1.5
+    assert any(note.startswith("time limit") for note in history.notes)
+    for bad in (0, -1, "10", True):
+        with pytest.raises(training.TrainingError, match="time_limit is a number of seconds > 0"):
+            kft.fine_tune(model, tiny_text_data, time_limit=bad, verbose=0)
+
+
+def test_build_and_fine_tune_leave_the_callers_random_streams_alone(tiny_bert, tiny_text_data):
+    def draws():
+        return random.random(), np.random.random()
+
+    random.seed(5)
+    np.random.seed(5)
+    expected = draws()
+    random.seed(5)
+    np.random.seed(5)
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data, head=kft.Head(units=(4,)), seed=0)
+    kft.fine_tune(model, tiny_text_data, epochs=1, warmup_epochs=1, seed=0, verbose=0)
+    assert draws() == expected
+
+
+def test_hyperparameters_for_another_backbone_are_refused(tiny_bert, tiny_text_data):
+    model = kft.build_classifier("tiny_bert", data=tiny_text_data)
+    with pytest.raises(training.TrainingError, match="search of backbone 'minilm_l6', but the model's backbone is "
+                                                     "'tiny_bert'"):
+        kft.fine_tune(model, tiny_text_data, backbone="minilm_l6", verbose=0)

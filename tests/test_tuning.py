@@ -1,4 +1,4 @@
-"""tune(): KerasTuner searches on cached features, their results and models, resuming, and bad input."""
+"""tune(): searches whose trials are fine_tune's recipe, on cached features; results, models, resuming, bad input."""
 
 import contextlib
 import io
@@ -17,10 +17,10 @@ import kerasft as kft
 from kerasft import models, tuning
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-FROZEN = {"unfreeze": "frozen", "learning_rate": (1e-2, 5e-2, "log"), "depth": 0}
-COLUMNS = ["trial", "status", "unfreeze", "depth", "units", "dropout", "learning_rate", "block_learning_rate",
-           "weight_decay", "label_smoothing", "batch_size", "val_accuracy", "epochs", "seconds", "features",
-           "peak_rss_mb"]
+FROZEN = {"trainable": "frozen", "learning_rate": (1e-2, 5e-2, "log"), "depth": 0}
+COLUMNS = ["trial", "status", "trainable", "depth", "units", "dropout", "learning_rate", "fine_tune_learning_rate",
+           "weight_decay", "label_smoothing", "batch_size", "augmentation", "val_accuracy", "epochs", "seconds",
+           "features", "peak_rss_mb"]
 
 
 def _raw(data, split):
@@ -50,7 +50,7 @@ def test_frozen_search_beats_chance_and_reports_every_trial(image_search):
     assert "computed the features at frozen" in printed
     csv_header = (search.directory / "results.csv").read_text().splitlines()[0]
     assert csv_header.split(",") == COLUMNS
-    assert (search.directory / "results.md").read_text().startswith("| trial | status | unfreeze")
+    assert (search.directory / "results.md").read_text().startswith("| trial | status | trainable")
     assert (search.directory / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert "Best: trial" in search.summary()
 
@@ -78,7 +78,7 @@ def test_best_models_are_independent_classifiers_shaped_like_build_classifier(im
                 == tiny_image_data.labels("test")).mean()
     assert accuracy >= 0.8
     hyperparameters = search.best_hyperparameters(2)
-    assert hyperparameters[0]["unfreeze"] == "frozen" and "units" not in hyperparameters[0]  # depth 0: inactive
+    assert hyperparameters[0]["trainable"] == "frozen" and "units" not in hyperparameters[0]  # depth 0: inactive
     with pytest.raises(tuning.TuningError, match="number of completed trials"):
         search.best_models(5)
 
@@ -97,23 +97,46 @@ def test_directory_of_another_search_is_refused_before_any_work(image_search, ti
 
 
 @pytest.mark.parametrize("cut", ["frozen", "top:1"])
-def test_cached_and_recomputed_trials_compute_the_same_function(cut, tiny_bert, tiny_text_data):
-    space = {"unfreeze": cut, "depth": 1, "units": 8, "dropout": 0.0, "learning_rate": 1e-2,
-             "block_learning_rate": 1e-3, "weight_decay": 1e-4, "label_smoothing": 0.1, "batch_size": 16}
-    raw = _raw(tiny_text_data, "validation")
-    histories = {}
-    for cached in (True, False):
-        hypermodel = tuning.TransferHyperModel(tiny_text_data, "tiny_bert", space=space, cache_features=cached,
-                                               epochs=2)
-        hp = keras_tuner.HyperParameters()
-        trial_model = hypermodel.build(hp)
-        histories[cached] = hypermodel.fit(hp, trial_model).history
-        _, validation = hypermodel.datasets(cut, batch_size=16)
-        on_features = trial_model.predict(validation, verbose=0)
-        full = hypermodel.full_model(hp, trial_model)
-        assert models.trainable_setting(full) == cut
-        np.testing.assert_allclose(full.predict(raw, verbose=0), on_features, atol=1e-5)
-    np.testing.assert_allclose(histories[True]["val_loss"], histories[False]["val_loss"], rtol=1e-4)
+def test_a_trial_model_on_cached_inputs_computes_what_its_full_classifier_computes(cut, tiny_bert, tiny_text_data):
+    space = {"trainable": cut, "depth": 1, "units": 8, "dropout": 0.0, "learning_rate": 1e-2,
+             "fine_tune_learning_rate": 1e-3, "weight_decay": 1e-4, "label_smoothing": 0.1, "batch_size": 16}
+    hypermodel = tuning.TransferHyperModel(tiny_text_data, "tiny_bert", space=space, epochs=2)
+    hp = keras_tuner.HyperParameters()
+    trial_model = hypermodel.build(hp)
+    metrics = hypermodel.fit(hp, trial_model)
+    assert set(metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    _, validation = hypermodel.inputs.datasets(cut, batch_size=16, seed=0)
+    on_cached_inputs = trial_model.predict(validation, verbose=0)
+    full = hypermodel.full_model(hp, trial_model)
+    assert models.trainable_setting(full) == cut
+    np.testing.assert_allclose(full.predict(_raw(tiny_text_data, "validation"), verbose=0), on_cached_inputs,
+                               atol=1e-5)
+
+
+def test_fine_tune_with_the_best_hyperparameters_retrains_the_best_trial(tiny_bert, tiny_text_data, tmp_path):
+    """Recipe identity: a trial IS fine_tune's recipe, so its hyperparameters give its validation score back."""
+    search = kft.tune(tiny_text_data, "tiny_bert", max_trials=4, epochs=3, directory=tmp_path, verbose=0,
+                      space={"learning_rate": (1e-2, 1e-1, "log"), "trainable": ["frozen", "top:1"]})
+    best = search.tuner.oracle.get_best_trials(1)[0]
+    hp = search.best_hyperparameters(1)[0]
+    assert set(hp) >= {"backbone", "head", "trainable", "learning_rate", "batch_size", "seed"}
+    model = kft.build_classifier(hp["backbone"], data=tiny_text_data, head=hp["head"], seed=hp["seed"])
+    kft.fine_tune(model, tiny_text_data, verbose=0, **hp)
+    assert abs(kft.evaluate(model, tiny_text_data.validation)["accuracy"] - best.score) <= 1e-4
+    other = kft.build_classifier(hp["backbone"], data=tiny_text_data, head=kft.Head(units=(7,)), seed=hp["seed"])
+    with pytest.raises(kft.training.TrainingError, match=r"hyperparameters are for a head Head\(units="):
+        kft.fine_tune(other, tiny_text_data, verbose=0, **hp)
+
+
+def test_halving_runs_cheap_frozen_trials_first_and_promotes_the_best_deeper(tiny_bert, tiny_text_data, tmp_path):
+    search = kft.tune(tiny_text_data, "tiny_bert", max_trials=5, epochs=2, directory=tmp_path, verbose=0,
+                      space={"learning_rate": (1e-2, 1e-1, "log")})
+    rows = search.results()
+    assert [row["trainable"] for row in rows] == ["frozen"] * 3 + ["top:1", "top:2"]
+    frozen = sorted(rows[:3], key=lambda row: -row["val_accuracy"])
+    for row in rows[3:]:  # the best frozen configuration, one depth deeper each time
+        assert {k: row[k] for k in ("learning_rate", "dropout", "batch_size")} == {
+            k: frozen[0][k] for k in ("learning_rate", "dropout", "batch_size")}
 
 
 def test_hyperband_continues_a_trial_from_its_small_checkpoint(tiny_bert, tiny_text_data, tmp_path):
@@ -155,7 +178,7 @@ def test_search_killed_mid_way_resumes_without_rerunning_finished_trials(tiny_be
     (tmp_path / "data.json").write_text(json.dumps([texts, labels]))
     (tmp_path / "args.txt").write_text(repr(args))  # keeps the space's range tuples
     (tmp_path / "search.py").write_text(SEARCH_SCRIPT.format(tests=TESTS))
-    project = tmp_path / "runs" / "tiny_bert_random"
+    project = tmp_path / "runs" / "arrays_tiny_bert_random"
     with open(tmp_path / "search.log", "w") as log:
         process = subprocess.Popen([sys.executable, str(tmp_path / "search.py"), str(tmp_path / "data.json"),
                                     str(tmp_path / "args.txt")], stdout=log, stderr=subprocess.STDOUT)
@@ -189,8 +212,9 @@ def test_search_killed_mid_way_resumes_without_rerunning_finished_trials(tiny_be
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_trials": 0}, "max_trials must be an integer >= 1"),
-    ({"epochs": 0}, "epochs must be an integer >= 1"),
-    ({"tuner": "grid"}, "tuner must be one of hyperband, random, bayesian"),
+    ({"epochs": 0}, "epochs must be None or an integer >= 1"),
+    ({"time_limit": -5}, "time_limit is a number of seconds > 0"),
+    ({"tuner": "grid"}, "tuner must be one of halving, hyperband, random, bayesian"),
     ({"objective": "val_auc"}, "not logged by a trial .* val_accuracy"),
     ({"objective": "val_mae"}, "not logged by a trial of a binary search"),
     ({"space": {"dropout": (0.6, 0.2)}}, "contradictory: its min 0.6 exceeds its max 0.2"),
@@ -198,10 +222,11 @@ def test_search_killed_mid_way_resumes_without_rerunning_finished_trials(tiny_be
     ({"space": {"weight_decay": (0.0, 1e-2, "log")}}, "log scale, so its min must be > 0"),
     ({"space": {"colour": "red"}}, "Unknown hyperparameter 'colour'"),
     ({"space": {"augmentation": 0.1}}, "augmentation applies to images and audio only"),
-    ({"space": {"unfreeze": "all"}}, '"frozen" or "top:N"'),
+    ({"space": {"trainable": "top:0"}}, '"frozen", "top:N" with N >= 1, or "all"'),
     ({"space": {"batch_size": (8, 64.0)}}, "an integer >= 1"),
     ({"space": ["frozen"]}, "space must be a dict"),
     ({"cache_features": 3}, "cache_features must be"),
+    ({"cache_features": False}, "trials that augment recompute their inputs by themselves"),
 ])
 def test_bad_arguments_are_refused_before_any_work(kwargs, message, tiny_bert, tiny_text_data, tmp_path):
     with pytest.raises(tuning.TuningError, match=message):
@@ -211,12 +236,10 @@ def test_bad_arguments_are_refused_before_any_work(kwargs, message, tiny_bert, t
 
 def test_space_and_data_that_do_not_fit_the_backbone_are_refused(tiny_bert, tiny_text_data, tmp_path):
     with pytest.raises(tuning.TuningError, match="top:5.*has 2 blocks"):
-        kft.tune(tiny_text_data, "tiny_bert", directory=tmp_path, space={"unfreeze": ["frozen", "top:5"]})
+        kft.tune(tiny_text_data, "tiny_bert", directory=tmp_path, space={"trainable": ["frozen", "top:5"]})
     with pytest.raises(tuning.TuningError, match="validation split, and 'arrays' has none"):
         kft.tune(tiny_text_data.subset(validation=0), "tiny_bert", directory=tmp_path)
-    with pytest.raises(tuning.TuningError, match="cannot use the feature cache: pass cache_features=False"):
-        tuning.search_space({"augmentation": 0.2}, modality="image", cached=True)
-    (tmp_path / "plain" / "tiny_bert_random").mkdir(parents=True)
-    (tmp_path / "plain" / "tiny_bert_random" / "oracle.json").write_text("{}")
+    (tmp_path / "plain" / "arrays_tiny_bert_random").mkdir(parents=True)
+    (tmp_path / "plain" / "arrays_tiny_bert_random" / "oracle.json").write_text("{}")
     with pytest.raises(tuning.TuningError, match="kerasft.tune did not make"):
         kft.tune(tiny_text_data, "tiny_bert", tuner="random", directory=tmp_path / "plain")

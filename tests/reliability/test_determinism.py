@@ -33,7 +33,7 @@ def test_same_seed_same_trials_in_the_same_order(tiny_bert, tiny_text_data, tmp_
     results = []
     for run in ("a", "b"):
         search = kft.tune(tiny_text_data, "tiny_bert", tuner="random", max_trials=3, epochs=2, seed=5,
-                          space={"unfreeze": ["frozen", "top:1"]}, directory=tmp_path / run, verbose=0)
+                          space={"trainable": ["frozen", "top:1"]}, directory=tmp_path / run, verbose=0)
         results.append(search.results())
     drop = {"seconds", "peak_rss_mb"}
     first, second = ([{k: v for k, v in row.items() if k not in drop} for row in rows] for rows in results)

@@ -1,0 +1,509 @@
+"""The one training routine: `fine_tune` and every `tune` trial run the same recipe through it.
+
+```
+Recipe          every training hyperparameter, with its default; the names are fine_tune's arguments
+Inputs          where a phase's batches come from: the frozen bottom's outputs at a cut, computed once
+                (FeatureCache), or the preprocessed pipeline (augmentation, or trainable="all")
+run_phase       one phase: fit the part of the classifier above a cut, with early stopping that
+                restores the best weights, a time budget, class weights and per-block learning rates
+train           the recipe: phase 1 warms the head up on frozen features; phase 2 trains the unfrozen
+                blocks and the head on the inputs at their cut, and is rolled back if it made
+                validation worse
+```
+A phase trains a part model that SHARES its layers with the classifier
+(`kerasft.features.split_network`), so the classifier holds the result with
+no copying back; a `tune` trial model is itself such a part (the top above the
+trial's cut), built so that its weights equal those of
+`split_network(build_classifier(..., seed=seed), cut)` before training.
+"""
+
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasft import augment, backbones, distribute, features, heads, models
+
+# Caps on the epochs of a phase when the recipe leaves them to early stopping (see `Recipe`).
+HEAD_EPOCHS = 200
+UNFROZEN_EPOCHS = 10
+# "auto" patience: about this many seconds of epochs without a better validation loss, within the bounds.
+PATIENCE_SECONDS = 20.0
+PATIENCE_BOUNDS = (2, 20)
+
+
+class RecipeError(ValueError):
+    """A training hyperparameter is out of its domain, or does not fit the model or the data."""
+
+
+class DiscriminativeAdam(keras.optimizers.AdamW):
+    """AdamW whose learning rate is scaled per variable (lower blocks learn slower).
+
+    Used only while a phase trains; the classifier keeps no optimizer, so its
+    `.keras` file needs no kerasft to load.
+
+    Args:
+        factors: dict. `id(variable)` -> learning-rate multiplier (default 1).
+        **kwargs: passed to `keras.optimizers.AdamW`.
+    """
+
+    def __init__(self, factors, **kwargs):
+        super().__init__(**kwargs)
+        self._factors = factors
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors.get(id(variable), 1.0)
+        super().update_step(gradient, variable, learning_rate * factor)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Every hyperparameter of kerasft's training recipe; the field names are `kft.fine_tune`'s arguments.
+
+    Args:
+        trainable: str. `"frozen"` (the head alone), `"top:N"` or `"all"`.
+        epochs: int or None. Most epochs of the last phase (the head's for a
+            frozen backbone, else the unfrozen blocks'); None: until validation
+            stops improving, at most `HEAD_EPOCHS` (head) or `UNFROZEN_EPOCHS`.
+        warmup_epochs: int or None. Most head epochs before the blocks unfreeze
+            (None: until validation stops improving, at most `HEAD_EPOCHS`; 0
+            skips the warm-up).
+        batch_size: int. Examples per step (global, under a strategy).
+        learning_rate: float. The head's learning rate while it warms up.
+        fine_tune_learning_rate: float or None. The head's and the top block's
+            rate once blocks unfreeze (None: 5e-5 for text, 1e-4 for images and audio).
+        layer_decay: float. Each lower block learns at this times the rate of the block above.
+        weight_decay: float. Decoupled weight decay (AdamW).
+        label_smoothing: float. In [0, 1), classification only.
+        patience: int or "auto". Epochs without a better validation loss before a
+            phase stops (its best weights restored); "auto" allows about
+            `PATIENCE_SECONDS` of them, within `PATIENCE_BOUNDS` epochs; 0 never stops early.
+        class_weight: "auto", None or dict. "auto" weights classes inversely to
+            their frequency when the largest is 1.5x the smallest or more.
+        batchnorm: str. `"auto"`, `"frozen"` or `"train"` (see `models.set_trainable`):
+            "auto" trains the BatchNorm layers of unfrozen blocks for audio (frozen ImageNet
+            statistics hold spectrograms back, bench/BENCHMARKS.md) and keeps them frozen otherwise.
+        augmentation: float. Strength in [0, 1] of augmentation of the unfrozen phase's
+            training input (images and audio; see `kerasft.augment`).
+        seed: int. Seeds the shuffles and the augmentation.
+    """
+
+    trainable: str = "frozen"
+    epochs: int = None
+    warmup_epochs: int = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = None
+    layer_decay: float = 0.7
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    patience: object = "auto"
+    class_weight: object = "auto"
+    batchnorm: str = "auto"
+    augmentation: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        models.parse_trainable(self.trainable)
+        for name in ("epochs", "warmup_epochs"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < (1 if name == "epochs" else 0)):
+                raise RecipeError(f"{name} must be None or an integer >= {1 if name == 'epochs' else 0}. "
+                                  f"Received: {name}={value!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise RecipeError(f"batch_size must be a positive integer. Received: batch_size={self.batch_size!r}")
+        for name in ("learning_rate", "fine_tune_learning_rate"):
+            value = getattr(self, name)
+            if (value is not None or name == "learning_rate") and (not _is_number(value) or value <= 0):
+                raise RecipeError(f"{name} must be a number > 0. Received: {name}={value!r}")
+        if not _is_number(self.layer_decay) or not 0 < self.layer_decay <= 1:
+            raise RecipeError(f"layer_decay must be in (0, 1]. Received: layer_decay={self.layer_decay!r}")
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            raise RecipeError(f"weight_decay must be a number >= 0. Received: weight_decay={self.weight_decay!r}")
+        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise RecipeError(f"label_smoothing must be in [0, 1). Received: label_smoothing={self.label_smoothing!r}")
+        if self.patience != "auto" and (not _is_int(self.patience) or self.patience < 0):
+            raise RecipeError(f'patience must be "auto" or an integer >= 0. Received: patience={self.patience!r}')
+        if self.batchnorm != "auto":
+            models.check_batchnorm(self.batchnorm)
+        if not _is_number(self.augmentation) or not 0 <= self.augmentation <= 1:
+            raise RecipeError(f"augmentation is a strength in [0, 1]. Received: augmentation={self.augmentation!r}")
+        if self.augmentation and self.trainable == "frozen":
+            raise RecipeError("augmentation applies to phase 2 (an unfrozen backbone); a frozen backbone trains only "
+                              "the head, on features computed once. Pass trainable='top:N' or 'all'.")
+
+    @property
+    def unfrozen(self):
+        """True when blocks unfreeze (a second phase runs)."""
+        return self.trainable != "frozen"
+
+    def batchnorm_for(self, modality):
+        """The BatchNorm mode of the unfrozen phase for a model of `modality`."""
+        if self.batchnorm != "auto":
+            return self.batchnorm
+        return "train" if modality == "audio" else "frozen"
+
+    def block_learning_rate(self, modality):
+        """The rate of the head and top block once blocks unfreeze."""
+        return self.fine_tune_learning_rate or (5e-5 if modality == "text" else 1e-4)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+# === Inputs ===
+
+
+class Inputs:
+    """The batches every phase of a recipe trains and validates on, computed once where they can be.
+
+    The frozen bottom below each cut never changes, so what it outputs over the
+    train and validation splits is computed in ONE pass (`FeatureCache`) and read
+    by every phase and every trial that needs that cut. The preprocessed
+    pipeline (tokenized or decoded once, `kerasft.features.preprocess`) feeds
+    what cannot be cached: augmented training input (through the bottom, per
+    pass) and `trainable="all"`. Every split is read in the data's order and
+    shuffled with the same seeded permutation whatever its source, so a cut
+    gives the same batches cached or recomputed.
+
+    Args:
+        model: keras.Model. The classifier whose bottoms are computed (its weights at the time).
+        data: TaskData.
+        cuts: sequence of str. The cuts phases will ask for (`"frozen"`, `"top:N"`, `"all"`).
+        augmented: bool. Whether some phase will augment its training input (then the
+            preprocessed pipeline is kept for it, and the feature cache is computed from it).
+        cache_directory: str, Path or None. Keep the feature cache on disk there (reused when its key matches).
+        spill_directory: str, Path or None. Where a cut too big for memory goes.
+        block_pattern: str or None. The backbone's block regex.
+        soft_targets: dict or None. Split -> `(N, C)` teacher probabilities in the data's order
+            (distillation): the targets become `[one-hot labels, teacher probabilities]`.
+        verbose: int. 1 prints what the feature cache did.
+    """
+
+    def __init__(self, model, data, cuts, augmented=False, cache_directory=None, spill_directory=None,
+                 block_pattern=None, soft_targets=None, verbose=0):
+        self.model, self.data = model, data
+        self.block_pattern = block_pattern
+        self.targets = {split: heads.targets(data.task, data.num_classes, data.labels(split))
+                        for split in ("train", "validation")}
+        if soft_targets is not None:
+            self.targets = {split: np.concatenate([self.targets[split], soft_targets[split]], axis=-1)
+                            for split in self.targets}
+        self._preprocessed, self._recomputed = {}, {}
+        needs_pipeline = "all" in cuts or (augmented and any(c != "frozen" for c in cuts))
+        cached = ["frozen"] + [c for c in cuts if c not in ("frozen", "all")]
+        self.cache = features.FeatureCache(
+            model, data, cuts=cached, directory=cache_directory, spill_directory=spill_directory,
+            block_pattern=block_pattern, verbose=verbose,
+            preprocessed={s: self.preprocessed(s) for s in ("train", "validation")} if needs_pipeline else None)
+
+    def preprocessed(self, split):
+        """A split tokenized or decoded once (cached by tf.data): batches of 64 `(input, label)` in order."""
+        if split not in self._preprocessed:
+            self._preprocessed[split] = features.preprocess(self.model, getattr(self.data, split), 64,
+                                                            num_examples=self.data.size(split))
+        return self._preprocessed[split]
+
+    def datasets(self, cut, batch_size, seed, augmentation=0.0):
+        """`(train, validation)`: batches of `(inputs at the cut, targets)`; train reshuffled (seeded) per pass.
+
+        Args:
+            cut: str. `"frozen"`, `"top:N"` or `"all"` (the preprocessed input of the whole network).
+            batch_size: int. Training examples per batch (validation batches hold 64).
+            seed: int. Seed of the shuffle and the augmentation.
+            augmentation: float. Strength of the augmentation of the training input (not at "frozen").
+        """
+        augmented = bool(augmentation) and cut != "frozen"
+        if cut in self.cache.cuts and not augmented:
+            train = self.cache.dataset(cut, "train", batch_size, shuffle=True, seed=seed, labels=self.targets["train"])
+        else:
+            train = self._pipeline("train").shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+            if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
+                augmenter = augment.augmenter(self.model, augmentation, seed)
+                train = train.map(lambda x, y: (augmenter(x), y))
+            if cut != "all":
+                train = features.Bottom(self.model, [cut], self.block_pattern).map(train, cut)
+        if cut in self.cache.cuts:  # validation is never augmented: computed once
+            validation = self.cache.dataset(cut, "validation", 64, labels=self.targets["validation"])
+        else:
+            validation = self._pipeline("validation").batch(64)
+        return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+
+    def _pipeline(self, split):
+        """The preprocessed split, unbatched, with this recipe's targets in place of its labels."""
+        size = self.data.size(split)
+        inputs = self.preprocessed(split).unbatch().map(lambda x, y: x)
+        return (tf.data.Dataset.zip(inputs, tf.data.Dataset.from_tensor_slices(self.targets[split]))
+                .apply(tf.data.experimental.assert_cardinality(size)))
+
+
+# === One phase ===
+
+
+class _Deadline(keras.callbacks.Callback):
+    """Stops a phase before an epoch that would likely overrun the time budget (estimated from the epochs
+    done), and mid-epoch once the budget is spent; says what it cut."""
+
+    def __init__(self, deadline, log):
+        super().__init__()
+        self.deadline, self.log = deadline, log
+        self.cut = None
+
+    def on_train_begin(self, logs=None):
+        self.started, self.epochs = time.monotonic(), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        per_epoch = (time.monotonic() - self.started) / self.epochs
+        if not self.model.stop_training and time.monotonic() + per_epoch > self.deadline:
+            self.model.stop_training = True
+            self.cut = f"after {self.epochs} epochs ({per_epoch:.1f} s each, {self._left():.0f} s left)"
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() > self.deadline and not self.model.stop_training:
+            self.model.stop_training = True
+            self.cut = f"during epoch {self.epochs + 1} (time limit reached)"
+
+    def _left(self):
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class _Progress(keras.callbacks.Callback):
+    """One line per epoch: the metrics, the best validation loss so far, seconds per epoch and what remains."""
+
+    def __init__(self, name, epochs, log):
+        super().__init__()
+        self.name, self.epochs, self.log = name, epochs, log
+
+    def on_train_begin(self, logs=None):
+        self.started, self.best = time.monotonic(), math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.best = min(self.best, logs.get("val_loss", math.inf))
+        per_epoch = (time.monotonic() - self.started) / (epoch + 1)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "mae", "val_loss",
+                                                                          "val_accuracy", "val_mae"))
+        self.log(f"kerasft: {self.name} epoch {epoch + 1}/{self.epochs} {shown} (best val_loss {self.best:.4f}) "
+                 f"{per_epoch:.1f} s/epoch, at most ~{per_epoch * (self.epochs - epoch - 1):.0f} s left")
+
+
+class _AutoPatience(keras.callbacks.EarlyStopping):
+    """EarlyStopping on val_loss that restores the best weights; "auto" patience is set after the first epoch
+    from its cost (about `PATIENCE_SECONDS` of epochs)."""
+
+    def __init__(self, patience):
+        super().__init__(monitor="val_loss", patience=0 if patience == "auto" else patience,
+                         restore_best_weights=True)
+        self.auto = patience == "auto"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.auto and epoch == 0:
+            seconds = max(time.monotonic() - self.started, 1e-3)
+            self.patience = int(np.clip(round(PATIENCE_SECONDS / seconds), *PATIENCE_BOUNDS))
+        super().on_epoch_end(epoch, logs)
+
+
+@dataclasses.dataclass
+class PhaseResult:
+    """What one phase did: its History, whether the time budget cut it (and how), its best validation loss."""
+
+    history: object
+    cut_short: str
+    best_val_loss: float
+
+
+def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_weight=None, patience="auto",
+              callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0):
+    """Fits `part` (a model sharing its layers with a classifier) for at most `epochs` with early stopping.
+
+    Args:
+        part: keras.Model. What trains: the head wrapper, the top above a cut, or the network.
+        train, validation: tf.data.Dataset. Batches of `(inputs, targets)` that `part` takes.
+        epochs: int. Most epochs.
+        optimizer: keras.optimizers.Optimizer.
+        loss, metrics: as `heads.loss_and_metrics` gives them (or distillation's).
+        class_weight: dict or None.
+        patience: int or "auto". 0 trains every epoch (no early stopping, no restore).
+        callbacks: sequence of keras.callbacks.Callback. Extra ones (the user's, checkpoints).
+        deadline: float or None. A `time.monotonic()` time no epoch should run past.
+        name: str. Names the phase in progress lines.
+        strategy: tf.distribute.Strategy or None. Compiles and fits under it.
+        log: callable or None. Takes progress lines.
+        keras_verbose: int. Keras' own progress output.
+
+    Returns:
+        A `PhaseResult`.
+    """
+    stop = [_AutoPatience(patience)] if patience else []
+    timer = [_Deadline(deadline, log)] if deadline is not None else []
+    progress = [_Progress(name, epochs, log)] if log else []
+    with distribute.training_scope(strategy):
+        part.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        history = part.fit(train, validation_data=validation, epochs=epochs, class_weight=class_weight,
+                           shuffle=False, verbose=keras_verbose,
+                           callbacks=[*callbacks, keras.callbacks.TerminateOnNaN(), *stop, *timer, *progress])
+    # A compiled part would put its optimizer (one of them kerasft's own) and loss into the classifier's
+    # `.keras` file, which then needs kerasft and warns on load: keep none.
+    part.compiled = False
+    losses = [v for v in history.history.get("val_loss", []) if np.isfinite(v)]
+    return PhaseResult(history, timer[0].cut if timer else None, min(losses) if losses else math.inf)
+
+
+def layer_factors(part, block_pattern, layer_decay):
+    """Learning-rate multipliers of `part`'s backbone weights: 1 for the top block, `layer_decay` per block below.
+
+    Args:
+        part: keras.Model. A network, or the top above a cut (its "backbone" holds the unfrozen blocks).
+        block_pattern: str. The backbone's block regex (`models.describe(model).block_pattern`).
+        layer_decay: float.
+    """
+    stem, found = backbones.split_blocks(part.get_layer("backbone").layers, block_pattern)
+    factors, depth = {}, 0
+    for _, layers in reversed(found):
+        for layer in layers:
+            for variable in layer.trainable_weights:
+                factors[id(variable)] = layer_decay**depth
+        depth += 1
+    for layer in stem:
+        for variable in layer.trainable_weights:
+            factors[id(variable)] = layer_decay**depth
+    return factors
+
+
+def head_part(part):
+    """The head of a network or of a top above a cut, as a model from `{"features": pooled}` (phase 1)."""
+    head = part.get_layer("head")
+    features_input = keras.Input(shape=head.input.shape[1:], name="features")
+    return keras.Model({"features": features_input}, head(features_input), name="head_part")
+
+
+# === The recipe ===
+
+
+def class_weight(setting, data):
+    """Resolves a recipe's `class_weight` for a TaskData: "auto" weights classes inversely to their frequency
+    when the largest is 1.5x the smallest or more (classification only); a dict or None as given."""
+    if setting != "auto":
+        return setting
+    if data.task not in ("multiclass", "binary"):
+        return None
+    counts = np.bincount(data.labels("train"), minlength=data.num_classes).astype("float64")
+    if counts.min() == 0 or counts.max() / counts.min() < 1.5:
+        return None
+    return {i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts)}
+
+
+
+def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight=None, loss=None, metrics=None,
+          callbacks=(), checkpoint=None, deadline=None, strategy=None, log=None, keras_verbose=0):
+    """Runs the recipe on `part`: the head warm-up on frozen features, then the unfrozen blocks at their cut.
+
+    Args:
+        part: keras.Model. The network (`trainable="all"`) or the top above the recipe's cut
+            (`features.split_network`, or a `tune` trial model): what phase 2 trains. Its
+            trainable flags (and BatchNorm mode) are set by the caller; phase 1 trains its head.
+        inputs: Inputs. Gives every phase its batches.
+        recipe: Recipe.
+        modality: str. Of the classifier (picks the default fine-tuning rate).
+        task: str. Of the classifier.
+        block_pattern: str or None. The backbone's block regex (per-block rates).
+        class_weight: dict or None. Resolved class weights.
+        loss, metrics: the loss and metrics (default `heads.loss_and_metrics(task, recipe.label_smoothing)`).
+        callbacks: sequence of keras.callbacks.Callback. Extra callbacks for both phases.
+        checkpoint: `kerasft.checkpoint.Checkpoint` or None. Makes the run resumable.
+        deadline: float or None. A `time.monotonic()` time no epoch should run past.
+        strategy: tf.distribute.Strategy or None. Fits under it.
+        log: callable or None. Takes progress lines.
+        keras_verbose: int. Keras' own progress output.
+
+    Returns:
+        `(history, notes)`: a `keras.callbacks.History` of both phases (`history["phase"]`
+        says 1 or 2 per epoch) and a list of lines about what was cut or rolled back.
+    """
+    if loss is None:
+        loss, metrics = heads.loss_and_metrics(task, recipe.label_smoothing)
+    merged, notes = keras.callbacks.History(), []
+    merged.history = {}
+    head_epochs = recipe.warmup_epochs if recipe.unfrozen else recipe.epochs
+    phase1_best = math.inf
+    if head_epochs != 0:
+        head = head_part(part)
+        epochs = head_epochs or HEAD_EPOCHS
+        if checkpoint and checkpoint.finished(1):
+            checkpoint.restore(1, head)
+            history = checkpoint.history(1)
+            _log(log, f"kerasft: phase 1 restored from {checkpoint.directory}")
+        else:
+            train_data, validation = inputs.datasets("frozen", recipe.batch_size, recipe.seed)
+            _log(log, f"kerasft: phase 1, the head on frozen features (at most {epochs} epochs, learning rate "
+                      f"{recipe.learning_rate:g})")
+            result = run_phase(
+                head, train_data, validation, epochs,
+                keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
+                class_weight=class_weight, patience=recipe.patience,
+                callbacks=[*callbacks, *(checkpoint.callbacks(1) if checkpoint else [])], deadline=deadline,
+                name="phase 1", strategy=strategy, log=log, keras_verbose=keras_verbose)
+            history = checkpoint.finish(1, head) if checkpoint else result.history
+            if result.cut_short:
+                notes.append(f"time limit: phase 1 stopped {result.cut_short}")
+        _merge(merged, history, 1)
+        phase1_best = _best(history.history.get("val_loss", []))
+    if recipe.unfrozen and not (deadline is not None and time.monotonic() >= deadline):
+        rate = recipe.block_learning_rate(modality)
+        before = part.get_weights()
+        if checkpoint and checkpoint.finished(2):
+            checkpoint.restore(2, part)
+            history = checkpoint.history(2)
+        else:
+            train_data, validation = inputs.datasets(recipe.trainable, recipe.batch_size, recipe.seed,
+                                                     recipe.augmentation)
+            epochs = recipe.epochs or UNFROZEN_EPOCHS
+            _log(log, f"kerasft: phase 2, {recipe.trainable} of the backbone at learning rate {rate:g} (layer decay "
+                      f"{recipe.layer_decay}, at most {epochs} epochs)")
+            optimizer = DiscriminativeAdam(layer_factors(part, block_pattern, recipe.layer_decay), learning_rate=rate,
+                                           weight_decay=recipe.weight_decay)
+            result = run_phase(
+                part, train_data, validation, epochs, optimizer, loss, metrics, class_weight=class_weight,
+                patience=recipe.patience, callbacks=[*callbacks, *(checkpoint.callbacks(2) if checkpoint else [])],
+                deadline=deadline, name="phase 2", strategy=strategy, log=log, keras_verbose=keras_verbose)
+            history = checkpoint.finish(2, part) if checkpoint else result.history
+            if result.cut_short:
+                notes.append(f"time limit: phase 2 stopped {result.cut_short}")
+        _merge(merged, history, 2)
+        if recipe.patience and _best(history.history.get("val_loss", [])) > phase1_best:
+            part.set_weights(before)  # unfreezing made validation worse than the warmed-up head: keep the head's
+            notes.append("phase 2 did not improve the validation loss; kept the phase-1 weights")
+    elif recipe.unfrozen:
+        notes.append("time limit: phase 2 did not start (no time left after phase 1)")
+    for note in notes:
+        _log(log, f"kerasft: {note}")
+    return merged, notes
+
+
+def _merge(merged, history, phase):
+    for key, values in history.history.items():
+        merged.history.setdefault(key, []).extend(values)
+    merged.history.setdefault("phase", []).extend([phase] * len(next(iter(history.history.values()), [])))
+
+
+def _best(losses):
+    finite = [loss for loss in losses if np.isfinite(loss)]
+    return min(finite) if finite else math.inf
+
+
+def _log(log, message):
+    if log:
+        log(message)
