@@ -283,7 +283,7 @@ def test_train_and_predict_on_a_folder_of_images(tiny_cnn, image_folder, tmp_pat
     code, out, err = run(capsys, "predict", tmp_path / "export", broken, good)
     assert code == 3
     assert err == f"kerasft: skipped {broken}: corrupt or truncated image (TensorFlow cannot decode it)\n"
-    assert out.splitlines() == [f"dark\t{out.split(chr(9))[1]}\t{good}"]
+    assert len(out.splitlines()) == 1 and out.endswith(f"\t{good}\n")
     code, _, err = run(capsys, "predict", tmp_path / "export", broken)
     assert code == 2 and "None of the 1 files could be read" in err
 
