@@ -135,12 +135,20 @@ def _verbose(args):
 
 
 def _still_improving(history):
-    """`(epochs, first, last)` when the last phase's validation loss was still falling at its last epoch, else None."""
+    """`(epochs, first, last)` when the last phase's validation loss was still falling at its last epoch, else None.
+
+    Falling means: the last epoch is the best, and the last quarter of the
+    phase's epochs still brought more than a tenth of its whole improvement
+    (a loss creeping down long after accuracy settled does not count).
+    """
     curves = getattr(history, "history", history) or {}
     losses = curves.get("val_loss") or []
     phases = curves.get("phase") or [1] * len(losses)
     last = [loss for loss, phase in zip(losses, phases) if phase == phases[-1]] if losses else []
-    if len(last) >= 2 and last[-1] < min(last[:-1]) * (1 - 1e-3):
+    if len(last) < 2 or not last[-1] < min(last[:-1]) * (1 - 1e-3):
+        return None
+    tail = max(1, len(last) // 4)
+    if last[-1 - tail] - last[-1] > 0.1 * (last[0] - last[-1]):
         return len(last), last[0], last[-1]
     return None
 
