@@ -74,11 +74,10 @@ def start_tensorflow(verbose):
     plugin, each with its own copy of absl, before absl logging is
     initialized: absl then sends every message to stderr and no environment
     variable reaches it, so `TF_CPP_MIN_LOG_LEVEL` cannot silence them. Hence
-    stderr (file descriptor 2) goes to a file while TensorFlow loads, and
-    every other line of it is passed on. `TF_CPP_MIN_LOG_LEVEL=3`, which
-    TensorFlow's own log sink reads, silences the later lines (CPU features,
-    cuInit). Both happen in this process only: the library never changes a
-    caller's logging.
+    stderr goes to a file while TensorFlow loads, and every other line of it
+    is passed on. `TF_CPP_MIN_LOG_LEVEL=3`, which TensorFlow's own log sink
+    reads, silences the later lines (CPU features, cuInit). Both happen in
+    this process only: the library never changes a caller's logging.
 
     Args:
         verbose: bool. Leave TensorFlow's output as it is.
@@ -89,18 +88,26 @@ def start_tensorflow(verbose):
         import tensorflow  # noqa: F401
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _native_stderr(keep=lambda line: not _CPP_LOG_LINE.match(line)):
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def _native_stderr(keep):
+    """Sends what is written on stderr (file descriptor 2, native code included) to a file meanwhile, then passes
+    on the lines `keep` accepts."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if not _CPP_LOG_LINE.match(line)))
+            sys.stderr.write("".join(line for line in lines if keep(line)))
 
 
 @contextlib.contextmanager
@@ -565,7 +572,9 @@ def _prediction_inputs(args, modality):
     if not files:
         raise UsageError(f"No {modality} files found in {', '.join(args.inputs) or 'the arguments'}: pass "
                          f"{'/'.join(e[1:] for e in extensions)} files or folders of them.")
-    problems = readers.unreadable(files, modality)
+    # libjpeg prints its own complaint about a corrupt file; the skip line below says it once, with the file's name.
+    with contextlib.nullcontext() if args.verbose else _native_stderr(keep=lambda line: False):
+        problems = readers.unreadable(files, modality)
     readable = [str(f) for f, why in zip(files, problems) if why is None]
     return readable, readable, [(str(f), why) for f, why in zip(files, problems) if why]
 
