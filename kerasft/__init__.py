@@ -17,27 +17,28 @@ start TensorFlow.
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
-# Public name -> the module that defines it (modules themselves map to None).
-_PUBLIC = {
+# Public call -> the module that defines it. Modules (kft.data, kft.heads, ...) load by their own name.
+_CALLS = {
     "Head": "kerasft.heads", "build_classifier": "kerasft.models", "distill": "kerasft.training",
     "ensemble": "kerasft.ensembling", "evaluate": "kerasft.evaluation", "export": "kerasft.exporting",
     "fine_tune": "kerasft.training", "load": "kerasft.predictor", "tune": "kerasft.tuning",
-    **{module: None for module in ("audio", "backbones", "convert", "data", "distribute", "features", "heads",
-                                   "models", "report", "samples", "tuning")},
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = sorted([*_CALLS, "audio", "backbones", "convert", "data", "distribute", "features", "heads", "models",
+                  "report", "samples", "tuning"])
 
 
 def __getattr__(name):
-    if name not in _PUBLIC:
+    if name in _CALLS:
+        value = getattr(importlib.import_module(_CALLS[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"kerasft.{name}") is not None:
+        value = importlib.import_module(f"kerasft.{name}")
+    else:
         raise AttributeError(f"module 'kerasft' has no attribute {name!r}")
-    module = _PUBLIC[name]
-    value = importlib.import_module(f"kerasft.{name}") if module is None else getattr(
-        importlib.import_module(module), name)
     globals()[name] = value
     return value
 
