@@ -23,13 +23,14 @@ __version__ = "0.1.0"
 
 # Public call -> the module that defines it. Modules (kft.data, kft.heads, ...) load by their own name.
 _CALLS = {
-    "Head": "kerasft.heads", "build_classifier": "kerasft.models", "distill": "kerasft.training",
-    "ensemble": "kerasft.ensembling", "evaluate": "kerasft.evaluation", "export": "kerasft.exporting",
-    "fine_tune": "kerasft.training", "load": "kerasft.predictor", "tune": "kerasft.tuning",
+    "Head": "kerasft.heads", "auto": "kerasft.automl", "build_classifier": "kerasft.models",
+    "calibrate": "kerasft.calibration", "distill": "kerasft.training", "ensemble": "kerasft.ensembling",
+    "evaluate": "kerasft.evaluation", "export": "kerasft.exporting", "fine_tune": "kerasft.training",
+    "load": "kerasft.predictor", "tune": "kerasft.tuning",
 }
 
 __all__ = sorted([*_CALLS, "audio", "backbones", "convert", "data", "distribute", "features", "heads", "models",
-                  "report", "samples", "tuning"])
+                  "report", "samples", "tfidf", "tokenizing", "tuning"])
 
 
 def __getattr__(name):

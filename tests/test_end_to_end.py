@@ -4,12 +4,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
 import kerasft as kft
-from kerasft import features
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,23 +22,6 @@ def test_pretrained_minilm_features_classify_bbc_news(bbc):
     model = kft.build_classifier("minilm_l6", data=small, sequence_length=64)
     kft.fine_tune(model, small, epochs=30, learning_rate=3e-3, patience=5, verbose=0)
     assert kft.evaluate(model, small)["accuracy"] >= 0.85  # chance is 0.2
-
-
-def test_cut_tokenization_gives_the_same_ids_as_full_articles(bbc):
-    model = kft.build_classifier("minilm_l6", data=bbc, sequence_length=128)
-    preprocessor = model.get_layer("preprocessor")
-    texts = [x.numpy().decode() for x, _ in bbc.test]
-    texts += [
-        "\u200b " * 300 + "words hidden behind 300 zero-width words",  # words that give no token
-        "a" + " \n\t " * 500 + "b",
-        "",
-        "short text",
-    ]
-    batch = tf.constant(texts)
-    cut = features.truncated_tokenize(preprocessor, batch, 128)
-    full = preprocessor(batch)
-    for key in full:
-        np.testing.assert_array_equal(cut[key].numpy(), full[key].numpy())
 
 
 def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():

@@ -51,7 +51,8 @@ def text_export(tiny_bert, tiny_text_data, tmp_path_factory):
     """A tiny BERT classifier exported once; its inputs and in-memory predictions saved beside."""
     work = tmp_path_factory.mktemp("text_export")
     model = kft.build_classifier("tiny_bert", data=tiny_text_data, head=kft.Head(units=(4,)))
-    texts = [x.numpy().decode() for x, _ in tiny_text_data.test.take(6)] + ["zebra quantum", ""]
+    # The long text is cut to its head in the serving signature (kerasft.tokenizing): same outputs.
+    texts = [x.numpy().decode() for x, _ in tiny_text_data.test.take(6)] + ["zebra quantum", "", "the cat sat " * 40]
     expected = model.predict(np.array(texts, dtype=object), verbose=0)
     assert np.ptp(expected[:, 0]) > 1e-4  # inputs give different outputs, so a mix-up would show
     exported = exporting.export(model, work / "model", data=tiny_text_data, metrics={"accuracy": np.float32(0.5)},
@@ -198,8 +199,13 @@ def test_layout_labels_and_model_card(text_export):
     assert card["export"]["version"] == 1
     # The version carries its own copies, so it stays self-describing after newer exports.
     extra = os.path.join(root, "1", "assets.extra")
-    assert _snapshot(extra) == {name: digest for name, digest in _snapshot(root).items()
-                                if name in ("labels.txt", "model_card.json")}
+    assert {k: v for k, v in _snapshot(extra).items() if k != "checksums.json"} == {
+        name: digest for name, digest in _snapshot(root).items() if name in ("labels.txt", "model_card.json")}
+    # Every other file of the version, and every file beside it, is recorded for kerasft.load to check.
+    with open(os.path.join(extra, "checksums.json")) as file:
+        recorded = json.load(file)
+    assert {"saved_model.pb", "assets.extra/model_card.json", "assets.extra/labels.txt"} <= set(recorded)
+    assert set(card["files"]) == {"model.keras", "labels.txt"}
 
 
 def test_image_model_card_records_the_image_size_and_both_signatures(image_export):

@@ -160,7 +160,7 @@ def test_phase_two_trains_on_cached_bottoms_and_the_classifier_holds_the_result(
     model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="top:1", seed=0)
     kft.fine_tune(model, tiny_text_data, epochs=2, warmup_epochs=2, fine_tune_learning_rate=1e-2, patience=0,
                   verbose=0)
-    inputs = engine.Inputs(model, tiny_text_data, cuts=["top:1"])
+    inputs = engine.Inputs(model, tiny_text_data, cuts=["frozen", "top:1"])
     assert inputs.cache.computed == ["frozen", "top:1"]  # both phases' inputs, one pass
     _, validation = inputs.datasets("top:1", batch_size=16, seed=0)
     _, top = features.split_network(model, "top:1")

