@@ -390,13 +390,8 @@ def _read_images(paths):
 def _read_clips(paths, sample_rate, duration, report):
     """Returns [(clip float32, None) or (None, reason)] per sound file; notes resampled rates in `report`."""
     def read(path):
-        try:
-            waveform, rate = audio.decode(path.read_bytes())
-        except OSError as error:
-            return None, None, f"cannot be read ({error.strerror or error})"
-        except audio.AudioError as error:
-            return None, None, str(error)
-        return waveform, rate, audio.problem(waveform, rate)
+        waveform, rate, why = _decode_clip(path)
+        return waveform, rate, why or audio.problem(waveform, rate)
 
     with futures.ThreadPoolExecutor(4) as pool:
         decoded = list(pool.map(read, paths))
@@ -413,6 +408,35 @@ def _read_clips(paths, sample_rate, duration, report):
         report.notes.append(f"resampled to {sample_rate} Hz: " + ", ".join(
             f"{count} clips from {rate} Hz" for rate, count in sorted(rates.items())))
     return results
+
+
+def _decode_clip(path):
+    """Returns (waveform, rate, None) of a sound file, or (None, None, why it cannot be read)."""
+    try:
+        waveform, rate = audio.decode(Path(path).read_bytes())
+    except OSError as error:
+        return None, None, f"cannot be read ({error.strerror or error})"
+    except audio.AudioError as error:
+        return None, None, str(error)
+    return waveform, rate, None
+
+
+def unreadable(paths, modality):
+    """Returns, per file, why it cannot be decoded as an image or a sound file, or None when it can.
+
+    The checks `from_directory` makes (images: the format signature, then
+    TensorFlow's own decoder; sound: libsndfile), without its checks of a
+    clip's content (silence, length), which do not stop a prediction.
+
+    Args:
+        paths: list of str or Path. The files.
+        modality: str. `"image"` or `"audio"`.
+    """
+    paths = [Path(p) for p in paths]
+    if modality == "image":
+        return [why for _, why in _read_images(paths)]
+    with futures.ThreadPoolExecutor(4) as pool:
+        return [why for _, _, why in pool.map(_decode_clip, paths)]
 
 
 def _read_texts(paths, fallback_encoding, report):
@@ -483,38 +507,9 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
     check_fractions(validation_split, test_split)
     check_task(task)
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl"):
-        raise DataError(f"Expected a .csv, .tsv or .jsonl file. Received: {str(path)!r}")
-    stream_encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    texts, labels, numbers, undecodable = [], [], [], []
-    shared = {}  # one object per distinct label: a million rows of ten classes hold ten strings
-    with open(path, encoding=stream_encoding, errors="surrogateescape", newline="") as file:
-        # Read as a stream, keeping only the two columns: a file of millions of rows never sits in memory whole.
-        reader = _jsonl_records if suffix == ".jsonl" else _delimited_records
-        columns, records = reader(file, "\t" if suffix == ".tsv" else ",", path)
-        if columns is not None:
-            _check_columns(columns, (text_column, label_column), path)
-        for number, row in records:
-            text, label = row.get(text_column), row.get(label_column)
-            if _has_bad_bytes(text) or _has_bad_bytes(label):
-                undecodable.append(number)
-            texts.append(str(text or ""))
-            labels.append(shared.setdefault(label, label) if isinstance(label, str) else label)
-            numbers.append(number)
-    if columns is None:  # JSONL: the keys are known once every line is read
-        _check_columns(records.columns, (text_column, label_column), path)
-    kind = "line" if suffix == ".jsonl" else "row"
-    if not texts:
-        raise DataError(f"{str(path)!r} has a header but no examples.")
-    if undecodable:
-        raise DataError(
-            f"{str(path)!r} is not valid {encoding}: {first_items(f'{kind} {n}' for n in undecodable)} "
-            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
-            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
-        )
-    numbers = np.asarray(numbers, np.int64)
-    texts = np.array(texts, dtype=object)
+    numbers, kind, values = _read_columns(path, (text_column, label_column), encoding, share=(label_column,))
+    texts = np.array([str(text or "") for text in values[text_column]], dtype=object)
+    labels = values[label_column]
     if label_separator is not None:
         labels = [None if v is None else str(v).split(label_separator) for v in labels]
     elif task != "regression":
@@ -525,6 +520,57 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
         split_of=None, where=lambda i: f"{kind} {numbers[i]}", task=task,
         validation_split=validation_split, test_split=test_split, seed=seed,
         deduplicate=deduplicate, drop_empty=drop_empty)
+
+
+def read_column(path, column, encoding="utf-8"):
+    """Returns the values of one column of a `.csv`, `.tsv` or `.jsonl` file, as str, row by row.
+
+    Args:
+        path: str or Path. The file.
+        column: str. Column (or JSON key) to read; a row without it gives "".
+        encoding: str. The file's text encoding.
+    """
+    _, _, values = _read_columns(Path(path), (column,), encoding)
+    return [str(value or "") for value in values[column]]
+
+
+def _read_columns(path, columns, encoding, share=()):
+    """`(row numbers, "row" or "line", {column: values})` of a `.csv`/`.tsv`/`.jsonl` file holding `columns`.
+
+    Read as a stream, keeping only `columns`: a file of millions of rows never
+    sits in memory whole. Equal values of a column in `share` are one object
+    (a million rows of ten classes hold ten strings).
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl"):
+        raise DataError(f"Expected a .csv, .tsv or .jsonl file. Received: {str(path)!r}")
+    stream_encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    values, numbers, undecodable, shared = {column: [] for column in columns}, [], [], {}
+    with open(path, encoding=stream_encoding, errors="surrogateescape", newline="") as file:
+        reader = _jsonl_records if suffix == ".jsonl" else _delimited_records
+        found, records = reader(file, "\t" if suffix == ".tsv" else ",", path)
+        if found is not None:
+            _check_columns(found, columns, path)
+        for number, row in records:
+            if any(_has_bad_bytes(row.get(column)) for column in columns):
+                undecodable.append(number)
+            for column in columns:
+                value = row.get(column)
+                values[column].append(shared.setdefault(value, value) if column in share and isinstance(value, str)
+                                      else value)
+            numbers.append(number)
+    if found is None:  # JSONL: the keys are known once every line is read
+        _check_columns(records.columns, columns, path)
+    kind = "line" if suffix == ".jsonl" else "row"
+    if not numbers:
+        raise DataError(f"{str(path)!r} has a header but no examples.")
+    if undecodable:
+        raise DataError(
+            f"{str(path)!r} is not valid {encoding}: {first_items(f'{kind} {n}' for n in undecodable)} "
+            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
+            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
+        )
+    return np.asarray(numbers, np.int64), kind, values
 
 
 def _check_columns(columns, wanted, path):
