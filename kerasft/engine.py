@@ -33,6 +33,10 @@ UNFROZEN_EPOCHS = 10
 # "auto" patience: about this many seconds of epochs without a better validation loss, within the bounds.
 PATIENCE_SECONDS = 20.0
 PATIENCE_BOUNDS = (2, 20)
+# An epoch improves on the best only by lowering the validation loss by this fraction of it.
+MIN_IMPROVEMENT = 1e-3
+# Seconds between two progress lines of a phase.
+PROGRESS_SECONDS = 5.0
 
 
 class RecipeError(ValueError):
@@ -290,43 +294,65 @@ class _Deadline(keras.callbacks.Callback):
 
 
 class _Progress(keras.callbacks.Callback):
-    """One line per epoch: the metrics, the best validation loss so far, seconds per epoch and what remains."""
+    """A line at the first epoch and then at most every `PROGRESS_SECONDS`: the metrics, the best validation
+    loss, seconds per epoch and the most that remains; a line when the phase ends."""
 
     def __init__(self, name, epochs, log):
         super().__init__()
         self.name, self.epochs, self.log = name, epochs, log
 
     def on_train_begin(self, logs=None):
-        self.started, self.best = time.monotonic(), math.inf
+        self.started, self.best, self.best_epoch, self.printed = time.monotonic(), math.inf, 0, -math.inf
+        self.done = 0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.best = min(self.best, logs.get("val_loss", math.inf))
-        per_epoch = (time.monotonic() - self.started) / (epoch + 1)
+        self.done = epoch + 1
+        if logs.get("val_loss", math.inf) < self.best:
+            self.best, self.best_epoch = logs["val_loss"], epoch + 1
+        now = time.monotonic()
+        if epoch and now - self.printed < PROGRESS_SECONDS:
+            return
+        self.printed = now
+        per_epoch = (now - self.started) / (epoch + 1)
         shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "mae", "val_loss",
                                                                           "val_accuracy", "val_mae"))
         self.log(f"kerasft: {self.name} epoch {epoch + 1}/{self.epochs} {shown} (best val_loss {self.best:.4f}) "
                  f"{per_epoch:.1f} s/epoch, at most ~{per_epoch * (self.epochs - epoch - 1):.0f} s left")
 
+    def on_train_end(self, logs=None):
+        self.log(f"kerasft: {self.name} ended after {self.done} epochs in {time.monotonic() - self.started:.0f} s; "
+                 f"best val_loss {self.best:.4f} at epoch {self.best_epoch}")
 
-class _AutoPatience(keras.callbacks.EarlyStopping):
-    """EarlyStopping on val_loss that restores the best weights; "auto" patience is set after the first epoch
-    from its cost (about `PATIENCE_SECONDS` of epochs)."""
+
+class _EarlyStopping(keras.callbacks.Callback):
+    """Stops when the validation loss has not improved by `MIN_IMPROVEMENT` (relative) for `patience` epochs, and
+    puts the best epoch's weights back at the end. "auto" patience is set after the first epoch from its cost
+    (about `PATIENCE_SECONDS` of epochs, within `PATIENCE_BOUNDS`)."""
 
     def __init__(self, patience):
-        super().__init__(monitor="val_loss", patience=0 if patience == "auto" else patience,
-                         restore_best_weights=True)
-        self.auto = patience == "auto"
+        super().__init__()
+        self.setting = patience
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.started = time.monotonic()
+        self.started, self.best, self.best_weights, self.wait = time.monotonic(), math.inf, None, 0
+        self.patience = None if self.setting == "auto" else self.setting
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.auto and epoch == 0:
+        if self.patience is None:
             seconds = max(time.monotonic() - self.started, 1e-3)
             self.patience = int(np.clip(round(PATIENCE_SECONDS / seconds), *PATIENCE_BOUNDS))
-        super().on_epoch_end(epoch, logs)
+        current = (logs or {}).get("val_loss", math.nan)
+        if np.isfinite(current) and current < self.best * (1 - MIN_IMPROVEMENT):
+            self.best, self.best_weights, self.wait = current, self.model.get_weights(), 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 @dataclasses.dataclass
@@ -360,7 +386,7 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     Returns:
         A `PhaseResult`.
     """
-    stop = [_AutoPatience(patience)] if patience else []
+    stop = [_EarlyStopping(patience)] if patience else []
     timer = [_Deadline(deadline, log)] if deadline is not None else []
     progress = [_Progress(name, epochs, log)] if log else []
     with distribute.training_scope(strategy):
