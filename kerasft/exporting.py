@@ -665,6 +665,8 @@ def _to_json(card):
             return value.item()
         if isinstance(value, np.ndarray):
             return value.tolist()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a kft.Head in hyperparameters
+            return {"type": type(value).__name__, **dataclasses.asdict(value)}
         raise ExportError(
             f"The model card holds only JSON values (numbers, strings, lists, dicts). Received "
             f"{type(value).__name__}: {value!r} in metrics or hyperparameters."
