@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import kerasft as kft
@@ -61,6 +62,7 @@ def _write_user_files(root):
     write_tones(root / "commands", per_class=12)
 
 
+@pytest.mark.extended  # ~4 minutes of tiny trainings and exports: make test-all
 def test_every_snippet_of_the_readme_runs(tiny_bert, tiny_cnn, tiny_text_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "DEFAULT_BACKBONES", {"text": "tiny_bert", "image": "tiny_cnn", "audio": "tiny_cnn"})
