@@ -24,6 +24,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BACKBONES = {"minilm_l6": "tiny_bert", "efficientnet_lite0": "tiny_cnn"}
 SAMPLES = {"kft.samples.bbc_news()": "tiny_text", "kft.samples.spoken_words()": "tiny_sound"}
 FEWER_TRIALS = {"max_trials=10": "max_trials=3", "--max-trials 10": "--max-trials 3"}
+SHORTER = {"kft.auto(data, time_limit=300)": 'kft.auto(data, time_limit=90, backbones_to_try=["tfidf", "tiny_bert"])',
+           "auto reviews.csv --time-limit 300": "auto reviews.csv --time-limit 90"}
 
 
 def _blocks(text):
@@ -35,7 +37,7 @@ def _blocks(text):
 def _substitute(code):
     for name, tiny in BACKBONES.items():
         code = code.replace(f'"{name}"', f'"{tiny}"')
-    for before, after in {**SAMPLES, **FEWER_TRIALS}.items():
+    for before, after in {**SAMPLES, **FEWER_TRIALS, **SHORTER}.items():
         code = code.replace(before, after)
     return code
 
