@@ -522,13 +522,13 @@ def test_preset_is_native_and_loads_backbone_with_its_epsilon(variant, size, hea
 @pytest.mark.slow
 def test_second_call_does_not_reconvert(capsys):
     preset = efficientnet_lite_preset("lite0")
-    marker_mtime = (preset / convert._PRESET_COMPLETE_MARKER).stat().st_mtime_ns
+    marker_mtime = (preset / convert.assets._PRESET_COMPLETE_MARKER).stat().st_mtime_ns
     capsys.readouterr()
     start = time.perf_counter()
     assert efficientnet_lite_preset("lite0") == preset
     assert time.perf_counter() - start < 0.5
     assert capsys.readouterr().out == ""
-    assert (preset / convert._PRESET_COMPLETE_MARKER).stat().st_mtime_ns == marker_mtime
+    assert (preset / convert.assets._PRESET_COMPLETE_MARKER).stat().st_mtime_ns == marker_mtime
 
 
 @pytest.mark.slow
@@ -602,7 +602,7 @@ def test_crash_during_conversion_leaves_nothing_visible(fresh_cache, monkeypatch
         (output_dir / "config.json").write_text("{}")
         raise RuntimeError("killed mid-conversion")
 
-    monkeypatch.setattr(convert, "_convert_efficientnet_lite", crash)
+    monkeypatch.setattr(convert.efficientnet_lite, "_convert_efficientnet_lite", crash)
     with pytest.raises(RuntimeError, match="killed"):
         efficientnet_lite_preset("lite0")
     assert os.listdir(fresh_cache) == []
@@ -614,16 +614,17 @@ def test_concurrent_conversion_keeps_the_first_complete_preset(fresh_cache, monk
         other = fresh_cache / "efficientnet_lite0"
         other.mkdir()
         (other / "theirs").write_text("")
-        (other / convert._PRESET_COMPLETE_MARKER).write_text("{}")
+        (other / convert.assets._PRESET_COMPLETE_MARKER).write_text("{}")
 
-    monkeypatch.setattr(convert, "_convert_efficientnet_lite", convert_while_another_process_finishes)
+    monkeypatch.setattr(convert.efficientnet_lite, "_convert_efficientnet_lite", convert_while_another_process_finishes)
     preset = efficientnet_lite_preset("lite0")
-    assert sorted(os.listdir(preset)) == sorted(["theirs", convert._PRESET_COMPLETE_MARKER])
+    assert sorted(os.listdir(preset)) == sorted(["theirs", convert.assets._PRESET_COMPLETE_MARKER])
     assert os.listdir(fresh_cache) == ["efficientnet_lite0"]
 
 
 def test_incomplete_foreign_folder_is_not_overwritten(fresh_cache, monkeypatch):
-    monkeypatch.setattr(convert, "_convert_efficientnet_lite", lambda variant, weights_path, output_dir: None)
+    monkeypatch.setattr(convert.efficientnet_lite, "_convert_efficientnet_lite",
+                        lambda variant, weights_path, output_dir: None)
     (fresh_cache / "efficientnet_lite0").mkdir(parents=True)
     (fresh_cache / "efficientnet_lite0" / "half_written.h5").write_text("")
     with pytest.raises(FileExistsError, match="Delete it"):
