@@ -2,12 +2,16 @@
 the one engine, evaluated per target, exported and served as one model (tiny backbones throughout)."""
 
 import csv
+import math
+import types
 
+import keras
 import numpy as np
 import pytest
 
 import kerasft as kft
 from conftest import TINY_VOCAB
+from kerasft import engine, features, models, multitask, training
 from kerasft.data import DataError
 
 # === Data with several targets ===
@@ -136,3 +140,132 @@ def test_multi_task_data_is_not_written_to_tfrecord(tmp_path):
     data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
     with pytest.raises(DataError, match=r"has the targets \['animal', 'colour'\]"):
         data.to_tfrecord(tmp_path / "shards")
+
+
+# === One backbone, a head per target, trained together ===
+
+
+@pytest.fixture(scope="module")
+def tickets():
+    """150 texts with an animal (binary) and a colour (3 classes, missing on every 7th text)."""
+    texts, animals, colours = _ticket_texts(n=150)
+    colours = [None if i % 7 == 0 else c for i, c in enumerate(colours)]
+    return kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tickets):
+    """A tiny BERT multi-task classifier fine-tuned once: the head warm-up, then its top block."""
+    keras.utils.set_random_seed(0)  # the random backbone's features decide how separable the task is
+    model = kft.build_classifier("tiny_bert", data=tickets, head=kft.Head(units=(32,), dropout=0.0),
+                                 trainable="top:1", seed=0)
+    history = kft.fine_tune(model, tickets, epochs=1, warmup_epochs=60, learning_rate=1e-2, patience=10, verbose=0)
+    return types.SimpleNamespace(model=model, history=history)
+
+
+def test_a_multi_task_classifier_has_one_backbone_and_one_named_head_per_target(tiny_bert, tickets):
+    model = kft.build_classifier("tiny_bert", data=tickets, head={"colour": kft.Head(units=(8,))}, seed=0)
+    assert list(model.output) == ["animal", "colour"]
+    assert {name: tensor.shape[-1] for name, tensor in model.output.items()} == {"animal": 2, "colour": 3}
+    description = models.describe(model)
+    assert description.tasks == {"animal": "binary", "colour": "multiclass"} and description.task is None
+    head = description.head
+    assert [layer.name for layer in head.layers[1:]] == ["animal_head", "colour_head"]
+    assert kft.Head.of(head.get_layer("colour_head")).units == (8,)
+    assert kft.Head.of(head.get_layer("animal_head")).units == ()
+    assert models.class_names_of(model) == {"animal": ("cat", "dog"), "colour": ("blue", "green", "red")}
+    assert sum(layer.name == "backbone" for layer in model.get_layer("network").layers) == 1
+
+
+def test_build_classifier_refuses_per_target_settings_that_do_not_fit(tiny_bert, tickets, tiny_text_data):
+    with pytest.raises(models.ClassifierError, match=r"num_classes is for data with one target.*\['animal', "
+                                                     r"'colour'\].*Received: num_classes=3"):
+        kft.build_classifier("tiny_bert", data=tickets, num_classes=3)
+    with pytest.raises(models.ClassifierError, match=r"head names targets the data does not have: \['size'\]"):
+        kft.build_classifier("tiny_bert", data=tickets, head={"size": kft.Head()})
+    with pytest.raises(models.ClassifierError, match="A dict of heads is for multi-task data"):
+        kft.build_classifier("tiny_bert", data=tiny_text_data, head={"label": kft.Head()})
+
+
+def test_fine_tune_trains_every_target_with_balanced_loss_weights(trained, tickets):
+    history = trained.history.history
+    assert history["phase"][-1] == 2 and {"val_animal_accuracy", "val_colour_accuracy", "val_loss"} <= set(history)
+    weights = trained.history.loss_weights
+    assert math.isclose(sum(weights.values()) / 2, 1.0)
+    # A fresh head starts near ln 2 (binary) and ln 3 (three classes): the weights even them out.
+    assert 1.2 < weights["animal"] / weights["colour"] < 1.9
+    result = kft.evaluate(trained.model, tickets)
+    assert result["animal"]["accuracy"] >= 0.9 and result["colour"]["accuracy"] >= 0.8
+    carried = int((tickets.labels("test", "colour") >= 0).sum())
+    assert result["colour"]["num_examples"] == carried < tickets.size("test") == result["animal"]["num_examples"]
+    assert "target 'colour':" in result.summary()
+    assert result.metrics["animal"]["accuracy"] == result["animal"]["accuracy"]
+
+
+def test_missing_labels_are_masked_out_of_the_loss_and_the_metrics(trained, tickets):
+    model = trained.model
+    _, validation = engine.Inputs(model, tickets, cuts=["frozen"]).datasets("frozen", 32, seed=0)
+    labels = tickets.labels("validation", "colour")
+    (_, _, weights), = list(validation)  # one batch: Keras' per-batch means are then the split's means
+    np.testing.assert_array_equal(weights["colour"].numpy(), (labels >= 0).astype("float32"))
+    part = engine.head_part(features.split_network(model, "frozen")[1])
+    losses, metrics = multitask.losses_and_metrics(models.describe(model).tasks)
+    part.compile(loss=losses, loss_weights={"animal": 1.0, "colour": 2.0}, weighted_metrics=metrics)
+    result = part.evaluate(validation, return_dict=True, verbose=0)
+    probabilities = model.predict(tickets.inputs("validation"), verbose=0)["colour"]
+    carried = labels >= 0
+    expected_loss = -np.log(probabilities[carried, labels[carried]]).mean()
+    assert result["colour_loss"] == pytest.approx(expected_loss, abs=1e-4)
+    assert result["colour_accuracy"] == pytest.approx((probabilities[carried].argmax(-1) == labels[carried]).mean())
+    assert result["loss"] == pytest.approx(result["animal_loss"] + 2 * result["colour_loss"], abs=1e-4)
+
+
+def test_the_feature_cache_keeps_every_targets_labels_on_disk(trained, tickets, tmp_path):
+    model = trained.model
+    first = features.FeatureCache(model, tickets, cuts=["frozen"], directory=tmp_path)
+    again = features.FeatureCache(model, tickets, cuts=["frozen"], directory=tmp_path)
+    assert again.computed == [] and first.computed == ["frozen"]
+    _, labels = again.arrays("frozen", "train")
+    assert set(labels) == {"animal", "colour"}
+    np.testing.assert_array_equal(labels["colour"], tickets.labels("train", "colour"))
+    targets = multitask.targets_and_weights(tickets, "train")
+    x, (y, w) = next(iter(again.dataset("frozen", "train", batch_size=8, labels=targets)))  # memory-mapped rows
+    np.testing.assert_array_equal(w["colour"].numpy(), targets[1]["colour"][:8])
+    np.testing.assert_array_equal(y["animal"].numpy(), targets[0]["animal"][:8])
+
+
+def test_bad_loss_weights_and_mismatched_data_are_refused_before_any_work(trained, tickets, tiny_text_data):
+    with pytest.raises(training.TrainingError, match=r"loss_weights names targets the model does not have: "
+                                                     r"\['size'\]. Expected some of \['animal', 'colour'\]"):
+        kft.fine_tune(trained.model, tickets, loss_weights={"size": 1.0}, verbose=0)
+    with pytest.raises(training.TrainingError, match=r"loss_weights maps target names to numbers > 0"):
+        kft.fine_tune(trained.model, tickets, loss_weights={"animal": -1.0}, verbose=0)
+    with pytest.raises(training.TrainingError, match=r"The model has the targets \['animal', 'colour'\] but the "
+                                                     r"data .* has one target"):
+        kft.fine_tune(trained.model, tiny_text_data, verbose=0)
+    single = kft.build_classifier("tiny_bert", data=tiny_text_data)
+    with pytest.raises(training.TrainingError, match="loss_weights weigh the targets of a multi-task model"):
+        kft.fine_tune(single, tiny_text_data, loss_weights={"label": 1.0}, verbose=0)
+
+
+def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, tickets):
+    model = trained.model
+    refused = r"takes models and data with one target; this one is multi-task, with the targets \['animal', 'colour'\]"
+    for call in (lambda: kft.tune(tickets, backbone="tiny_bert"),
+                 lambda: kft.ensemble([model, model]),
+                 lambda: kft.calibrate(model, tickets),
+                 lambda: kft.distill(model, "tiny_bert", tickets),
+                 lambda: kft.auto(tickets, time_limit=60)):
+        with pytest.raises(multitask.MultiTaskError, match=refused):
+            call()
+
+
+def test_for_target_gives_one_targets_data_on_the_same_splits(tickets):
+    colour = tickets.for_target("colour")
+    assert colour.targets is None and colour.class_names == ["blue", "green", "red"] and colour.task == "multiclass"
+    for split in kft.data.SPLITS:
+        carried = tickets.labels(split, "colour") >= 0
+        np.testing.assert_array_equal(colour.labels(split), tickets.labels(split, "colour")[carried])
+        assert list(colour.inputs(split)) == list(tickets.inputs(split)[carried])
+    with pytest.raises(DataError, match=r"has the targets \['animal', 'colour'\]. Received: target='size'"):
+        tickets.for_target("size")

@@ -324,6 +324,34 @@ class TaskData:
                         image_size=self.image_size, sample_rate=self.sample_rate, duration=self.duration,
                         report=report, source=self.source, targets=self.targets, stratify=self.stratify)
 
+    def for_target(self, target):
+        """Returns the data of one target of multi-task data: the same splits, labelled by it alone.
+
+        Examples missing the target's label are left out; the result is
+        single-target data (`targets` None), to train a single-task model on.
+
+        Args:
+            target: str. One of `targets`.
+
+        Example:
+
+        ```python
+        words = kerasft.samples.spoken_words(targets=("word", "speaker_sex")).for_target("word")
+        ```
+        """
+        self.labels("train", target)  # refuses data without that target
+        spec = self.targets[target]
+        splits = {}
+        for split in SPLITS:
+            examples, labels = self._splits[split], self.labels(split, target)
+            carried = present(labels, spec.task)
+            splits[split] = Examples(examples.inputs[carried], labels[carried], examples.digests[carried])
+        report = dataclasses.replace(self.report, notes=self.report.notes + [
+            f"target {target!r} of {self.name} (the examples carrying it)"])
+        return TaskData(splits, name=f"{self.name}_{target}", modality=self.modality, task=spec.task,
+                        class_names=list(spec.class_names), input_kind=self.input_kind, image_size=self.image_size,
+                        sample_rate=self.sample_rate, duration=self.duration, report=report, source=self.source)
+
     def fingerprint(self):
         """Returns a stable hex hash of the content, labels and splits.
 
