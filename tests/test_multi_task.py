@@ -2,6 +2,7 @@
 the one engine, evaluated per target, exported and served as one model (tiny backbones throughout)."""
 
 import csv
+import json
 import math
 import types
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 import kerasft as kft
-from conftest import TINY_VOCAB
+from conftest import TINY_VOCAB, run_fresh
 from kerasft import engine, features, models, multitask, training
+from kerasft.serving import ExportError
 from kerasft.data import DataError
 
 # === Data with several targets ===
@@ -258,6 +260,98 @@ def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, ticke
                  lambda: kft.auto(tickets, time_limit=60)):
         with pytest.raises(multitask.MultiTaskError, match=refused):
             call()
+
+
+# === Served as one model ===
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tickets, tmp_path_factory):
+    """The trained multi-task model exported once; its test texts and in-memory outputs saved beside."""
+    work = tmp_path_factory.mktemp("multi_task_export")
+    texts = list(tickets.inputs("test")[:6]) + ["the red dog", ""]
+    expected = trained.model.predict(np.array(texts, dtype=object), verbose=0)
+    np.save(work / "texts.npy", np.array(texts, dtype=object))
+    result = kft.export(trained.model, work / "model", data=tickets, metrics=kft.evaluate(trained.model, tickets))
+    return types.SimpleNamespace(work=work, texts=texts, expected=expected, exported=result,
+                                 class_names={"animal": ["cat", "dog"], "colour": ["blue", "green", "red"]})
+
+
+def _assert_target_outputs(outputs, expected, class_names):
+    for target, probabilities in expected.items():
+        np.testing.assert_allclose(outputs[f"{target}_probabilities"], probabilities, atol=TOLERANCE)
+        labels = [label.decode() if isinstance(label, bytes) else str(label) for label in outputs[f"{target}_label"]]
+        assert labels == [class_names[target][i] for i in probabilities.argmax(-1)]
+        np.testing.assert_allclose(outputs[f"{target}_score"], probabilities.max(-1), atol=TOLERANCE)
+
+
+def test_export_writes_a_label_map_and_a_card_per_target(exported):
+    folder = exported.exported.path
+    assert open(f"{folder}/labels.txt").read().splitlines() == ["cat", "dog"]  # the first target's
+    with open(exported.exported.label_map) as file:
+        assert list(json.load(file).items()) == list(exported.class_names.items())
+    with open(f"{exported.exported.saved_model}/assets.extra/labels.json") as file:
+        assert json.load(file) == exported.class_names
+    with open(exported.exported.model_card) as file:
+        card = json.load(file)
+    assert card["model"]["task"] == {"animal": "binary", "colour": "multiclass"}
+    assert card["model"]["outputs"] == {"animal": 2, "colour": 3}
+    assert set(card["signatures"]["serving_default"]["outputs"]) == {
+        f"{target}_{key}" for target in ("animal", "colour") for key in ("probabilities", "label", "score")}
+    assert set(card["metrics"]) == {"animal", "colour"} and "labels.json" in card["files"]
+    assert card["data"]["targets"]["colour"]["task"] == "multiclass"
+
+
+def test_the_multi_output_keras_file_loads_without_kerasft_in_a_fresh_process(exported):
+    run_fresh(f"""
+        import sys, numpy as np, keras, keras_hub
+        model = keras.models.load_model({exported.exported.keras!r}, safe_mode=True)
+        texts = np.load({str(exported.work / "texts.npy")!r}, allow_pickle=True)
+        outputs = model.predict(texts, verbose=0)
+        assert list(outputs) == ["animal", "colour"], list(outputs)
+        np.savez({str(exported.work / "keras_out.npz")!r}, **outputs)
+        assert "kerasft" not in sys.modules, "the .keras file imported kerasft"
+    """)
+    outputs = np.load(exported.work / "keras_out.npz")
+    for target, probabilities in exported.expected.items():
+        np.testing.assert_allclose(outputs[target], probabilities, atol=TOLERANCE)
+
+
+def test_the_saved_model_serves_every_target_in_a_fresh_process(exported):
+    run_fresh(f"""
+        import sys, numpy as np, tensorflow as tf
+        import tensorflow_text  # registers the tokenizer ops the graph holds
+        serve = tf.saved_model.load({exported.exported.saved_model!r}).signatures["serving_default"]
+        texts = np.load({str(exported.work / "texts.npy")!r}, allow_pickle=True).astype(str)
+        save_outputs({str(exported.work / "sm_out.npz")!r}, serve(text=tf.constant(texts)))
+        assert "kerasft" not in sys.modules
+    """)
+    _assert_target_outputs(dict(np.load(exported.work / "sm_out.npz")), exported.expected, exported.class_names)
+
+
+@pytest.mark.parametrize("artefact", ["folder", "version"])
+def test_load_predicts_a_dict_per_target_and_names_what_a_model_lacks(exported, artefact):
+    path = exported.exported.path if artefact == "folder" else exported.exported.saved_model
+    predictor = kft.load(path)
+    assert predictor.targets == ["animal", "colour"] and predictor.class_names == exported.class_names
+    probabilities = predictor.predict(exported.texts)
+    for target, expected in exported.expected.items():
+        np.testing.assert_allclose(probabilities[target], expected, atol=TOLERANCE)
+    everything = predictor.predict_labels(exported.texts)
+    labels, scores = predictor.predict_labels(exported.texts, target="colour")
+    assert everything["colour"][0] == labels == [exported.class_names["colour"][i]
+                                                  for i in exported.expected["colour"].argmax(-1)]
+    with pytest.raises(ExportError, match=r"has the targets \['animal', 'colour'\]; it cannot predict 'size'"):
+        predictor.predict_labels(exported.texts, target="size")
+
+
+def test_litert_refuses_a_multi_task_model_before_writing(trained, tickets, tmp_path):
+    with pytest.raises(ExportError, match=r"LiteRT files hold models with one target; this multi-task model has the "
+                                          r"targets \['animal', 'colour'\]"):
+        kft.export(trained.model, tmp_path / "lite", data=tickets, formats=("litert",))
+    assert not (tmp_path / "lite").exists()
 
 
 def test_for_target_gives_one_targets_data_on_the_same_splits(tickets):
