@@ -39,6 +39,7 @@ def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():
     ("distillation.py", "export"),
     ("serving.py", "export"),
     ("audio_classification.py", "export"),
+    ("multi_task.py", "export"),
 ])
 def test_recipe_runs_offline_in_smoke_mode(recipe, output, tmp_path):
     env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / output))
