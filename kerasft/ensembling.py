@@ -112,6 +112,7 @@ def _combine(members, method, validation, name, calibrate):
 def _check_members(members, method, validation, calibrate):
     if method not in METHODS:
         raise EnsembleError(f"Unknown method {method!r}; expected one of {METHODS}.")
+    multitask.refuse("kft.ensemble's validation data", data=validation)
     members = list(members) if isinstance(members, (list, tuple)) else None
     if not members:
         raise EnsembleError("ensemble() needs a non-empty list of classifiers.")

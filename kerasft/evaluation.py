@@ -107,11 +107,16 @@ def evaluate(model, data, class_names=None, batch_size=64):
     models.check_clips(model, data)
     dataset = data.test if hasattr(data, "test") else data
     tasks = heads.tasks_of(model)
+    targets = getattr(data, "targets", None)
+    if (tasks is None) != (targets is None) and hasattr(data, "targets"):
+        raise EvaluationError(
+            f"The model has {'the targets ' + str(list(tasks)) if tasks else 'one target'} but the data "
+            f"({data.name}) has {'the targets ' + str(list(targets)) if targets else 'one target'}"
+            + (": evaluate it on data.for_target(<its target>)." if targets else "."))
     probabilities, labels = _outputs(model, dataset, batch_size)
     if tasks is None:
         return _evaluation(heads.task_of(model), probabilities, labels,
                            class_names or getattr(data, "class_names", None))
-    targets = getattr(data, "targets", None)
     if targets is not None and list(targets) != list(tasks):
         raise EvaluationError(f"The model's targets are {list(tasks)} but the data's ({data.name}) are "
                               f"{list(targets)}.")

@@ -70,6 +70,9 @@ def check_class_names(class_names, data, task, num_outputs):
         return {name: check_class_names((class_names or {}).get(name) or (
                     list(targets[name].class_names) if name in targets else None), None, task[name],
                     num_outputs[name]) for name in task}
+    if class_names is None and getattr(data, "targets", None):
+        raise ExportError(f"The model has one target but the data ({data.name}) has the targets {list(data.targets)}: "
+                          "pass data.for_target(<the model's target>), or class_names.")
     if class_names is None:
         class_names = getattr(data, "class_names", None) or (
             ["value"] if task == "regression" else [str(i) for i in range(num_outputs)])

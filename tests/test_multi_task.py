@@ -262,6 +262,18 @@ def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, ticke
             call()
 
 
+def test_a_single_target_model_is_not_read_against_multi_task_data(tiny_bert, tickets, tmp_path):
+    single = kft.build_classifier("tiny_bert", data=tickets.for_target("colour"))
+    with pytest.raises(kft.evaluation.EvaluationError, match=r"one target but the data .* has the targets "
+                                                            r"\['animal', 'colour'\]: evaluate it on data.for_target"):
+        kft.evaluate(single, tickets)
+    with pytest.raises(ExportError, match=r"pass data.for_target\(<the model's target>\), or class_names"):
+        kft.export(single, tmp_path / "single", data=tickets)
+    with pytest.raises(multitask.MultiTaskError, match="kft.ensemble's validation data takes"):
+        kft.ensemble([single, single], method="weighted", validation=tickets)
+    assert kft.evaluate(single, tickets.for_target("colour"))["num_examples"] > 0
+
+
 # === Served as one model ===
 
 TOLERANCE = 1e-5
