@@ -60,6 +60,12 @@ lock on the folder, so the others wait only for those renames. `kerasft.load`
 checks what it reads against the recorded sizes and SHA-256 digests and
 refuses a damaged file, naming it.
 
+`keep=N` then prunes: under the same lock, right after the new version is
+in place, the versions older than the newest N up to it are each renamed to
+a hidden `.tmp-...` name (TF Serving stops seeing it whole, never
+half-deleted), and deleted once the lock is released. The version just
+written and any newer one (TF Serving may be loading it) are never touched.
+
 A LiteRT export (one target only) is checked before anything is written: each file runs
 through the interpreter on the data's test split beside the Keras model, its
 parity report goes into the card (and is printed), and a file that loses more
@@ -133,7 +139,7 @@ class Exported:
 
 
 def export(model, path, class_names=None, version=None, data=None, metrics=None, hyperparameters=None,
-           formats=DEFAULT_FORMATS, quantize=None, calibration=200, max_accuracy_drop=0.01):
+           formats=DEFAULT_FORMATS, quantize=None, calibration=200, max_accuracy_drop=0.01, keep=None):
     """Writes a classifier as `model.keras`, a new SavedModel version, `labels.txt` and `model_card.json`.
 
     With `"litert"` in `formats` it also writes `model.tflite` (float32) and
@@ -167,6 +173,9 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
             point) a LiteRT file may show against the Keras model on the
             test split; a larger loss raises `litert.AccuracyDropError` and
             nothing is written.
+        keep: int or None. Keep only the newest `keep` SavedModel versions
+            up to the one written (it included); older ones are deleted after
+            it is in place. None keeps every version.
 
     Returns:
         An `Exported` with the paths written.
@@ -177,6 +186,8 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     'saved_models/bbc_news/1'
     >>> kft.export(model, "saved_models/fashion", data=data, formats=("litert",), quantize="int8").litert
     {'float32': 'saved_models/fashion/model.tflite', 'int8': 'saved_models/fashion/model_int8.tflite'}
+    >>> kft.export(model, "saved_models/bbc_news", data=data, keep=2).saved_model   # a third export: 1/ goes
+    'saved_models/bbc_news/3'
 
     Under a multi-worker strategy every worker calls `export` (saving runs
     collective ops), but only the chief's files are kept: the others write
@@ -184,11 +195,11 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     """
     with distribute.chief_path(path, model.distribute_strategy) as path:
         return _export(model, path, class_names, version, data, metrics, hyperparameters, formats, quantize,
-                       calibration, max_accuracy_drop)
+                       calibration, max_accuracy_drop, keep)
 
 
 def _export(model, path, class_names, version, data, metrics, hyperparameters, formats, quantize, calibration,
-            max_accuracy_drop):
+            max_accuracy_drop, keep):
     # === Checks: everything that can be wrong is refused before anything is written ===
     formats = _check_formats(formats)
     if quantize is not None and "litert" not in formats:
@@ -207,6 +218,10 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
         raise ExportError(f"version={version!r} applies to SavedModels, but formats={formats} writes none.")
     if "saved_model" in formats:
         _check_version(version, root)  # refused now, before any work; chosen for good when committing
+    if keep is not None and ("saved_model" not in formats or not isinstance(keep, numbers.Integral)
+                             or isinstance(keep, bool) or keep < 1):
+        raise ExportError(f"keep must be an integer >= 1 (SavedModel versions to keep), with 'saved_model' in "
+                          f"formats. Received: keep={keep!r}, formats={formats}")
     endpoints = serving_endpoints(model, class_names, task)
     # Built once early to refuse unserializable metrics before the LiteRT work, which comes last: each file
     # is converted and compared against the Keras model, and a worse one is refused before anything is written.
@@ -255,9 +270,12 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
                     else:
                         os.replace(temporary, os.path.join(root, name))
                     staged.pop(0)
+                pruned = _hide_old_versions(root, version, keep) if keep is not None else []
         finally:
             for temporary, _ in staged:
                 _remove(temporary)
+    for hidden in pruned:  # deleted outside the lock: the next export need not wait for it
+        _remove(hidden)
     version_dir = os.path.join(root, str(version)) if version is not None else None
     return Exported(path=root, version=version, saved_model=version_dir,
                     keras=os.path.join(root, KERAS_FILE) if "keras" in formats else None,
@@ -424,6 +442,19 @@ def _rename_version(temporary, final):
         raise ExportError(f"Could not move the new version into {final!r}: {error}. Nothing was written.") from error
 
 
+def _hide_old_versions(root, written, keep):
+    """Renames the versions older than the newest `keep` up to `written` to hidden names, which it returns for
+    deletion; `written` and newer ones stay. A renamed version leaves TF Serving's view at once, and whole."""
+    hidden = []
+    for number in [v for v in versions(root) if v <= written][:-keep]:
+        hidden.append(_temporary(root, f"deleting-{number}"))
+        try:
+            os.rename(os.path.join(root, str(number)), hidden[-1])
+        except FileNotFoundError:  # pruned meanwhile by another process
+            hidden.pop()
+    return hidden
+
+
 def _remove(temporary):
     if os.path.isdir(temporary):
         shutil.rmtree(temporary, ignore_errors=True)
@@ -517,6 +548,8 @@ def _to_json(card):
             return value.item()
         if isinstance(value, np.ndarray):
             return value.tolist()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a kft.Head in hyperparameters
+            return {"type": type(value).__name__, **dataclasses.asdict(value)}
         raise ExportError(
             f"The model card holds only JSON values (numbers, strings, lists, dicts). Received "
             f"{type(value).__name__}: {value!r} in metrics or hyperparameters."

@@ -111,7 +111,9 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
         "decoded"] else None
     if spilled is not None:
         store, form = spilled
-        ds = caching.row_dataset(store.arrays, batch_size, shuffle=shuffle, seed=seed).map(store.element)
+        # Not through AutoGraph: a plain repacking, whose conversion fails after some other conversions in a process.
+        ds = caching.row_dataset(store.arrays, batch_size, shuffle=shuffle, seed=seed).map(
+            tf.autograph.experimental.do_not_convert(store.element))
         if form == "decoded":
             ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.prefetch(tf.data.AUTOTUNE)

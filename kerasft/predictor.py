@@ -175,7 +175,7 @@ def _read_bytes(image):
         return file.read()
 
 
-def load(path):
+def load(path, class_names=None):
     """Loads an exported classifier as a `Predictor`: a `.keras` file, an export folder, a SavedModel or a `.tflite`.
 
     An export folder is read through its `model.keras` when the newest
@@ -192,10 +192,17 @@ def load(path):
     `files`) and a `.keras` file against its own zip checksums: a truncated
     or altered file raises `ExportError` naming it, and is never served.
 
+    A classifier in memory works too: `kft.load(model, class_names)` gives it
+    the Predictor's inputs (a list of strings for a text model, where Keras'
+    `model.predict` refuses a list) and its class names.
+
     Args:
-        path: str or os.PathLike. A `.keras` file, an export folder written by
-            `export`, one SavedModel version folder, or a `.tflite` file
-            written by `export(..., formats=("litert",))`.
+        path: str, os.PathLike or keras.Model. A `.keras` file, an export
+            folder written by `export`, one SavedModel version folder, a
+            `.tflite` file written by `export(..., formats=("litert",))`, or
+            a classifier in memory.
+        class_names: list of str or None. For a model in memory: its class
+            names (default "0", "1", ...). Files carry their own.
 
     Returns:
         A `Predictor`.
@@ -203,7 +210,13 @@ def load(path):
     Example:
     >>> predictor = kft.load("saved_models/bbc_news")
     >>> labels, scores = predictor.predict_labels(["Shares fell after the bank's results."])
+    >>> kft.load(model, data.class_names).predict_labels(["The striker scored twice."])
     """
+    if isinstance(path, keras.Model):
+        return _model_predictor(path, class_names, source=f"<in-memory model {path.name!r}>")
+    if class_names is not None:
+        raise ExportError("class_names is for a model in memory; a file carries its own (labels.txt, its card "
+                          f"or metadata). Received: path={os.fspath(path)!r}, class_names={class_names!r}")
     path = os.fspath(path)
     if os.path.isfile(path) and path.endswith(".keras"):
         return _keras_predictor(path)
@@ -270,11 +283,16 @@ def _keras_predictor(filename):
                                               "check.", filename), filename)
     _check_recorded(os.path.dirname(filename), [os.path.basename(filename), LABELS_FILE, LABEL_MAP_FILE])
     model = keras.models.load_model(filename, compile=False)
+    folder, multi_task = os.path.dirname(filename), isinstance(describe(model)[1], dict)
+    labels = (_read_label_map(os.path.join(folder, LABEL_MAP_FILE)) if multi_task
+              else _read_labels(os.path.join(folder, LABELS_FILE)))
+    return _model_predictor(model, labels, filename)
+
+
+def _model_predictor(model, class_names, source):
     modality, task, num_outputs = describe(model)
-    labels = (_read_label_map if isinstance(task, dict) else _read_labels)(
-        os.path.join(os.path.dirname(filename), LABEL_MAP_FILE if isinstance(task, dict) else LABELS_FILE))
-    class_names = check_class_names(labels, None, task, num_outputs)
-    return Predictor(model, serving_endpoints(model, class_names, task), class_names, modality, filename,
+    class_names = check_class_names(class_names, None, task, num_outputs)
+    return Predictor(model, serving_endpoints(model, class_names, task), class_names, modality, source,
                      sample_rate=audio.sample_rate_of(model)[0] if modality == "audio" else None)
 
 

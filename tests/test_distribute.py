@@ -212,6 +212,7 @@ def test_two_workers_train_to_identical_weights_and_only_the_chief_exports(tmp_p
     np.testing.assert_allclose(reloaded.get_weights()[-1], first[first.files[-1]], atol=0)
 
 
+@pytest.mark.extended
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record the files each worker opens")
 def test_two_workers_on_tfrecord_shards_each_read_only_their_files_and_end_identical(tmp_path):
     import conftest
@@ -244,6 +245,7 @@ def test_two_workers_on_tfrecord_shards_each_read_only_their_files_and_end_ident
         np.testing.assert_array_equal(first[name], second[name])
 
 
+@pytest.mark.extended
 def test_keras_tuner_chief_and_two_workers_share_one_search(tmp_path):
     port = _free_ports(1)[0]
     logs = [tmp_path / name for name in ("chief.log", "worker_0.log", "worker_1.log")]

@@ -470,13 +470,8 @@ def _read_images(paths):
 def _read_clips(paths, sample_rate, duration, report):
     """Returns [(clip float32, None) or (None, reason)] per sound file; notes resampled rates in `report`."""
     def read(path):
-        try:
-            waveform, rate = audio.decode(path.read_bytes())
-        except OSError as error:
-            return None, None, f"cannot be read ({error.strerror or error})"
-        except audio.AudioError as error:
-            return None, None, str(error)
-        return waveform, rate, audio.problem(waveform, rate)
+        waveform, rate, why = _decode_clip(path)
+        return waveform, rate, why or audio.problem(waveform, rate)
 
     with futures.ThreadPoolExecutor(4) as pool:
         decoded = list(pool.map(read, paths))
@@ -493,6 +488,35 @@ def _read_clips(paths, sample_rate, duration, report):
         report.notes.append(f"resampled to {sample_rate} Hz: " + ", ".join(
             f"{count} clips from {rate} Hz" for rate, count in sorted(rates.items())))
     return results
+
+
+def _decode_clip(path):
+    """Returns (waveform, rate, None) of a sound file, or (None, None, why it cannot be read)."""
+    try:
+        waveform, rate = audio.decode(Path(path).read_bytes())
+    except OSError as error:
+        return None, None, f"cannot be read ({error.strerror or error})"
+    except audio.AudioError as error:
+        return None, None, str(error)
+    return waveform, rate, None
+
+
+def unreadable(paths, modality):
+    """Returns, per file, why it cannot be decoded as an image or a sound file, or None when it can.
+
+    The checks `from_directory` makes (images: the format signature, then
+    TensorFlow's own decoder; sound: libsndfile), without its checks of a
+    clip's content (silence, length), which do not stop a prediction.
+
+    Args:
+        paths: list of str or Path. The files.
+        modality: str. `"image"` or `"audio"`.
+    """
+    paths = [Path(p) for p in paths]
+    if modality == "image":
+        return [why for _, why in _read_images(paths)]
+    with futures.ThreadPoolExecutor(4) as pool:
+        return [why for _, _, why in pool.map(_decode_clip, paths)]
 
 
 def _read_texts(paths, fallback_encoding, report):

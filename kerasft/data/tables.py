@@ -91,6 +91,18 @@ def _raw_labels(values, label_separator, task):
     return values
 
 
+def read_column(path, column, encoding="utf-8"):
+    """Returns the values of one column of a `.csv`, `.tsv` or `.jsonl` file, as str, row by row.
+
+    Args:
+        path: str or Path. The file.
+        column: str. Column (or JSON key) to read; a row without it gives "".
+        encoding: str. The file's text encoding.
+    """
+    _, _, values = read_columns(Path(path), (column,), encoding)
+    return [str(value or "") for value in values[column]]
+
+
 def read_columns(path, columns, encoding, share=()):
     """`(row numbers, "row" or "line", {column: values})` of a `.csv`/`.tsv`/`.jsonl` file holding `columns`.
 
