@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/ensembles.py
 	$(PY) bench/fusion.py
 	$(PY) bench/memory.py
+	$(PY) bench/multi_task.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,7 +15,7 @@
    microseconds per article on full articles and on the heads (c) tokenizes.
 3. The head size: rows tokenized again in full, and speed, per characters per token.
 4. End to end on the test articles: the text serving signature
-   (`kerasft.exporting.serving_endpoints`) before (whole model on raw
+   (`kerasft.serving.serving_endpoints`) before (whole model on raw
    strings) and after, the tokenizer's share of it, and the eager call the
    LiteRT predictor makes (KerasHub's pure-Python path before).
 
@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_text as tf_text  # noqa: E402
 
 import kerasft as kft  # noqa: E402
-from kerasft import exporting, heads, tokenizing  # noqa: E402
+from kerasft import heads, serving, tokenizing  # noqa: E402
 from bench_report import write_section  # noqa: E402
 
 SEQUENCE_LENGTH = 128
@@ -232,8 +232,8 @@ def main():
     # === 4. End to end ===
     test = [x.numpy().decode() for x, _ in data.test][:args.serve]
     class_names, task = data.class_names, heads.task_of(model)
-    after = exporting.serving_endpoints(model, class_names, task)["serving_default"]
-    before = tf.function(lambda t: exporting.serving_outputs(model(t, training=False), class_names, task),
+    after = serving.serving_endpoints(model, class_names, task)["serving_default"]
+    before = tf.function(lambda t: serving.serving_outputs(model(t, training=False), class_names, task),
                          input_signature=[tf.TensorSpec([None], tf.string)])
     batches = [tf.constant(test[i:i + BATCH]) for i in range(0, len(test), BATCH)]
     serve = {name: (lambda f=f: [f(b)["probabilities"].numpy() for b in batches])

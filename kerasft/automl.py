@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasft import backbones, calibration, ensembling, evaluation, exporting, features, models, report, training
+from kerasft import (backbones, calibration, ensembling, evaluation, exporting, features, models, multitask, report,
+                     training)
 from kerasft import tuning
 
 # The backbones `auto` tries per modality, cheapest first (each installs offline; see ASSETS.md).
@@ -95,6 +96,7 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
     >>> result.evaluation["accuracy"], result.exported.path
     """
     start = time.monotonic()
+    multitask.refuse("kft.auto", data=data)
     names = tuple(backbones_to_try or BACKBONES.get(getattr(data, "modality", None), ()))
     _check(data, time_limit, names)
     name = name or backbones.short_name(data.name)

@@ -20,7 +20,7 @@ report draws the reliability diagram.
 import numpy as np
 import scipy.optimize
 
-from kerasft import evaluation, heads, keras_internals
+from kerasft import evaluation, heads, keras_internals, multitask
 
 # The temperatures searched: beyond them a validation split is too small or too easy to say more.
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -54,6 +54,7 @@ def calibrate(model, data, verbose=1):
     >>> model = kft.calibrate(model, data)
     >>> kft.evaluate(model, data)["ece"]
     """
+    multitask.refuse("kft.calibrate", model=model, data=data)
     output = _softmax_output(model)
     validation = _validation(data)
     result = evaluation.evaluate(model, validation)

@@ -10,6 +10,9 @@ train           the recipe: phase 1 warms the head up on frozen features; phase 
                 blocks and the head on the inputs at their cut, and is rolled back if it made
                 validation worse
 ```
+A multi-task model runs the same routine: its targets are dicts per target,
+with sample weights that mask missing labels, and one loss per target, weighted
+(`kerasft.multitask`).
 A phase trains a part model that SHARES its layers with the classifier
 (`kerasft.features.split_network`), so the classifier holds the result with
 no copying back; a `tune` trial model is itself such a part (the top above the
@@ -25,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import augment, backbones, distribute, features, heads, models
+from kerasft import augment, backbones, distribute, features, heads, models, multitask
+from kerasft.data.targets import present
 
 # Caps on the epochs of a phase when the recipe leaves them to early stopping (see `Recipe`).
 HEAD_EPOCHS = 200
@@ -97,6 +101,8 @@ class Recipe:
         augmentation: float. Strength in [0, 1] of augmentation of the unfrozen phase's
             training input (images and audio; see `kerasft.augment`).
         seed: int. Seeds the shuffles and the augmentation.
+        loss_weights: dict or None. A multi-task model's `{target: weight}` (targets left out
+            weigh 1); None balances them on the first training batch (`kerasft.multitask`).
     """
 
     trainable: str = "frozen"
@@ -113,6 +119,7 @@ class Recipe:
     batchnorm: str = "auto"
     augmentation: float = 0.0
     seed: int = 0
+    loss_weights: dict = None
 
     def __post_init__(self):
         models.parse_trainable(self.trainable)
@@ -139,6 +146,11 @@ class Recipe:
             models.check_batchnorm(self.batchnorm)
         if not _is_number(self.augmentation) or not 0 <= self.augmentation <= 1:
             raise RecipeError(f"augmentation is a strength in [0, 1]. Received: augmentation={self.augmentation!r}")
+        if self.loss_weights is not None and (not isinstance(self.loss_weights, dict) or not all(
+                isinstance(k, str) and _is_number(v) and math.isfinite(v) and v > 0
+                for k, v in self.loss_weights.items())):
+            raise RecipeError("loss_weights maps target names to numbers > 0 (or is None to balance them). "
+                              f"Received: loss_weights={self.loss_weights!r}")
         if self.augmentation and self.trainable == "frozen":
             raise RecipeError("augmentation applies to phase 2 (an unfrozen backbone); a frozen backbone trains only "
                               "the head, on features computed once. Pass trainable='top:N' or 'all'.")
@@ -199,15 +211,24 @@ class Inputs:
         block_pattern: str or None. The backbone's block regex.
         soft_targets: dict or None. Split -> `(N, C)` teacher probabilities in the data's order
             (distillation): the targets become `[one-hot labels, teacher probabilities]`.
+        class_weight: dict or None. Multi-task data: `{target: {class id: weight} or None}` (`class_weight`),
+            folded into the training sample weights (Keras takes no class_weight for several outputs).
         verbose: int. 1 prints what the feature cache did.
+
+    Multi-task data gives batches of `(inputs, {target: targets}, {target: sample weights})`
+    (`multitask.targets_and_weights`).
     """
 
     def __init__(self, model, data, cuts, augmented=False, cache_directory=None, spill_directory=None,
-                 block_pattern=None, soft_targets=None, verbose=0):
+                 block_pattern=None, soft_targets=None, class_weight=None, verbose=0):
         self.model, self.data = model, data
         self.block_pattern = block_pattern
-        self.targets = {split: heads.targets(data.task, data.num_classes, data.labels(split))
-                        for split in ("train", "validation")}
+        if data.targets:
+            self.targets = {split: multitask.targets_and_weights(data, split, class_weight if split == "train"
+                                                                 else None) for split in ("train", "validation")}
+        else:
+            self.targets = {split: heads.targets(data.task, data.num_classes, data.labels(split))
+                            for split in ("train", "validation")}
         if soft_targets is not None:
             self.targets = {split: np.concatenate([self.targets[split], soft_targets[split]], axis=-1)
                             for split in self.targets}
@@ -256,6 +277,8 @@ class Inputs:
             validation = self._pipeline("validation").batch(64)
             if cut != "all":
                 validation = features.Bottom(self.model, [cut], self.block_pattern).map(validation, cut)
+        if self.data.targets:  # (inputs, (targets, weights)) -> (inputs, targets, weights), as Keras takes them
+            train, validation = (ds.map(lambda x, y: (x, *y)) for ds in (train, validation))
         return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
 
     def _pipeline(self, split):
@@ -319,8 +342,8 @@ class _Progress(keras.callbacks.Callback):
             return
         self.printed = now
         per_epoch = (now - self.started) / (epoch + 1)
-        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "mae", "val_loss",
-                                                                          "val_accuracy", "val_mae"))
+        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items()
+                         if k in ("loss", "val_loss") or k.endswith(("accuracy", "mae")))
         self.log(f"kerasft: {self.name} epoch {epoch + 1}/{self.epochs} {shown} (best val_loss {self.best:.4f}) "
                  f"{per_epoch:.1f} s/epoch, at most ~{per_epoch * (self.epochs - epoch - 1):.0f} s left")
 
@@ -374,7 +397,7 @@ class PhaseResult:
 
 
 def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_weight=None, patience=0,
-              callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0):
+              callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0, loss_weights=None):
     """Fits `part` (a model sharing its layers with a classifier) for at most `epochs` with early stopping.
 
     Args:
@@ -392,6 +415,8 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
         strategy: tf.distribute.Strategy or None. Compiles and fits under it.
         log: callable or None. Takes progress lines.
         keras_verbose: int. Keras' own progress output.
+        loss_weights: dict or None. A multi-task part's `{target: weight}`; its metrics then skip the rows
+            whose sample weight is 0 (missing labels).
 
     Returns:
         A `PhaseResult`.
@@ -400,7 +425,10 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     timer = [_Deadline(deadline, log)] if deadline is not None else []
     progress = [_Progress(name, epochs, log)] if log else []
     with distribute.training_scope(strategy):
-        part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
+        if loss_weights is None:
+            part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
+        else:
+            part.compile(optimizer=optimizer(), loss=loss, loss_weights=loss_weights, weighted_metrics=metrics)
         history = part.fit(train, validation_data=validation, epochs=epochs, class_weight=class_weight,
                            shuffle=False, verbose=keras_verbose,
                            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN(), *stop, *timer, *progress])
@@ -444,12 +472,30 @@ def head_part(part):
 
 def class_weight(setting, data):
     """Resolves a recipe's `class_weight` for a TaskData: "auto" weights classes inversely to their frequency
-    when the largest is 1.5x the smallest or more (classification only); a dict or None as given."""
+    when the largest is 1.5x the smallest or more (classification only); a dict or None as given.
+
+    Multi-task data: `{target: weights or None}`, "auto" resolved per target over the rows carrying it; a dict
+    names targets (each `{class id: weight}`)."""
+    if data.targets:
+        if setting != "auto":
+            unknown = [name for name in setting or {} if name not in data.targets]
+            if unknown:
+                raise RecipeError(f"class_weight of multi-task data maps targets to {{class id: weight}}; "
+                                  f"{unknown} are not among the targets {list(data.targets)}. "
+                                  f"Received: class_weight={setting!r}")
+            return setting
+        return {name: _balanced(labels[present(labels, target.task)], target.num_outputs)
+                if target.task in ("multiclass", "binary") else None
+                for name, target in data.targets.items() for labels in [data.labels("train", name)]}
     if setting != "auto":
         return setting
     if data.task not in ("multiclass", "binary"):
         return None
-    counts = np.bincount(data.labels("train"), minlength=data.num_classes).astype("float64")
+    return _balanced(data.labels("train"), data.num_classes)
+
+
+def _balanced(labels, num_classes):
+    counts = np.bincount(labels, minlength=num_classes).astype("float64")
     if counts.min() == 0 or counts.max() / counts.min() < 1.5:
         return None
     return {i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts)}
@@ -467,10 +513,11 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
         inputs: Inputs. Gives every phase its batches.
         recipe: Recipe.
         modality: str. Of the classifier (picks the default fine-tuning rate).
-        task: str. Of the classifier.
+        task: str or dict. Of the classifier; a multi-task model's `{target: task}`.
         block_pattern: str or None. The backbone's block regex (per-block rates).
-        class_weight: dict or None. Resolved class weights.
-        loss, metrics: the loss and metrics (default `heads.loss_and_metrics(task, recipe.label_smoothing)`).
+        class_weight: dict or None. Resolved class weights (None for a multi-task model: its `Inputs` hold them).
+        loss, metrics: the loss and metrics (default `heads.loss_and_metrics(task, recipe.label_smoothing)`, or
+            `multitask.losses_and_metrics` per target).
         callbacks: sequence of keras.callbacks.Callback. Extra callbacks for both phases.
         checkpoint: `kerasft.checkpoint.Checkpoint` or None. Makes the run resumable.
         deadline: float or None. A `time.monotonic()` time no epoch should run past.
@@ -480,10 +527,13 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
 
     Returns:
         `(history, notes)`: a `keras.callbacks.History` of both phases (`history["phase"]`
-        says 1 or 2 per epoch) and a list of lines about what was cut or rolled back.
+        says 1 or 2 per epoch; a multi-task model's `history.loss_weights` the weights used) and a
+        list of lines about what was cut or rolled back.
     """
+    multi = isinstance(task, dict)
     if loss is None:
-        loss, metrics = heads.loss_and_metrics(task, recipe.label_smoothing)
+        loss, metrics = (multitask.losses_and_metrics(task, recipe.label_smoothing) if multi
+                         else heads.loss_and_metrics(task, recipe.label_smoothing))
     merged, notes = keras.callbacks.History(), []
     merged.history = {}
     head_epochs = recipe.head_epochs
@@ -491,6 +541,16 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
     if head_epochs != 0:
         with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
             head = head_part(part)
+    loss_weights = merged.loss_weights = multitask.check_loss_weights(recipe.loss_weights, task) if multi else None
+    if multi and loss_weights is None:  # balanced on the first phase's first batch, before any phase or restore
+        first = (head, inputs.datasets("frozen", recipe.batch_size, recipe.seed)[0]) if head_epochs != 0 else (
+            part, inputs.datasets(recipe.trainable, recipe.batch_size, recipe.seed, recipe.augmentation)[0])
+        loss_weights, initial = multitask.balanced_loss_weights(*first, loss)
+        merged.loss_weights = loss_weights
+        _log(log, "kerasft: loss weights " + ", ".join(
+            f"{name} {weight:.3g} (initial loss {initial[name]:.3g})" for name, weight in loss_weights.items())
+            + ": each target starts with an equal share")
+    if head_epochs != 0:
         epochs = head_epochs or HEAD_EPOCHS
         if checkpoint and checkpoint.finished(1):
             checkpoint.restore(1, head)
@@ -505,7 +565,7 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                 lambda: keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
                 class_weight=class_weight, patience=_patience(recipe, head, inputs),
                 callbacks=[*callbacks, *(checkpoint.callbacks(1) if checkpoint else [])], deadline=deadline,
-                name="phase 1", strategy=strategy, log=log, keras_verbose=keras_verbose)
+                name="phase 1", strategy=strategy, log=log, keras_verbose=keras_verbose, loss_weights=loss_weights)
             history = checkpoint.finish(1, head) if checkpoint else result.history
             if result.cut_short:
                 notes.append(f"time limit: phase 1 stopped {result.cut_short}")
@@ -531,7 +591,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                 part, train_data, validation, epochs, optimizer, loss, metrics, class_weight=class_weight,
                 patience=_patience(recipe, part, inputs),
                 callbacks=[*callbacks, *(checkpoint.callbacks(2) if checkpoint else [])],
-                deadline=deadline, name="phase 2", strategy=strategy, log=log, keras_verbose=keras_verbose)
+                deadline=deadline, name="phase 2", strategy=strategy, log=log, keras_verbose=keras_verbose,
+                loss_weights=loss_weights)
             history = checkpoint.finish(2, part) if checkpoint else result.history
             if result.cut_short:
                 notes.append(f"time limit: phase 2 stopped {result.cut_short}")

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import scipy.optimize
 
-from kerasft import audio, calibration, distribute, evaluation, features, heads, keras_internals, models
+from kerasft import audio, calibration, distribute, evaluation, features, heads, keras_internals, models, multitask
 
 METHODS = ("mean", "weighted", "stacking", "uniform_soup", "greedy_soup")
 # Stacking chooses its combiner's regularization by cross-validation over this many folds of the validation split,
@@ -112,10 +112,13 @@ def _combine(members, method, validation, name, calibrate):
 def _check_members(members, method, validation, calibrate):
     if method not in METHODS:
         raise EnsembleError(f"Unknown method {method!r}; expected one of {METHODS}.")
+    multitask.refuse("kft.ensemble's validation data", data=validation)
     members = list(members) if isinstance(members, (list, tuple)) else None
     if not members:
         raise EnsembleError("ensemble() needs a non-empty list of classifiers.")
     for i, member in enumerate(members):
+        if isinstance(member, keras.Model):
+            multitask.refuse(f"kft.ensemble (and its soups; member {i})", model=member)
         if not isinstance(member, keras.Model) or not models.is_classifier(member):
             raise EnsembleError(
                 f"Member {i} is not a kerasft classifier (a keras.Model with 'preprocessor' and 'network' "

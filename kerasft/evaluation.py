@@ -1,12 +1,14 @@
 """Held-out evaluation of a classifier or an ensemble: accuracy, macro-F1, per-class metrics, confusion matrix,
-expected calibration error."""
+expected calibration error; per target for a multi-task model."""
 
 import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerasft import features, heads, models
+from kerasft.data.targets import present
 
 # Equal-width bins of the top probability for the expected calibration error (Guo et al., 2017 use 15).
 CALIBRATION_BINS = 15
@@ -56,30 +58,88 @@ class Evaluation:
         return self.summary()
 
 
+@dataclasses.dataclass
+class MultiTaskEvaluation:
+    """Held-out metrics of a multi-task model: one `Evaluation` per target, of the examples that carry it.
+
+    Attributes:
+        targets: dict. Target -> `Evaluation`, in the model's order.
+        metrics: dict. Target -> its metrics (JSON-able, for a model card).
+    """
+
+    targets: dict
+
+    @property
+    def metrics(self):
+        return {name: evaluation.metrics for name, evaluation in self.targets.items()}
+
+    def __getitem__(self, target):
+        return self.targets[target]
+
+    def summary(self):
+        """Returns each target's metrics and per-class table as text."""
+        return "\n".join(f"target {name!r}:\n" + "\n".join("  " + line for line in evaluation.summary().splitlines())
+                         for name, evaluation in self.targets.items())
+
+    def __str__(self):
+        return self.summary()
+
+
 def evaluate(model, data, class_names=None, batch_size=64):
     """Evaluates a classifier on held-out data: accuracy, macro-F1, per-class metrics, confusion matrix, ECE.
+
+    A multi-task model is evaluated per target, each on the examples that
+    carry its label (`MultiTaskEvaluation`).
 
     Args:
         model: keras.Model. A kerasft classifier or ensemble (any model from
             raw input to outputs).
         data: TaskData (its test split is used) or a tf.data.Dataset of
             unbatched `(raw input, label)`.
-        class_names: list of str or None. Names for the per-class table
-            (taken from a TaskData).
+        class_names: list of str, dict or None. Names for the per-class table
+            (taken from a TaskData); a multi-task model's `{target: names}`.
         batch_size: int. Examples per prediction batch.
 
     Returns:
-        An `Evaluation`; `result["accuracy"]` reads one metric.
+        An `Evaluation`; `result["accuracy"]` reads one metric. A multi-task
+        model gives a `MultiTaskEvaluation`: `result["word"]["accuracy"]`.
     """
     models.check_clips(model, data)
     dataset = data.test if hasattr(data, "test") else data
-    class_names = class_names or getattr(data, "class_names", None)
+    tasks = heads.tasks_of(model)
+    targets = getattr(data, "targets", None)
+    if (tasks is None) != (targets is None) and hasattr(data, "targets"):
+        raise EvaluationError(
+            f"The model has {'the targets ' + str(list(tasks)) if tasks else 'one target'} but the data "
+            f"({data.name}) has {'the targets ' + str(list(targets)) if targets else 'one target'}"
+            + (": evaluate it on data.for_target(<its target>)." if targets else "."))
+    probabilities, labels = _outputs(model, dataset, batch_size)
+    if tasks is None:
+        return _evaluation(heads.task_of(model), probabilities, labels,
+                           class_names or getattr(data, "class_names", None))
+    if targets is not None and list(targets) != list(tasks):
+        raise EvaluationError(f"The model's targets are {list(tasks)} but the data's ({data.name}) are "
+                              f"{list(targets)}.")
+    class_names = class_names or ({name: list(t.class_names) for name, t in targets.items()} if targets
+                                  else models.class_names_of(model)) or {}
+    evaluations = {}
+    for name, task in tasks.items():
+        carried = present(labels[name], task)
+        if not carried.any():
+            raise EvaluationError(f"No example of the data carries a label of target {name!r}.")
+        evaluations[name] = _evaluation(task, probabilities[name][carried], labels[name][carried],
+                                        class_names.get(name))
+    return MultiTaskEvaluation(evaluations)
+
+
+def _outputs(model, dataset, batch_size):
+    """`(outputs, labels)` of a model over an unbatched `(raw input, label)` dataset: arrays, or dicts of them."""
     probabilities, labels = [], []
     if models.is_classifier(model):  # preprocessing in tf.data (text: the fast word-cut tokenizer)
         network = model.get_layer("network")
         for x, y in features.preprocess(model, dataset, batch_size, cache=False):  # one pass: nothing kept
-            probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
-            labels.append(y.numpy())
+            probabilities.append(tf.nest.map_structure(keras.ops.convert_to_numpy, network(x, training=False)))
+            labels.append(tf.nest.map_structure(lambda t: t.numpy(), y))
     else:  # an ensemble, or any model on raw input: its compiled predict function, not op-by-op calls
         batches = dataset.batch(batch_size)
         if batches.cardinality() != 0:
@@ -87,8 +147,12 @@ def evaluate(model, data, class_names=None, batch_size=64):
             labels.extend(y.numpy() for _, y in batches)
     if not probabilities:
         raise EvaluationError("evaluate() received an empty dataset.")
-    probabilities, labels = np.concatenate(probabilities), np.concatenate(labels)
-    task = heads.task_of(model)
+    return (tf.nest.map_structure(lambda *parts: np.concatenate(parts), *probabilities),
+            tf.nest.map_structure(lambda *parts: np.concatenate(parts), *labels))
+
+
+def _evaluation(task, probabilities, labels, class_names):
+    """The `Evaluation` of one target's outputs against its labels."""
     class_names = list(class_names or [str(i) for i in range(probabilities.shape[-1])])
     if task == "regression":
         error = probabilities[:, 0] - labels.astype("float64")

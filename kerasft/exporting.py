@@ -6,7 +6,9 @@
   1/ 2/ ...          SavedModel versions in TF Serving's model_base_path layout; each holds its own
                      assets.extra/labels.txt, assets.extra/model_card.json and assets.extra/checksums.json
                      (the size and SHA-256 of every other file of the version)
-  labels.txt         one class name per line, index order
+  labels.txt         one class name per line, index order (a multi-task model: its first target's)
+  labels.json        a multi-task model only: {"<target>": [class names in index order], ...}, targets in
+                     output order (a regression target: ["value"]); each version's assets.extra holds it too
   model_card.json    backbone, data summary, metrics, hyperparameters, library versions, date, signatures;
                      "files": the size and SHA-256 of the files this export wrote beside it
   model.tflite       with formats=(..., "litert"): LiteRT float32, and model_<quantize>.tflite per
@@ -20,8 +22,10 @@ replaces it; the card's `litert.files` lists those of the newest export.
 Every version folder keeps its own labels and card, so older versions stay
 self-describing after newer exports.
 
-SavedModel signatures take RAW input and return `probabilities`
-float32[None, C], `label` string[None] and `score` float32[None]:
+SavedModel signatures (`kerasft.serving`) take RAW input and return
+`probabilities` float32[None, C], `label` string[None] and `score`
+float32[None]; a multi-task model returns those per target:
+`<target>_probabilities`, `<target>_label`, `<target>_score`.
 - text: `serving_default(text: string[None])`. The graph holds
   tensorflow-text ops: a serving process must `import tensorflow_text` first
   (TF Serving: a build that includes those ops). A classifier tokenizes long
@@ -62,7 +66,7 @@ a hidden `.tmp-...` name (TF Serving stops seeing it whole, never
 half-deleted), and deleted once the lock is released. The version just
 written and any newer one (TF Serving may be loading it) are never touched.
 
-A LiteRT export is checked before anything is written: each file runs
+A LiteRT export (one target only) is checked before anything is written: each file runs
 through the interpreter on the data's test split beside the Keras model, its
 parity report goes into the card (and is printed), and a file that loses more
 than `max_accuracy_drop` accuracy fails the whole export (`kerasft.litert`).
@@ -84,16 +88,17 @@ import platform
 import secrets
 import shutil
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import audio, distribute, heads, keras_internals, litert, models, paths, tokenizing
+from kerasft import audio, distribute, keras_internals, litert, paths
+from kerasft.serving import ExportError, check_class_names, describe, resize_layer, serving_endpoints
 
 FORMATS = ("keras", "saved_model", "litert")
 DEFAULT_FORMATS = ("keras", "saved_model")
 KERAS_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
+LABEL_MAP_FILE = "labels.json"
 CARD_FILE = "model_card.json"
 # In a version's assets.extra: the size and SHA-256 of every other file of the version.
 CHECKSUMS_FILE = "checksums.json"
@@ -104,10 +109,6 @@ _TEMP_PREFIX = ".tmp-"
 _GRAPH_BYTES = 1_000_000
 _LIBRARIES = {"kerasft": "kerasft", "keras": "keras", "keras_hub": "keras-hub", "tensorflow": "tensorflow",
               "tensorflow_text": "tensorflow-text"}
-
-
-class ExportError(ValueError):
-    """An argument to `export` or `load`, or the folder it points at, is wrong."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Exported:
         model_card: str. `model_card.json`.
         litert: dict or None. Quantization (`"float32"`, ...) -> `.tflite` file written.
         litert_reports: dict or None. Quantization -> parity report (as in the model card).
+        label_map: str or None. A multi-task model's `labels.json`.
     """
 
     path: str
@@ -133,6 +135,7 @@ class Exported:
     model_card: str
     litert: dict = None
     litert_reports: dict = None
+    label_map: str = None
 
 
 def export(model, path, class_names=None, version=None, data=None, metrics=None, hyperparameters=None,
@@ -149,9 +152,10 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
             output per class); an image model needs a `Resizing` layer named
             `"resize"`, as every kerasft image classifier has.
         path: str or os.PathLike. The export folder (created when missing).
-        class_names: list of str or None. Class names in output order;
+        class_names: list of str, dict or None. Class names in output order;
             default: `data.class_names`, else `"0"`, `"1"`, ... (`["value"]`
-            for regression).
+            for regression); a multi-task model's `{target: names}` (default:
+            each target's in `data.targets`).
         version: int or None. SavedModel version to write; None takes the
             next free integer. An existing version is refused.
         data: TaskData or None. Summarized in the model card (name, task,
@@ -202,6 +206,9 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
         raise ExportError(f"quantize={quantize!r} applies to LiteRT files, but formats={formats} writes none. "
                           "Add 'litert' to formats.")
     modality, task, num_outputs = describe(model)
+    if "litert" in formats and isinstance(task, dict):
+        raise ExportError(f"LiteRT files hold models with one target; this multi-task model has the targets "
+                          f"{list(task)}. Pass formats=('keras', 'saved_model').")
     if "litert" in formats and modality == "audio":
         raise ExportError("LiteRT files hold text and image models only; an audio model exports as .keras and "
                           "SavedModel. Pass formats=('keras', 'saved_model').")
@@ -226,7 +233,7 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
                                   calibration=calibration, max_accuracy_drop=max_accuracy_drop)
     card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, formats,
                        prepared.card if prepared else None)
-    labels_text = "".join(f"{name}\n" for name in class_names)
+    label_files = _label_files(class_names)
 
     # === Stage: write everything under hidden temporary names beside the final ones ===
     os.makedirs(root, exist_ok=True)
@@ -250,10 +257,10 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
                 card["export"]["version"] = version
                 card["files"] = {name: paths.checksums(root, [os.path.basename(temporary)])[
                     os.path.basename(temporary)] for temporary, name in staged if name}
-                card["files"][LABELS_FILE] = _text_checksum(labels_text)
+                card["files"].update({name: _text_checksum(text) for name, text in label_files.items()})
                 if version is not None:
-                    _write_extra(staged[0][0], labels_text, card)
-                for name, content in ((LABELS_FILE, labels_text), (CARD_FILE, _to_json(card))):
+                    _write_extra(staged[0][0], label_files, card)
+                for name, content in (*label_files.items(), (CARD_FILE, _to_json(card))):
                     staged.append((_temporary(root, name), name))
                     _write_text(content, staged[-1][0])
                 while staged:
@@ -274,7 +281,17 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
                     keras=os.path.join(root, KERAS_FILE) if "keras" in formats else None,
                     labels=os.path.join(root, LABELS_FILE), model_card=os.path.join(root, CARD_FILE),
                     litert={q: os.path.join(root, litert.filename(q)) for q in prepared.reports} if prepared else None,
-                    litert_reports=prepared.reports if prepared else None)
+                    litert_reports=prepared.reports if prepared else None,
+                    label_map=os.path.join(root, LABEL_MAP_FILE) if LABEL_MAP_FILE in label_files else None)
+
+
+def _label_files(class_names):
+    """`{file name: text}`: labels.txt, and a multi-task model's labels.json (module docstring)."""
+    if not isinstance(class_names, dict):
+        return {LABELS_FILE: "".join(f"{name}\n" for name in class_names)}
+    first = next(iter(class_names.values()))
+    return {LABELS_FILE: "".join(f"{name}\n" for name in first),
+            LABEL_MAP_FILE: json.dumps(class_names, indent=1, ensure_ascii=False) + "\n"}
 
 
 def _size_estimate(root, model, formats, prepared):
@@ -312,48 +329,6 @@ def _check_formats(formats):
     return formats
 
 
-def describe(model):
-    """Returns (modality, task, number of outputs) of a classifier."""
-    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError(
-            "export takes a keras.Model with one raw input and one output (a kerasft classifier or "
-            f"ensemble). Received: {type(model).__name__} with inputs "
-            f"{getattr(model, 'inputs', None)} and outputs {getattr(model, 'outputs', None)}."
-        )
-    try:
-        modality = models.modality_of(model)
-    except ValueError as error:
-        raise ExportError(f"export takes a model of raw input. {error}") from None
-    return modality, _task(model), model.outputs[0].shape[-1]
-
-
-def _task(model):
-    try:
-        return heads.task_of(model)
-    except ValueError as error:
-        raise ExportError(str(error)) from None
-
-
-def check_class_names(class_names, data, task, num_outputs):
-    if class_names is None:
-        class_names = getattr(data, "class_names", None) or (
-            ["value"] if task == "regression" else [str(i) for i in range(num_outputs)])
-    class_names = list(class_names)
-    if len(class_names) != num_outputs:
-        raise ExportError(
-            f"class_names must name each of the model's {num_outputs} outputs"
-            + (" (regression: one name for the value)" if task == "regression" else "")
-            + f". Received {len(class_names)}: {class_names}"
-        )
-    bad = [name for name in class_names if not isinstance(name, str) or not name or "\n" in name or "\r" in name]
-    if bad or len(set(class_names)) != len(class_names):
-        raise ExportError(
-            "class_names must be distinct, non-empty strings without line breaks (labels.txt holds one per "
-            f"line). Received: {class_names}"
-        )
-    return class_names
-
-
 def _check_root(path):
     root = os.fspath(path)
     if os.path.exists(root) and not os.path.isdir(root):
@@ -381,105 +356,6 @@ def _check_version(version, root):
             f"Pass version=None for the next free one ({max(versions(root), default=0) + 1}) or another number."
         )
     return version
-
-
-# === Serving functions ===
-
-
-def serving_endpoints(model, class_names, task):
-    """The serving signatures as `tf.function`s over raw input, by name.
-
-    The same functions are written into the SavedModel and run by a
-    `Predictor` over a `.keras` file, so both give the same outputs: text
-    `serving_default(text)`; images `serving_default(image_bytes)` and
-    `predict_pixels(images)`; each returns `{"probabilities", "label", "score"}`.
-    """
-
-    def outputs(probabilities):
-        return serving_outputs(probabilities, class_names, task)
-
-    modality = models.modality_of(model)
-    if modality == "text":
-        forward = _text_forward(model)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-        def serve_text(text):
-            return outputs(forward(text))
-
-        return {"serving_default": serve_text}
-    if modality == "audio":
-        return _audio_endpoints(model, outputs)
-
-    resize = resize_layer(model)
-    decoded = tf.TensorSpec([resize.height, resize.width, 3], tf.float32)
-
-    def decode(image_bytes):
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-        # The model's own Resizing layer: exactly what the model does to an image of this size.
-        return resize(tf.cast(image, tf.float32)[tf.newaxis])[0]
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve_image_bytes(image_bytes):
-        images = tf.map_fn(decode, image_bytes, fn_output_signature=decoded)
-        return outputs(model(images, training=False))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    def predict_pixels(images):
-        return outputs(model(tf.cast(images, tf.float32), training=False))
-
-    return {"serving_default": serve_image_bytes, "predict_pixels": predict_pixels}
-
-
-def _text_forward(model):
-    """Raw strings -> outputs: a classifier tokenizes only the head of long texts (same ids, `kerasft.tokenizing`)."""
-    if not models.is_classifier(model):
-        return lambda text: model(text, training=False)
-    preprocess = tokenizing.head_preprocessor(model.get_layer("preprocessor"))
-    network = model.get_layer("network")
-    return lambda text: network(preprocess(text), training=False)
-
-
-def _audio_endpoints(model, outputs):
-    rate, samples = audio.sample_rate_of(model)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="audio")])
-    def serve_audio(waveforms):
-        return outputs(model(audio.fit_length(waveforms, samples), training=False))
-
-    def decode(wav):
-        waveform, file_rate = tf.audio.decode_wav(wav)
-        mono = tf.reduce_mean(waveform, axis=1)
-        mono = tf.cond(tf.equal(file_rate, rate), lambda: mono, lambda: audio.resample(mono, file_rate, rate))
-        return audio.fit_length(mono[tf.newaxis], samples)[0]
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
-    def serve_wav_bytes(wav_bytes):
-        clips = tf.map_fn(decode, wav_bytes, fn_output_signature=tf.TensorSpec([samples], tf.float32))
-        return outputs(model(clips, training=False))
-
-    return {"serving_default": serve_audio, "wav_bytes": serve_wav_bytes}
-
-
-def serving_outputs(probabilities, class_names, task):
-    """`{"probabilities", "label", "score"}` from a batch of model outputs."""
-    probabilities = tf.cast(probabilities, tf.float32)
-    if task == "regression":
-        score = probabilities[:, 0]
-        return {"probabilities": probabilities, "label": tf.strings.as_string(score), "score": score}
-    label = tf.gather(tf.constant(class_names), tf.argmax(probabilities, axis=-1))
-    return {"probabilities": probabilities, "label": label, "score": tf.reduce_max(probabilities, axis=-1)}
-
-
-def resize_layer(model):
-    """The model's Resizing layer named "resize"; the largest one when an ensemble has several sizes."""
-    layers = [layer for layer in keras_internals.flatten_layers(model)
-              if isinstance(layer, keras.layers.Resizing) and layer.name == "resize"]
-    if not layers:
-        raise ExportError(
-            f"Cannot tell which size image bytes should be decoded to: model {model.name!r} has no Resizing "
-            "layer named 'resize' (kerasft image classifiers have one in their 'preprocessor')."
-        )
-    return max(layers, key=lambda layer: layer.height * layer.width)
 
 
 def _signature_summary(endpoints):
@@ -512,12 +388,13 @@ def _write_saved_model(model, endpoints, folder):
     tf.saved_model.save(root, folder, signatures=endpoints)
 
 
-def _write_extra(folder, labels_text, card):
+def _write_extra(folder, label_files, card):
     """Puts the version's own labels and card in its assets.extra folder, and the size and SHA-256 of every
     file of the version in `assets.extra/checksums.json`, which `kerasft.load` checks."""
     extra = os.path.join(folder, EXTRA_DIR)
     os.makedirs(extra, exist_ok=True)
-    _write_text(labels_text, os.path.join(extra, LABELS_FILE))
+    for name, text in label_files.items():
+        _write_text(text, os.path.join(extra, name))
     _write_text(_to_json(card), os.path.join(extra, CARD_FILE))
     _write_text(json.dumps(paths.checksums(folder), indent=1), os.path.join(extra, CHECKSUMS_FILE))
 
@@ -595,7 +472,8 @@ def _model_card(model, modality, task, class_names, data, metrics, hyperparamete
             "name": model.name,
             "modality": modality,
             "task": task,
-            "outputs": len(class_names),
+            "outputs": ({name: len(names) for name, names in class_names.items()} if isinstance(class_names, dict)
+                        else len(class_names)),
             "parameters": int(model.count_params()),
             **_input_details(model, modality),
         },
@@ -645,7 +523,12 @@ def _data_summary(data):
 
     summary = {"name": data.name, "modality": data.modality, "task": data.task,
                "examples": {split: data.size(split) for split in SPLITS}}
-    if data.task != "regression":
+    if data.targets:
+        summary["targets"] = {name: {"task": target.task, **({} if target.task == "regression" else {
+            "class_counts": {split: dict(zip(target.class_names, map(int, row)))
+                             for split, row in zip(SPLITS, data.class_counts(name))}})}
+            for name, target in data.targets.items()}
+    elif data.task != "regression":
         counts = data.class_counts()
         summary["class_counts"] = {split: dict(zip(data.class_names, map(int, row)))
                                    for split, row in zip(SPLITS, counts)}

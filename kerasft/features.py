@@ -559,11 +559,12 @@ class FeatureCache:
                                            cache=False))
                 for x, y in batches:
                     outputs = bottom(x)
+                    labels = ({f"labels.{name}": t.numpy() for name, t in y.items()} if isinstance(y, dict)
+                              else {"labels": y.numpy()})  # multi-task data: one column per target
                     for cut in cuts:
                         if cut not in writers:
                             writers[cut] = self._writer(cut, outputs[cut], sizes)
-                        writers[cut].write(split, {**{name: t.numpy() for name, t in outputs[cut].items()},
-                                                   "labels": y.numpy()})
+                        writers[cut].write(split, {**{name: t.numpy() for name, t in outputs[cut].items()}, **labels})
             for cut in cuts:
                 self._arrays[cut] = _by_split(writers[cut].finish())
                 self.locations[cut] = writers[cut].folder or "memory"
@@ -600,7 +601,8 @@ class FeatureCache:
             print(message, flush=True)
 
     def arrays(self, cut, split):
-        """Returns `(inputs, labels)` of a cut and split: a dict of numpy arrays (memory-mapped on disk) and labels."""
+        """Returns `(inputs, labels)` of a cut and split: a dict of numpy arrays (memory-mapped on disk) and labels
+        (a dict per target for multi-task data)."""
         if cut not in self._arrays:
             raise FeatureError(f"This cache holds the cuts {list(self._arrays)}. Received: cut={cut!r}")
         if split not in self.splits:
@@ -609,8 +611,7 @@ class FeatureCache:
 
     def nbytes(self, cut):
         """Returns the bytes a cut's arrays take over all cached splits."""
-        return sum(a.nbytes for split in self.splits for a in (*self.arrays(cut, split)[0].values(),
-                                                                self.arrays(cut, split)[1]))
+        return sum(a.nbytes for split in self.splits for a in tf.nest.flatten(self.arrays(cut, split)))
 
     def dataset(self, cut, split, batch_size, shuffle=False, seed=None, labels=None):
         """Returns batches of `(inputs at the cut, labels)`, the input of `split_network(model, cut)[1]`.
@@ -624,22 +625,32 @@ class FeatureCache:
             batch_size: int. Examples per batch.
             shuffle: bool. A new order on every pass (over the whole split).
             seed: int or None. Shuffle seed.
-            labels: np.ndarray or None. Targets in the split's order to give instead
-                of the cached labels (e.g. one-hot rows, or teacher probabilities).
+            labels: np.ndarray, nest of them, or None. Targets in the split's order to give instead
+                of the cached labels (e.g. one-hot rows, teacher probabilities, or a multi-task model's
+                targets and sample weights).
         """
         inputs, cached_labels = self.arrays(cut, split)
         labels = cached_labels if labels is None else labels
-        if not any(isinstance(a, np.memmap) for a in (*inputs.values(), labels)):  # in memory: slices are cheapest
+        flat = tf.nest.flatten(labels)
+        if not any(isinstance(a, np.memmap) for a in (*inputs.values(), *flat)):  # in memory: slices are cheapest
             ds = tf.data.Dataset.from_tensor_slices((dict(inputs), labels))
             if shuffle:
-                ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+                ds = ds.shuffle(len(flat[0]), seed=seed, reshuffle_each_iteration=True)
             return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         names = list(inputs)
-        ds = caching.row_dataset([inputs[name] for name in names] + [labels], batch_size, shuffle=shuffle, seed=seed)
-        return ds.map(lambda *tensors: (dict(zip(names, tensors[:-1])), tensors[-1])).prefetch(tf.data.AUTOTUNE)
+        ds = caching.row_dataset([inputs[name] for name in names] + flat, batch_size, shuffle=shuffle, seed=seed)
+        return ds.map(lambda *tensors: (dict(zip(names, tensors[:len(names)])),
+                                        tf.nest.pack_sequence_as(labels, list(tensors[len(names):])))
+                      ).prefetch(tf.data.AUTOTUNE)
 
 
 def _by_split(arrays):
-    """`{split: {name: array}}` with labels among them -> `{split: ({name: array}, labels)}`."""
-    return {split: ({name: a for name, a in named.items() if name != "labels"}, named["labels"])
-            for split, named in arrays.items()}
+    """`{split: {name: array}}` with labels among them -> `{split: ({name: array}, labels)}`; the columns
+    `labels.<target>` of multi-task data become a dict of labels."""
+    def labels(named):
+        if "labels" in named:
+            return named["labels"]
+        return {name.split(".", 1)[1]: a for name, a in named.items() if name.startswith("labels.")}
+
+    return {split: ({name: a for name, a in named.items() if name != "labels" and not name.startswith("labels.")},
+                    labels(named)) for split, named in arrays.items()}

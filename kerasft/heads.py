@@ -50,7 +50,7 @@ class Head:
         return cls(units=tuple(layer.units for layer in hidden), dropout=dropout[0] if dropout else 0.0,
                    activation=keras.activations.serialize(hidden[0].activation) if hidden else cls.activation)
 
-    def build(self, feature_dim, num_outputs, task, seed=None):
+    def build(self, feature_dim, num_outputs, task, seed=None, name="head"):
         """Returns the head as a functional `keras.Model` named `"head"`: features -> outputs.
 
         Args:
@@ -60,6 +60,7 @@ class Head:
             seed: int or None. Seeds every initializer and dropout of the head (layer i
                 draws from `seed + i`), without touching any global random state; the
                 same seed builds the same head wherever it is built.
+            name: str. The model's name (a multi-task head names each target's `"<target>_head"`).
         """
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
@@ -78,7 +79,33 @@ class Head:
         outputs = keras.layers.Dense(
             num_outputs, activation=_OUTPUT_ACTIVATION[task], dtype="float32", name="predictions",
             kernel_initializer=keras.initializers.GlorotUniform(next(seeds)))(x)
-        return keras.Model(features, outputs, name="head")
+        return keras.Model(features, outputs, name=name)
+
+
+# Seeds of the heads of a multi-task model: target i's head draws from `seed + i * _SEED_STRIDE`.
+_SEED_STRIDE = 1000
+
+
+def build_multi_head(heads, feature_dim, targets, seed=None):
+    """Returns the heads of a multi-task model under one `keras.Model` named `"head"`: features -> {target: outputs}.
+
+    Each target gets its own head model, named `"<target>_head"`, whose output
+    layer is the Dense `"predictions"` of its task, as `Head.build` makes it;
+    the dict of outputs keeps the targets' order (the first target first).
+
+    Args:
+        heads: dict. Target -> `Head`.
+        feature_dim: int. Size of the pooled feature vector.
+        targets: dict. Target -> `(task, num_outputs)`, in order.
+        seed: int or None. Seeds the heads (each target's from its own range).
+    """
+    features = keras.Input(shape=(feature_dim,), name="features")
+    outputs = {}
+    for i, (target, (task, num_outputs)) in enumerate(targets.items()):
+        head_seed = None if seed is None else seed + i * _SEED_STRIDE
+        outputs[target] = heads[target].build(feature_dim, num_outputs, task, seed=head_seed,
+                                              name=f"{target}_head")(features)
+    return keras.Model(features, outputs, name="head")
 
 
 def output_copy(head, name, temperature=1.0, activation=None, output_name="predictions"):
@@ -131,29 +158,32 @@ def targets(task, num_classes, labels):
     return labels.astype("float32").reshape(len(labels), -1)
 
 
-def loss_and_metrics(task, label_smoothing=0.0):
+def loss_and_metrics(task, label_smoothing=0.0, reduction="sum_over_batch_size"):
     """Returns the `(loss, metrics)` that fit the output layer of `task`, on targets from `targets(task, ...)`.
 
     The one definition of kerasft's training loss: `fine_tune`, every `tune`
-    trial and distillation's hard term use it. To `fit` a classifier yourself on
+    trial, distillation's hard term and each target of a multi-task model
+    (`kerasft.multitask`) use it. To `fit` a classifier yourself on
     a TaskData's integer labels, `"sparse_categorical_crossentropy"` fits too.
 
     Args:
         task: str. One of `TASKS`.
         label_smoothing: float. In [0, 1): mixes the targets with the uniform
             distribution (classification only).
+        reduction: str. The loss's Keras reduction (`"mean_with_sample_weight"`:
+            the mean over the rows a sample weight keeps).
     """
     if task in ("multiclass", "binary"):
-        return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=reduction),
                 [keras.metrics.CategoricalAccuracy(name="accuracy")])
     if task == "multilabel":
-        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing, reduction=reduction),
                 [keras.metrics.BinaryAccuracy(name="accuracy")])
     if task == "regression":
         if label_smoothing:
             raise ValueError(f"label_smoothing applies to classification; a regression model takes none. "
                              f"Received: label_smoothing={label_smoothing}")
-        return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+        return keras.losses.MeanSquaredError(reduction=reduction), [keras.metrics.MeanAbsoluteError(name="mae")]
     raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
 
 
@@ -164,8 +194,32 @@ def task_of(model):
     is read; a model without one is taken to output class probabilities.
 
     Raises:
-        ValueError: the model mixes heads of different tasks.
+        ValueError: the model mixes heads of different tasks, or is a multi-task model (see `tasks_of`).
     """
+    if tasks_of(model) is not None:
+        raise ValueError(f"Model {model.name!r} is a multi-task model with the targets {list(model.output)}: it has "
+                         "one task per target (kerasft.heads.tasks_of), not one task.")
+    return _task_of_layers(model)
+
+
+def tasks_of(model):
+    """Reads each target's task back from a multi-task model: `{target: task}` in output order, else None.
+
+    A multi-task model (`build_classifier(data=multi_task_data)`) outputs a dict
+    of one tensor per target, each from the `"<target>_head"` inside its `"head"`
+    (see `build_multi_head`); any other model gives None.
+    """
+    if not isinstance(getattr(model, "output", None), dict):
+        return None
+    head = next((layer for layer in keras_internals.flatten_layers(model)
+                 if layer.name == "head" and isinstance(layer, keras.Model)), None)
+    if head is None:
+        raise ValueError(f"Model {model.name!r} outputs a dict {list(model.output)} but holds no 'head' model with "
+                         "one '<target>_head' per output: not a kerasft multi-task model.")
+    return {target: _task_of_layers(head.get_layer(f"{target}_head")) for target in model.output}
+
+
+def _task_of_layers(model):
     found = {(_TASK_OF_ACTIVATION.get(keras.activations.serialize(layer.activation), "multiclass"), layer.units)
              for layer in keras_internals.flatten_layers(model)
              if isinstance(layer, keras.layers.Dense) and layer.name == "predictions"}

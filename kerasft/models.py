@@ -13,6 +13,10 @@ model ("<backbone>_classifier")
         ├─ "pooling"   masked mean over tokens  |  global average over the feature map  |  Identity (a vector)
         └─ "head"      features -> probabilities (see `kerasft.heads`)
 ```
+A multi-task classifier (`build_classifier(data=multi_task_data)`) has the
+same parts; its "head" holds one "<target>_head" per target
+(`heads.build_multi_head`), so it outputs a dict `{target: probabilities}`:
+one backbone pass serves every target.
 Training maps `preprocessor` over `tf.data` once and fits `network`;
 `predict`, `evaluate` and exports use the whole model on raw input (`evaluate`
 and the text serving signature tokenize long texts from their head, with the
@@ -47,8 +51,10 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
             from `data` when omitted.
         task: str. `"multiclass"`, `"binary"`, `"multilabel"` or
             `"regression"`; taken from `data` when given.
-        head: `kft.Head` or None. The head on the pooled features
-            (default: a linear head with dropout 0.1).
+        head: `kft.Head`, dict or None. The head on the pooled features
+            (default: a linear head with dropout 0.1); multi-task data: one
+            for every target, or a dict `{target: Head}` (targets left out get
+            the default).
         trainable: str. `"frozen"` (feature extraction), `"top:N"` (the top
             N blocks of the backbone train; `fine_tune` warms the head up
             first) or `"all"`. BatchNorm layers stay frozen in every mode.
@@ -62,6 +68,8 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
         data: TaskData or None. Fills in `num_classes` and `task` and checks
             them against the data. Required by an adapted backbone
             (`"tfidf"`), whose vocabulary and idf come from its training split.
+            Multi-task data (`data.targets`) makes a multi-task model: one named
+            output per target, each from its own head on the shared backbone.
         strategy: tf.distribute.Strategy or None. Variables are created under
             its scope, so `fine_tune(..., strategy=strategy)` can train them
             (see `kft.distribute.strategy`).
@@ -81,30 +89,62 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     Returns:
         A `keras.Model` from raw input (strings, images as uint8/float
         pixels 0..255, or mono float32 waveforms `(N, clip_samples)`) to
-        outputs. It is not compiled, so its `.keras` file
-        carries no optimizer: train it with `kft.fine_tune`, or compile it
-        yourself (`heads.loss_and_metrics(task)` fits its output) to `fit`
-        it on raw input.
+        outputs (a dict `{target: outputs}` for multi-task data). It is not
+        compiled, so its `.keras` file carries no optimizer: train it with
+        `kft.fine_tune`, or compile it yourself (`heads.loss_and_metrics(task)`
+        fits its output) to `fit` it on raw input.
 
     Example:
     >>> model = kft.build_classifier("minilm_l6", num_classes=5,
     ...                              head=kft.Head(units=(256,), dropout=0.2))
     >>> words = kft.build_classifier("efficientnet_lite0", data=kft.samples.spoken_words())
     >>> classic = kft.build_classifier("tfidf", data=kft.samples.bbc_news())  # adapted on the training split
+    >>> both = kft.build_classifier("efficientnet_lite0", data=kft.samples.spoken_words(
+    ...     targets=("word", "speaker_sex")))  # outputs {"word": ..., "speaker_sex": ...}
     """
     spec = backbones.get(backbone)
     if spec.adapt is not None:
         _check_adapted(spec, data, trainable, sequence_length)
-    num_outputs, task = _resolve_task(num_classes, task, data, spec)
+    targets = _resolve_targets(num_classes, data, spec)
+    if targets is None:
+        num_outputs, task = _resolve_task(num_classes, task, data, spec)
+        head = _single_head(head)
+
+        def make_head(feature_dim):
+            return head.build(feature_dim, num_outputs, task, seed=seed)
+    else:
+        per_target = _heads_per_target(head, targets)
+
+        def make_head(feature_dim):
+            return heads.build_multi_head(per_target, feature_dim, targets, seed=seed)
     sound = _resolve_audio(sample_rate, duration, data, spec)
-    head = head or heads.Head()
     parse_trainable(trainable)  # reject a malformed setting before any weights load
     with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy), _seeded(seed):
-        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed, data)
+        model = _build(spec, make_head, image_size, sequence_length, pretrained, sound, data)
     set_trainable(model, trainable, block_pattern=spec.block_pattern)
-    if data is not None and task != "regression":
+    if targets is not None:
+        model.class_names = {name: tuple(target.class_names) for name, target in data.targets.items()}
+    elif data is not None and task != "regression":
         model.class_names = tuple(data.class_names)  # see class_names_of
     return model
+
+
+def _single_head(head):
+    if isinstance(head, dict):
+        raise ClassifierError(f"A dict of heads is for multi-task data (one head per target); this model has one "
+                              f"target. Pass one kft.Head. Received: head={head!r}")
+    return head or heads.Head()
+
+
+def _heads_per_target(head, targets):
+    """`{target: Head}`: one `Head` for every target, or a dict of them (targets left out get the default)."""
+    if not isinstance(head, dict):
+        return {name: head or heads.Head() for name in targets}
+    unknown = [name for name in head if name not in targets]
+    if unknown:
+        raise ClassifierError(f"head names targets the data does not have: {unknown}. Expected some of "
+                              f"{list(targets)}. Received: head={head!r}")
+    return {name: head.get(name) or heads.Head() for name in targets}
 
 
 @contextlib.contextmanager
@@ -122,7 +162,7 @@ def _seeded(seed):
         random.setstate(state)
 
 
-def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed, data):
+def _build(spec, make_head, image_size, sequence_length, pretrained, sound, data):
     if spec.adapt is not None:
         preprocessor, backbone_model = spec.adapt(data.inputs("train"))
         raw = keras.Input(shape=(), dtype="string", name="text")
@@ -146,7 +186,7 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
         raw = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
         backbone_model = spec.build(pretrained, image_size)
 
-    network = _network(backbone_model, head, num_outputs, task, seed)
+    network = _network(backbone_model, make_head)
     return keras.Model(raw, network(preprocessor(raw)), name=f"{backbones.short_name(spec.name)}_classifier")
 
 
@@ -185,13 +225,28 @@ def _resolve_audio(sample_rate, duration, data, spec):
         raise ClassifierError(str(error)) from None
 
 
+def _check_modality(spec, data):
+    if not backbones.takes(spec, data.modality):
+        raise ClassifierError(
+            f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality} "
+            f"({data.name}). Pick a backbone from kft.backbones.names({data.modality!r})."
+        )
+
+
+def _resolve_targets(num_classes, data, spec):
+    """`{target: (task, outputs)}` of multi-task data, in order; None for data with one target (or no data)."""
+    if getattr(data, "targets", None) is None:
+        return None
+    _check_modality(spec, data)
+    if num_classes is not None:
+        raise ClassifierError(f"num_classes is for data with one target; each of the targets {list(data.targets)} "
+                              f"of {data.name} has its own classes. Received: num_classes={num_classes!r}")
+    return {name: (target.task, target.num_outputs) for name, target in data.targets.items()}
+
+
 def _resolve_task(num_classes, task, data, spec):
     if data is not None:
-        if not backbones.takes(spec, data.modality):
-            raise ClassifierError(
-                f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality} "
-                f"({data.name}). Pick a backbone from kft.backbones.names({data.modality!r})."
-            )
+        _check_modality(spec, data)
         if num_classes is not None and num_classes != data.num_classes:
             raise ClassifierError(
                 f"num_classes={num_classes} disagrees with the data, which has {data.num_classes} "
@@ -258,7 +313,8 @@ def class_names_of(model):
 
     Known for models built in this process with `build_classifier(data=...)`
     (and ensembles or calibrated models of them); a model loaded from a file
-    does not carry them (its export's `labels.txt` does).
+    does not carry them (its export's `labels.txt` does). A multi-task model
+    gives a dict `{target: class names}` (`()` for a regression target).
     """
     return getattr(model, "class_names", None)
 
@@ -282,8 +338,8 @@ def _image_preprocessor(spec, image_size):
     return keras.Model(pixels, x, name="preprocessor")
 
 
-def _network(backbone_model, head, num_outputs, task, seed):
-    """preprocessed input -> backbone -> pooling -> head.
+def _network(backbone_model, make_head):
+    """preprocessed input -> backbone -> pooling -> head (`make_head(feature size)` builds it).
 
     The backbone is called without a fixed `training` flag, so the flag of the call reaches it: frozen
     BatchNorm layers (`trainable=False`) run in inference mode whatever it is, and those of unfrozen blocks
@@ -304,8 +360,7 @@ def _network(backbone_model, head, num_outputs, task, seed):
         pooled = keras.layers.Identity(name="pooling")(features)
     else:
         pooled = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
-    outputs = head.build(pooled.shape[-1], num_outputs, task, seed=seed)(pooled)
-    return keras.Model(inputs, outputs, name="network")
+    return keras.Model(inputs, make_head(pooled.shape[-1])(pooled), name="network")
 
 
 # === Trainable settings ===
@@ -354,8 +409,9 @@ class Description:
         stem: list of keras.Layer. Backbone layers below the first block.
         blocks: list of (str, list of keras.Layer). The ordered blocks, bottom to top.
         modality: str. `"text"`, `"image"` or `"audio"`.
-        task: str. Read from the output layer.
+        task: str or None. Read from the output layer; None for a multi-task model.
         trainable: str. The current trainable setting (`"frozen"`, `"top:N"`, `"all"`).
+        tasks: dict or None. A multi-task model's `{target: task}`, in output order (`heads.tasks_of`).
     """
 
     preprocessor: object
@@ -370,6 +426,7 @@ class Description:
     modality: str
     task: str
     trainable: str
+    tasks: dict = None
 
 
 def describe(model):
@@ -392,11 +449,12 @@ def describe(model):
         pattern, (stem, found) = backbones.blocks_with_pattern(backbone_model, spec.block_pattern if spec else None)
     else:  # not a network (the classic TF-IDF member): no blocks, "frozen" is its only setting
         pattern, (stem, found) = None, (list(backbone_model.layers), [])
+    tasks = heads.tasks_of(model)
     return Description(
         preprocessor=model.get_layer("preprocessor"), network=network, backbone=backbone_model,
         pooling=network.get_layer("pooling"), head=network.get_layer("head"), spec=spec, block_pattern=pattern,
-        stem=stem, blocks=found, modality=modality_of(model), task=heads.task_of(model),
-        trainable=_setting(backbone_model, stem, found))
+        stem=stem, blocks=found, modality=modality_of(model), task=None if tasks else heads.task_of(model),
+        trainable=_setting(backbone_model, stem, found), tasks=tasks)
 
 
 def set_trainable(model, trainable, block_pattern=None, batchnorm="frozen"):

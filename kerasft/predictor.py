@@ -5,8 +5,10 @@ predictor = kft.load("saved_models/bbc_news")        # an export folder, a .kera
 labels, scores = predictor.predict_labels(["Shares fell after the bank's results."])
 ```
 Every artefact answers through the same serving functions
-(`kerasft.exporting.serving_endpoints`), so a `.keras` file and the
-SavedModel written beside it give the same outputs.
+(`kerasft.serving.serving_endpoints`), so a `.keras` file and the
+SavedModel written beside it give the same outputs. A multi-task model
+answers per target: `predict` gives `{target: probabilities}`,
+`predict_labels` `{target: (labels, scores)}` (or one target's, asked by name).
 """
 
 import json
@@ -18,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from kerasft import audio, litert, paths
-from kerasft.exporting import (CARD_FILE, CHECKSUMS_FILE, EXTRA_DIR, FORMATS, KERAS_FILE, LABELS_FILE, ExportError,
-                               check_class_names, describe, serving_endpoints, serving_outputs, versions)
+from kerasft.exporting import (CARD_FILE, CHECKSUMS_FILE, EXTRA_DIR, FORMATS, KERAS_FILE, LABEL_MAP_FILE, LABELS_FILE,
+                               versions)
+from kerasft.serving import ExportError, check_class_names, describe, serving_endpoints, serving_outputs
 
 
 class Predictor:
@@ -32,7 +35,8 @@ class Predictor:
     waveforms at `sample_rate` (audio models).
 
     Attributes:
-        class_names: list of str. Output names, in order.
+        class_names: list of str. Output names, in order; a multi-task model's `{target: names}`.
+        targets: list of str or None. A multi-task model's targets, in output order.
         modality: str. `"text"`, `"image"` or `"audio"`.
         sample_rate: int or None. Audio models: the Hz of their waveforms.
         source: str. The file or folder it was loaded from.
@@ -47,21 +51,25 @@ class Predictor:
             model: keras.Model, a loaded SavedModel or a LiteRTModel. What `endpoints` run
                 (a SavedModel's signatures need it alive).
             endpoints: dict. Signature name -> callable of one raw-input
-                tensor returning `{"probabilities", "label", "score"}`.
-            class_names: list of str. Output names.
+                tensor returning `{"probabilities", "label", "score"}` (per target,
+                prefixed, for a multi-task model).
+            class_names: list of str, or a multi-task model's `{target: names}`.
             modality: str. `"text"`, `"image"` or `"audio"`.
             source: str. Where it was loaded from.
             sample_rate: int or None. Audio models: their sample rate.
         """
         self.model = model
         self._endpoints = endpoints
-        self.class_names = list(class_names)
+        self.targets = list(class_names) if isinstance(class_names, dict) else None
+        self.class_names = ({name: list(names) for name, names in class_names.items()} if self.targets
+                            else list(class_names))
         self.modality = modality
         self.source = source
         self.sample_rate = sample_rate
 
     def predict(self, inputs, batch_size=32):
-        """Returns the probabilities (regression: the values), a float32 array `(N, outputs)`.
+        """Returns the probabilities (regression: the values), a float32 array `(N, outputs)`; a multi-task
+        model's `{target: array}`.
 
         Args:
             inputs: list of str (text); numpy array `(N, H, W, 3)` of pixels
@@ -71,19 +79,33 @@ class Predictor:
                 or an array `(N, samples)` of them (audio).
             batch_size: int. Examples per call.
         """
-        return self._run(inputs, batch_size)["probabilities"]
+        outputs = self._run(inputs, batch_size)
+        if self.targets:
+            return {target: outputs[f"{target}_probabilities"] for target in self.targets}
+        return outputs["probabilities"]
 
-    def predict_labels(self, inputs, batch_size=32):
+    def predict_labels(self, inputs, batch_size=32, target=None):
         """Returns `(labels, scores)`: the most probable class name and its probability per input.
 
-        Regression gives the value as text and as the score.
+        Regression gives the value as text and as the score. A multi-task
+        model gives `{target: (labels, scores)}`, or one target's with `target`.
 
         Args:
             inputs: as for `predict`.
             batch_size: int. Examples per call.
+            target: str or None. A multi-task model's target to answer for (None: every target).
         """
+        if target is not None and target not in (self.targets or ()):
+            has = f"the targets {self.targets}" if self.targets else "one unnamed target"
+            raise ExportError(f"{self.source} has {has}; it cannot predict {target!r}. Received: target={target!r}")
         outputs = self._run(inputs, batch_size)
-        return [label.decode("utf-8") for label in outputs["label"]], outputs["score"]
+
+        def labelled(prefix):
+            return [label.decode("utf-8") for label in outputs[f"{prefix}label"]], outputs[f"{prefix}score"]
+
+        if self.targets is None:
+            return labelled("")
+        return labelled(f"{target}_") if target else {name: labelled(f"{name}_") for name in self.targets}
 
     def _run(self, inputs, batch_size):
         endpoint, tensor = self._route(inputs)
@@ -259,9 +281,12 @@ def _keras_predictor(filename):
     if damaged:
         raise _refused(paths.CorruptFileError(f"{filename} is corrupt: its member {damaged!r} fails its CRC-32 "
                                               "check.", filename), filename)
-    _check_recorded(os.path.dirname(filename), [os.path.basename(filename), LABELS_FILE])
+    _check_recorded(os.path.dirname(filename), [os.path.basename(filename), LABELS_FILE, LABEL_MAP_FILE])
     model = keras.models.load_model(filename, compile=False)
-    return _model_predictor(model, _read_labels(os.path.join(os.path.dirname(filename), LABELS_FILE)), filename)
+    folder, multi_task = os.path.dirname(filename), isinstance(describe(model)[1], dict)
+    labels = (_read_label_map(os.path.join(folder, LABEL_MAP_FILE)) if multi_task
+              else _read_labels(os.path.join(folder, LABELS_FILE)))
+    return _model_predictor(model, labels, filename)
 
 
 def _model_predictor(model, class_names, source):
@@ -282,10 +307,13 @@ def _saved_model_predictor(folder):
             raise _refused(error, folder) from None
     loaded = tf.saved_model.load(folder)
     signatures = dict(loaded.signatures)
-    if "probabilities" not in getattr(signatures.get("serving_default"), "structured_outputs", {}):
+    outputs = getattr(signatures.get("serving_default"), "structured_outputs", {})
+    targets = [key.removesuffix("_probabilities") for key in outputs if key.endswith("_probabilities")]
+    if "probabilities" not in outputs and not targets:
         raise ExportError(
             f"{folder!r} is not a kerasft export: expected a serving_default signature with a 'probabilities' "
-            f"output. Received signatures: { {n: list(f.structured_outputs) for n, f in signatures.items()} }"
+            "output (or '<target>_probabilities' per target). Received signatures: "
+            f"{ {n: list(f.structured_outputs) for n, f in signatures.items()} }"
         )
     endpoints = {}
     for name, signature in signatures.items():
@@ -293,8 +321,12 @@ def _saved_model_predictor(folder):
         endpoints[name] = lambda tensor, signature=signature, key=input_name: signature(**{key: tensor})
     (input_name,) = signatures["serving_default"].structured_input_signature[1]
     modality = {"text": "text", "audio": "audio"}.get(input_name, "image")
-    num_outputs = signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
-    class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [str(i) for i in range(num_outputs)]
+    if targets:  # the targets in the model's order, as its labels.json lists them
+        class_names = _read_label_map(os.path.join(folder, EXTRA_DIR, LABEL_MAP_FILE)) or {
+            target: [str(i) for i in range(outputs[f"{target}_probabilities"].shape[-1])] for target in targets}
+    else:
+        class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [
+            str(i) for i in range(outputs["probabilities"].shape[-1])]
     sample_rate = None
     if modality == "audio":
         with open(os.path.join(folder, EXTRA_DIR, CARD_FILE), encoding="utf-8") as file:
@@ -325,3 +357,13 @@ def _read_labels(filename):
         return None
     with open(filename, encoding="utf-8") as file:
         return file.read().splitlines()
+
+
+def _read_label_map(filename):
+    """A multi-task model's `{target: class names}` from its labels.json, or None without one."""
+    if not os.path.isfile(filename):
+        return None
+    try:
+        return paths.read_json(filename)
+    except paths.CorruptFileError as error:
+        raise _refused(error, filename) from None

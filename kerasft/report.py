@@ -38,7 +38,8 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
         run_dir: str or Path. The run folder (created when missing).
         evaluation: `kft.evaluation.Evaluation` or None. Test-split metrics,
             per-class table, confusion matrix, and the probabilities that pick
-            the misclassified examples.
+            the misclassified examples. A `MultiTaskEvaluation` gives the
+            sections of every target, titled by it (no misclassified examples).
         history: `keras.callbacks.History`, dict or None. From `fine_tune`:
             the curves (with `"phase"` marking head-only and unfrozen epochs).
         search: `kft.tuning.Search` or None. Adds the trials table and plot.
@@ -58,22 +59,9 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
     if details:
         rows = [[str(k), str(v)] for k, v in details.items()]
         sections.append(("Run", _md_table(["setting", "value"], rows), _html_table(["setting", "value"], rows)))
-    if evaluation is not None:
-        metrics = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in evaluation.metrics.items()]
-        sections.append(("Test metrics", _md_table(["metric", "value"], metrics),
-                         _html_table(["metric", "value"], metrics)))
-        if evaluation.per_class:
-            header = ["class", "precision", "recall", "f1", "support"]
-            rows = [[name] + [f"{row[k]:.3f}" for k in header[1:4]] + [str(row["support"])]
-                    for name, row in evaluation.per_class.items()]
-            _write_csv(run_dir / "per_class.csv", header, rows)
-            sections.append(("Per class", _md_table(header, rows), _html_table(header, rows)))
-        if evaluation.confusion_matrix is not None:
-            save_figure(_confusion_figure(evaluation), run_dir / "confusion_matrix.png")
-            sections.append(_image_section("Confusion matrix", "confusion_matrix.png"))
-        if "ece" in evaluation.metrics:
-            save_figure(_reliability_figure(evaluation), run_dir / "reliability.png")
-            sections.append(_image_section("Calibration", "reliability.png"))
+    for target, one in (getattr(evaluation, "targets", None) or {None: evaluation}).items():
+        if one is not None:
+            sections += _evaluation_sections(run_dir, one, target)
     curves = getattr(history, "history", history)
     if curves and curves.get("loss"):
         save_figure(_curves_figure(curves), run_dir / "curves.png")
@@ -87,7 +75,7 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
         if plot.exists():
             paths.write_atomic(run_dir / "results.png", plot.read_bytes())
             sections.append(_image_section("Objective per trial", "results.png"))
-    if evaluation is not None and evaluation.confusion_matrix is not None:
+    if getattr(evaluation, "confusion_matrix", None) is not None:
         sections.append(_misclassified(run_dir, evaluation, data, top_k))
 
     title_html = html.escape(title)
@@ -109,6 +97,29 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
     return run_dir / "report.html"
 
 
+def _evaluation_sections(run_dir, evaluation, target=None):
+    """The sections of one target's `Evaluation`: metrics, per-class table, confusion matrix, calibration; a
+    target of a multi-task model titles them and prefixes their files with its name."""
+    title = "" if target is None else f"{target}: "
+    prefix = "" if target is None else f"{target}_"
+    metrics = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in evaluation.metrics.items()]
+    sections = [(f"{title}Test metrics", _md_table(["metric", "value"], metrics),
+                 _html_table(["metric", "value"], metrics))]
+    if evaluation.per_class:
+        header = ["class", "precision", "recall", "f1", "support"]
+        rows = [[name] + [f"{row[k]:.3f}" for k in header[1:4]] + [str(row["support"])]
+                for name, row in evaluation.per_class.items()]
+        _write_csv(run_dir / f"{prefix}per_class.csv", header, rows)
+        sections.append((f"{title}Per class", _md_table(header, rows), _html_table(header, rows)))
+    if evaluation.confusion_matrix is not None:
+        save_figure(_confusion_figure(evaluation), run_dir / f"{prefix}confusion_matrix.png")
+        sections.append(_image_section(f"{title}Confusion matrix", f"{prefix}confusion_matrix.png"))
+    if "ece" in evaluation.metrics:
+        save_figure(_reliability_figure(evaluation), run_dir / f"{prefix}reliability.png")
+        sections.append(_image_section(f"{title}Calibration", f"{prefix}reliability.png"))
+    return sections
+
+
 # === Figures ===
 
 
@@ -123,7 +134,7 @@ def new_figure(size):
 
 
 def _curves_figure(curves):
-    metrics = [m for m in ("loss", "accuracy", "mae") if m in curves]
+    metrics = ["loss"] + sorted(m for m in curves if m.endswith(("accuracy", "mae")) and not m.startswith("val_"))
     figure = new_figure((5 * len(metrics), 3.6))
     epochs = np.arange(1, len(curves["loss"]) + 1)
     phases = curves.get("phase")

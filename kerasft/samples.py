@@ -60,6 +60,9 @@ _SNR_DB = (10.0, 30.0)
 _ESPEAK_RATE = 22050  # espeak-ng writes 22050 Hz mono 16-bit PCM.
 _CLIP_SECONDS = 1.0
 _SILENCE = 64  # Samples quieter than this (of 32767) at either end of espeak's output are trimmed.
+# The targets a spoken word has: the word (its class folder), its speaker's sex and accent (its voice).
+SPOKEN_WORD_TARGETS = ("word", "speaker_sex", "accent")
+_SPOKEN_FILE = re.compile(r"(?P<accent>[^_]+)_(?P<variant>[^_]+)-s\d+-p\d+\.wav")
 
 
 def bbc_news(seed=0, validation_split=0.15, test_split=0.15):
@@ -157,7 +160,7 @@ def _read_idx(path):
     return np.frombuffer(content, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def spoken_words(seed=0, noise=True, sample_rate=16000, duration=1.0):
+def spoken_words(seed=0, noise=True, sample_rate=16000, duration=1.0, targets=("word",)):
     """Loads 2560 one-second spoken command words in 10 classes, with unseen speakers in validation and test.
 
     The words yes, no, up, down, left, right, on, off, stop, go, spoken by
@@ -173,25 +176,63 @@ def spoken_words(seed=0, noise=True, sample_rate=16000, duration=1.0):
     generalizes to voices it never heard. Generated once per seed into the
     user cache (about 10 s, ~110 MB of WAV), deterministic to the byte.
 
+    Every clip also has a speaker: `targets` beyond the word make multi-task
+    data (`data.targets`) with the speaker's sex (`"speaker_sex"`: espeak-ng's
+    variants are male or female, and every split has both) and accent
+    (`"accent"`: 8 classes, each spoken in every split by other voices).
+
     Args:
         seed: int. Chooses speakers, speeds, pitches, offsets and noise.
         noise: bool. Mix background noise into half the clips.
         sample_rate: int. Hz the clips are resampled to (espeak-ng writes 22050 Hz).
         duration: float. Seconds per clip.
+        targets: tuple of str. `"word"`, then any of `"speaker_sex"` and `"accent"`.
 
     Raises:
-        DataError: `espeak-ng` is not installed.
+        DataError: `espeak-ng` is not installed, or a target is not one of `SPOKEN_WORD_TARGETS`.
 
     Example:
 
     ```python
     data = kerasft.samples.spoken_words()
     data.class_names  # ['down', 'go', 'left', 'no', 'off', 'on', 'right', 'stop', 'up', 'yes']
+    both = kerasft.samples.spoken_words(targets=("word", "speaker_sex"))
+    both.targets["speaker_sex"].class_names  # ('female', 'male')
     ```
     """
+    targets = _check_spoken_targets(targets)
     folder = _spoken_words_folder(seed=seed, noise=noise)
-    return data_lib.from_directory(folder, sample_rate=sample_rate, duration=duration, seed=seed,
-                                   name="spoken_words")
+    return _load_spoken_words(folder, targets, seed, sample_rate, duration)
+
+
+def _check_spoken_targets(targets):
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    if (not targets or targets[0] != "word" or len(set(targets)) != len(targets)
+            or not set(targets) <= set(SPOKEN_WORD_TARGETS)):
+        raise data_lib.DataError(f"The spoken words' targets are 'word' (first), then any of "
+                                 f"{SPOKEN_WORD_TARGETS[1:]}, each once. Received: targets={targets!r}")
+    return targets
+
+
+def _load_spoken_words(folder, targets, seed, sample_rate, duration):
+    """The TaskData of a spoken-word folder: the word, and the speakers' targets from its file names."""
+    settings = dict(sample_rate=sample_rate, duration=duration, seed=seed, name="spoken_words")
+    if targets == ("word",):
+        return data_lib.from_directory(folder, **settings)
+    with tempfile.TemporaryDirectory() as scratch:
+        labels = Path(scratch, "speakers.csv")
+        _write_speakers(folder, labels)
+        return data_lib.from_directory(folder, labels_file=labels, label_column=list(targets), **settings)
+
+
+def _write_speakers(folder, path):
+    """Writes the labels file of a spoken-word folder: each clip's speaker sex and accent, read from its name."""
+    sex = {variant: sex for sex, variants in SPOKEN_WORD_VARIANTS.items() for variant in variants}
+    rows = ["file,speaker_sex,accent"]
+    for clip in sorted(folder.glob("*/*/*.wav")):
+        voice = _SPOKEN_FILE.fullmatch(clip.name)
+        rows.append(f"{clip.relative_to(folder).as_posix()},{sex[voice['variant']]},{voice['accent']}")
+    path.write_text("\n".join(rows) + "\n")
 
 
 class _Clip(typing.NamedTuple):

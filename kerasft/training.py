@@ -17,7 +17,7 @@ import time
 import keras
 
 from kerasft import checkpoint as checkpoint_lib
-from kerasft import augment, distribute, engine, features, heads, models
+from kerasft import augment, distribute, engine, features, heads, models, multitask
 
 
 class TrainingError(ValueError):
@@ -28,7 +28,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
               fine_tune_learning_rate=None, layer_decay=0.7, weight_decay=0.0, label_smoothing=0.0, patience="auto",
               class_weight="auto", batchnorm="auto", augmentation=0.0, time_limit=None, seed=0, callbacks=None,
               verbose=1, teacher=None, temperature=2.0, alpha=0.5, strategy=None, scale_batch=False,
-              checkpoint_dir=None, backbone=None, head=None):
+              checkpoint_dir=None, backbone=None, head=None, loss_weights=None):
     """Trains a classifier on a `TaskData`: the head on frozen features, then the unfrozen blocks.
 
     Phase 1 trains the head on the frozen backbone's features, computed once, so
@@ -38,6 +38,11 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     the first unfrozen block, also computed once (`kft.features.FeatureCache`),
     so an epoch costs only the unfrozen blocks. Both phases stop early on
     validation loss and keep the best weights.
+
+    A multi-task model (built on multi-task data) trains every head together
+    with the backbone, through the same phases: the loss is the weighted sum
+    of each target's loss over the rows that carry that target (missing labels
+    are masked out), see `kerasft.multitask`.
 
     Args:
         model: keras.Model. From `kft.build_classifier`.
@@ -65,7 +70,9 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
             examples: 20 epochs of a head, 2 of MiniLM's top block); 0
             disables early stopping and the phase-2 rollback.
         class_weight: "auto", None or dict. "auto" weights classes inversely
-            to their frequency when the largest is 1.5x the smallest or more.
+            to their frequency when the largest is 1.5x the smallest or more
+            (per target of a multi-task model; a dict then maps targets to
+            `{class id: weight}`).
         batchnorm: str. `"auto"`, `"frozen"` or `"train"`: whether the
             BatchNormalization layers of unfrozen blocks adapt their statistics
             and scale/offset in phase 2 ("auto": they do for audio, where frozen
@@ -106,10 +113,15 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
         backbone: str or None. The backbone a search's hyperparameters were
             found for (`Search.best_hyperparameters`): checked against the model's.
         head: kft.Head or None. Likewise, the head shape: checked against the model's.
+        loss_weights: dict or None. A multi-task model's `{target: weight}`
+            (targets left out weigh 1); None weighs each target inversely to
+            its loss on the first training batch, so each starts with an
+            equal share (the weights average 1; `history.loss_weights`).
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
-        metrics epoch by epoch and `history["phase"]` (1 or 2) for each; its
+        metrics epoch by epoch (a multi-task model's per target, e.g.
+        `val_word_accuracy`) and `history["phase"]` (1 or 2) for each; its
         `notes` list says what a time limit cut or a rollback undid.
 
     Example:
@@ -118,6 +130,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     >>> hp = search.best_hyperparameters(1)[0]   # retrain a search's best recipe
     >>> model = kft.build_classifier(hp["backbone"], data=data, head=hp["head"], seed=hp["seed"])
     >>> kft.fine_tune(model, data, **hp)
+    >>> kft.fine_tune(multi_task_model, multi_task_data, loss_weights={"word": 1.0, "speaker_sex": 0.5})
     """
     # === Everything that can be wrong is refused before any work ===
     _check_fits(model, data)
@@ -137,16 +150,18 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
                                learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
                                layer_decay=layer_decay, weight_decay=weight_decay, label_smoothing=label_smoothing,
                                patience=patience, class_weight=class_weight, batchnorm=batchnorm,
-                               augmentation=augmentation, seed=seed)
-    except (engine.RecipeError, models.ClassifierError) as error:
+                               augmentation=augmentation, seed=seed, loss_weights=loss_weights)
+        multitask.check_loss_weights(recipe.loss_weights, description.tasks)
+        weights = engine.class_weight(recipe.class_weight, data)
+    except (engine.RecipeError, models.ClassifierError, multitask.MultiTaskError) as error:
         raise TrainingError(str(error)) from None
     if recipe.augmentation:
         augment.augmenter(model, recipe.augmentation, seed)  # refuses text models before any work
     models.set_trainable(model, setting, description.block_pattern, batchnorm=recipe.batchnorm_for(
         description.modality))
     loss = metrics = soft = None
-    weights = engine.class_weight(recipe.class_weight, data)
     if teacher is not None:
+        multitask.refuse("Distillation (fine_tune(teacher=...))", model=model)
         loss, metrics = _check_teacher(teacher, model, description.task, temperature, alpha)
         soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0).astype("float32")
                 for split in ("train", "validation")}
@@ -160,13 +175,16 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
 
     # === The recipe ===
     cuts = (["frozen"] if recipe.head_epochs != 0 else []) + ([setting] if recipe.unfrozen else [])
+    multi = description.tasks is not None
     inputs = engine.Inputs(model, data, cuts=cuts, augmented=bool(recipe.augmentation),
-                           block_pattern=description.block_pattern, soft_targets=soft, verbose=verbose)
+                           block_pattern=description.block_pattern, soft_targets=soft,
+                           class_weight=weights if multi else None, verbose=verbose)
     with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
         part = (description.network if setting == "all"
                 else features.split_network(model, setting, description.block_pattern)[1])
-    history, notes = engine.train(part, inputs, recipe, description.modality, description.task,
-                                  block_pattern=description.block_pattern, class_weight=weights, loss=loss,
+    history, notes = engine.train(part, inputs, recipe, description.modality, description.tasks or description.task,
+                                  block_pattern=description.block_pattern, class_weight=None if multi else weights,
+                                  loss=loss,
                                   metrics=metrics, callbacks=list(callbacks or []), checkpoint=checkpoint,
                                   deadline=deadline, strategy=strategy, log=log, keras_verbose=1 if verbose == 2 else 0)
     history.notes = notes
@@ -197,19 +215,42 @@ def _check_fits(model, data):
     if modality != data.modality:
         raise TrainingError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
     models.check_clips(model, data)
-    outputs = model.output.shape[-1]
-    expected = 1 if data.task == "regression" else data.num_classes
-    if outputs != expected:
-        raise TrainingError(
-            f"The model outputs {outputs} values but the data has {expected} "
-            f"{'target' if data.task == 'regression' else 'classes'} ({data.class_names}). "
-            f"Build it with kft.build_classifier(..., data=data)."
-        )
-    task = heads.task_of(model)
-    if task != data.task and {task, data.task} != {"multiclass", "binary"}:
-        raise TrainingError(f"The model was built for task {task!r} but the data is {data.task!r}.")
+    if heads.tasks_of(model) is not None or data.targets is not None:
+        _check_targets(model, data)
+    else:
+        outputs = model.output.shape[-1]
+        expected = 1 if data.task == "regression" else data.num_classes
+        if outputs != expected:
+            raise TrainingError(
+                f"The model outputs {outputs} values but the data has {expected} "
+                f"{'target' if data.task == 'regression' else 'classes'} ({data.class_names}). "
+                f"Build it with kft.build_classifier(..., data=data)."
+            )
+        task = heads.task_of(model)
+        if not _same_task(task, data.task):
+            raise TrainingError(f"The model was built for task {task!r} but the data is {data.task!r}.")
     if data.size("train") == 0:
         raise TrainingError(f"The training split of {data.name} is empty.")
+
+
+def _same_task(a, b):
+    return a == b or {a, b} == {"multiclass", "binary"}
+
+
+def _check_targets(model, data):
+    """A multi-task model trains on multi-task data with the same targets, tasks and outputs."""
+    tasks, targets = heads.tasks_of(model), data.targets
+    if tasks is None or targets is None:
+        raise TrainingError(
+            f"The model has {'the targets ' + str(list(tasks)) if tasks else 'one target'} but the data "
+            f"({data.name}) has {'the targets ' + str(list(targets)) if targets else 'one target'}. Build it with "
+            "kft.build_classifier(..., data=data).")
+    found = {name: (tasks[name], output.shape[-1]) for name, output in model.output.items()}
+    expected = {name: (target.task, target.num_outputs) for name, target in targets.items()}
+    if list(found) != list(expected) or any(found[n][1] != expected[n][1] or not _same_task(found[n][0], expected[n][0])
+                                            for n in expected):
+        raise TrainingError(f"The model's targets (task, outputs) are {found} but the data's are {expected} "
+                            f"({data.name}). Build it with kft.build_classifier(..., data=data).")
 
 
 # === Distillation ===
@@ -240,6 +281,7 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
     Example:
     >>> student = kft.distill(ens, "mobilenet_v3_small", data, epochs=5)
     """
+    multitask.refuse("kft.distill", model=teacher, data=data)
     student = models.build_classifier(student_backbone, data=data, head=head, trainable=trainable,
                                       image_size=image_size, sequence_length=sequence_length, strategy=strategy,
                                       precision=precision)

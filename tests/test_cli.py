@@ -278,6 +278,29 @@ def test_tune_then_ensemble_the_best(tiny_bert, texts_csv, tmp_path, capsys):
     assert code == 2 and "Pass --overwrite to delete it" in err and "--project-name" in err
 
 
+def test_train_with_several_label_columns_then_predict_every_target(tiny_bert, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    lines = ["text,topic,urgency"]
+    for i in range(90):
+        noun, urgent = ("cat", "dog", "mat")[i % 3], i % 2 == 0
+        words = " ".join(rng.choice(TINY_VOCAB[13:], size=3))
+        lines.append(f'"the {noun} {"is" if urgent else "was"} {words} {i}",{noun}s,{"high" if urgent else "low"}')
+    tickets = tmp_path / "tickets.csv"
+    tickets.write_text("\n".join(lines) + "\n")
+    code, out, err = run(capsys, "train", tickets, "--label-column", "topic,urgency", "--backbone", "tiny_bert",
+                         "--epochs", 3, "--output", tmp_path / "export", "--run-dir", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", tmp_path / "export", "--text", "the dog is here", "--json")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert set(answer) == {"input", "topic", "urgency"}
+    assert answer["topic"]["label"] in ("cats", "dogs", "mats") and answer["urgency"]["label"] in ("high", "low")
+    code, out, _ = run(capsys, "predict", tmp_path / "export", "--text", "the dog is here")
+    assert out.startswith("topic=") and "\turgency=" in out
+    code, _, err = run(capsys, "train", tickets, "--label-column", "topic,colour", "--backbone", "tiny_bert")
+    assert code == 2 and "colour" in err
+
+
 def test_train_and_predict_on_a_folder_of_images(tiny_cnn, image_folder, tmp_path, capsys):
     code, out, err = run(capsys, "train", image_folder, "--backbone", "tiny_cnn", "--image-size", 32, "--epochs", 20,
                          "--learning-rate", 0.01, "--output", tmp_path / "export", "--run-dir", tmp_path / "run")

@@ -43,6 +43,7 @@ EXTENDED = pytest.mark.extended
     pytest.param("distillation.py", "export", marks=EXTENDED),
     pytest.param("serving.py", "export", marks=EXTENDED),
     pytest.param("audio_classification.py", "export", marks=EXTENDED),
+    pytest.param("multi_task.py", "export", marks=EXTENDED),
 ])
 def test_recipe_runs_offline_in_smoke_mode(recipe, output, tmp_path):
     env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / output))

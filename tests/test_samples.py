@@ -176,3 +176,19 @@ def test_spoken_words_folder_without_espeak_says_how_to_install_it(tmp_path, mon
 
     with pytest.raises(DataError, match="espeak-ng.*apt-get install espeak-ng"):
         samples._spoken_words_folder(words=("yes",), accents=("en-us",))
+
+
+def test_spoken_words_with_speaker_targets_are_multi_task_with_both_sexes_in_every_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASFT_CACHE_DIR", str(tmp_path))
+    root = samples._spoken_words_folder(seed=0, words=("yes", "no"), accents=("en-us", "en-gb"))
+    data = samples._load_spoken_words(root, ("word", "speaker_sex", "accent"), 0, 16000, 1.0)
+    assert list(data.targets) == ["word", "speaker_sex", "accent"]
+    assert data.targets["speaker_sex"].class_names == ("female", "male")
+    assert data.targets["accent"].class_names == ("en-gb", "en-us")
+    for split in SPLITS:  # held-out speakers: one male and one female variant in validation and in test
+        sexes = np.bincount(data.labels(split, "speaker_sex"), minlength=2)
+        assert sexes.min() > 0 and (split == "train" or sexes[0] == sexes[1])
+        assert (data.labels(split, "accent") >= 0).all()  # every clip carries every target
+    with pytest.raises(DataError, match=r"'word' \(first\), then any of \('speaker_sex', 'accent'\).*"
+                                        r"Received: targets=\('speaker_sex',\)"):
+        samples.spoken_words(targets=("speaker_sex",))

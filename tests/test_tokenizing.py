@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from kerasft import backbones, exporting, heads, tokenizing
+from kerasft import backbones, heads, serving, tokenizing
 
 # Short cases; each also runs repeated past the head size, behind 0, 1, 2, ... tabs (delimiters that give no
 # token), so the cut falls at every byte of the repeated case.
@@ -94,7 +94,7 @@ def test_serving_signature_and_training_pipeline_cut_long_texts_to_the_same_outp
     model = kft.build_classifier("tiny_bert", data=tiny_text_data, head=kft.Head(units=(4,)))
     texts = ["the cat sat on the mat " * 40, "the dog ran " + "\u00a0" * 300 + " fast", "big red dog", ""]
     expected = model.predict(np.array(texts, dtype=object), verbose=0)
-    serve = exporting.serving_endpoints(model, tiny_text_data.class_names, heads.task_of(model))["serving_default"]
+    serve = serving.serving_endpoints(model, tiny_text_data.class_names, heads.task_of(model))["serving_default"]
     np.testing.assert_allclose(serve(tf.constant(texts))["probabilities"].numpy(), expected, atol=1e-6)
     dataset = tf.data.Dataset.from_tensor_slices((texts, [0] * len(texts)))
     (x, _), = kft.features.preprocess(model, dataset, batch_size=len(texts))

@@ -89,7 +89,10 @@ def _run_folder(requested, default, overwrite):
 
 
 def _headline(evaluation):
-    """`accuracy 0.9412` (classification) or `mae 0.1234` (regression)."""
+    """`accuracy 0.9412` (classification), `mae 0.1234` (regression), per target for a multi-task model."""
+    targets = getattr(evaluation, "targets", None)
+    if targets is not None:
+        return ", ".join(f"{target} {_headline(part)}" for target, part in targets.items())
     name = "accuracy" if "accuracy" in evaluation.metrics else "mae"
     return f"{name} {evaluation.metrics[name]:.4f}"
 
@@ -280,13 +283,18 @@ def cmd_predict(args):
         print(f"kerasft: skipped {item}: {why}", file=sys.stderr)
     if not inputs:
         raise UsageError(f"None of the {len(skipped)} files could be read (each is named above).")
-    labels, scores = predictor.predict_labels(inputs)
-    for item, label, score in zip(shown, labels, scores):
+    predictions = predictor.predict_labels(inputs)
+    targets = predictions if isinstance(predictions, dict) else {None: predictions}  # a multi-task model: per target
+    for i, item in enumerate(shown):
+        answers = {target: (labels[i], float(scores[i])) for target, (labels, scores) in targets.items()}
         if args.json:
-            print(json.dumps({"input": item, "label": label, "score": round(float(score), 6)}))
+            fields = {target: {"label": label, "score": round(score, 6)} for target, (label, score) in answers.items()}
+            print(json.dumps({"input": item, **fields.pop(None, fields)}))
         else:
             line = " ".join(item.split()) if predictor.modality == "text" else item
-            print(f"{label}\t{score:.4f}\t{line if len(line) <= 60 else line[:57] + '...'}")
+            shown_answers = "\t".join(f"{label}\t{score:.4f}" if target is None else f"{target}={label}\t{score:.4f}"
+                                      for target, (label, score) in answers.items())
+            print(f"{shown_answers}\t{line if len(line) <= 60 else line[:57] + '...'}")
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 

@@ -60,7 +60,9 @@ def load_data(source, args, every_row=False):
                                        deduplicate=not every_row, **splits)
     if path.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
         raise UsageError(f"{source}: expected a folder, or a .csv, .tsv or .jsonl file.")
-    return kft.data.from_csv(path, text_column=args.text_column, label_column=args.label_column, task=args.task,
+    columns = [column.strip() for column in args.label_column.split(",")]  # several: one target each
+    return kft.data.from_csv(path, text_column=args.text_column, task=args.task,
+                             label_column=columns if len(columns) > 1 else args.label_column,
                              encoding=args.encoding, deduplicate=not every_row, **splits)
 
 
@@ -128,7 +130,7 @@ def prediction_inputs(args, modality):
 def _texts_in(item, args):
     """The texts of one predict argument: `-` (a text per line), .txt (a text per line),
     .csv/.tsv/.jsonl (the --text-column) or a folder (a text per .txt file)."""
-    from kerasft.data import readers
+    from kerasft.data import tables
 
     def read(file):
         try:
@@ -148,7 +150,7 @@ def _texts_in(item, args):
                              ".csv/.tsv/.jsonl (the --text-column) or folders of .txt files (a text per file).")
         return [read(p) for p in files]
     if path.suffix.lower() in (".csv", ".tsv", ".jsonl"):
-        return readers.read_column(path, args.text_column, encoding=args.encoding)
+        return tables.read_column(path, args.text_column, encoding=args.encoding)
     if path.suffix.lower() == ".txt":
         return [line for line in read(path).splitlines() if line.strip()]
     raise UsageError(f"{item}: a text model reads .txt (a text per line), .csv/.tsv/.jsonl (the --text-column) "

@@ -111,7 +111,9 @@ def _image_size(value):
 def _data_flags(parser):
     group = parser.add_argument_group("data")
     _flag(group, "--text-column", default="text", help="CSV/TSV column or JSONL key of the text")
-    _flag(group, "--label-column", default="label", help="CSV/TSV column or JSONL key of the label")
+    _flag(group, "--label-column", default="label",
+          help="CSV/TSV column or JSONL key of the label; several, comma-separated (topic,urgency), make one "
+               "model with a head per target")
     _flag(group, "--task", choices=["multiclass", "binary", "multilabel", "regression"],
           help="read labels as this task (default: inferred; regression reads numbers)")
     _flag(group, "--encoding", default="utf-8", help="text encoding of CSV/TSV/JSONL and .txt files, e.g. cp1252")

@@ -16,7 +16,8 @@ Elements are UNBATCHED `(x, y)` pairs:
   `sample_rate`, cut or zero-padded to `duration` seconds (`kerasft.audio`).
 - `y` is an `int32` class id (multiclass; binary when there are 2 classes), a
   `float32` multi-hot vector `(C,)` (multilabel) or a `float32` scalar
-  (regression).
+  (regression); for multi-task data a dict `{target: label}` of those, a
+  missing label marked (`kerasft.data.targets`).
 
 ```
 errors      DataError, DataWarning
@@ -24,7 +25,9 @@ labels      raw labels -> encoded labels, class names, task
 splits      stratified, seeded splits and samples
 task_data   TaskData: examples per split, tf.data pipelines, summary, fingerprint
 assemble    the core every loader shares
-readers     from_arrays, from_directory (images, sound clips, texts), from_csv (CSV/TSV/JSONL)
+readers     from_arrays, from_directory (images, sound clips, texts)
+tables      from_csv (CSV/TSV/JSONL), read as a stream
+targets     several targets per example: names, missing labels, stratification
 tfds        from_tfds
 tfrecord    from_tfrecord, and TaskData.to_tfrecord's writer: sharded tf.train.Example files, streamed
 ```
@@ -39,11 +42,14 @@ model.fit(data.train.batch(32), validation_data=data.validation.batch(32))
 """
 
 from kerasft.data.errors import DataError, DataWarning
-from kerasft.data.readers import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, from_arrays, from_csv, from_directory
+from kerasft.data.readers import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, from_arrays, from_directory
 from kerasft.data.splits import SPLITS
+from kerasft.data.tables import from_csv
+from kerasft.data.targets import Target
 from kerasft.data.task_data import CleaningReport, TaskData
 from kerasft.data.tfds import from_tfds
 from kerasft.data.tfrecord import from_tfrecord
 
-__all__ = ["IMAGE_EXTENSIONS", "SPLITS", "TEXT_EXTENSIONS", "CleaningReport", "DataError", "DataWarning", "TaskData",
+__all__ = ["IMAGE_EXTENSIONS", "SPLITS", "TEXT_EXTENSIONS", "CleaningReport", "DataError", "DataWarning", "Target",
+           "TaskData",
            "from_arrays", "from_csv", "from_directory", "from_tfds", "from_tfrecord"]

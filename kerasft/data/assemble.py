@@ -1,4 +1,5 @@
-"""The core every loader shares: encode labels, drop empty texts and duplicates, split, wrap in a TaskData."""
+"""The core every loader shares: encode labels (of one target or several), drop empty texts and duplicates, split,
+wrap in a TaskData."""
 
 import logging
 import warnings
@@ -8,6 +9,7 @@ import numpy as np
 from kerasft.data.errors import DataError, DataWarning, first_items
 from kerasft.data.labels import encode_labels
 from kerasft.data.splits import SPLITS, examples_needed, split_index
+from kerasft.data.targets import check_stratify, encode_targets, present, stratification_labels
 from kerasft.data.task_data import CleaningReport, Examples, TaskData
 
 logger = logging.getLogger("kerasft.data")
@@ -15,26 +17,42 @@ logger = logging.getLogger("kerasft.data")
 
 def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_of, where,
            class_names=None, task=None, validation_split, test_split, seed,
-           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None, source=None):
+           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None, source=None,
+           stratify=None):
     """Cleans, splits and wraps examples from any loader into a TaskData.
 
     Args:
         inputs: np.ndarray. One raw input per example.
         digests: np.ndarray of bytes. One content hash per example.
-        raw_labels: list or np.ndarray. Labels as the source gave them.
+        raw_labels: list, np.ndarray or dict. Labels as the source gave them; a dict (target name -> labels)
+            makes multi-task data (`kerasft.data.targets`), whose `class_names` and `task` may be dicts too.
         split_of: np.ndarray of str or None. The source's split of each example
             ("train", "validation", "test"), or None to split it all here.
         where: callable. Example index -> name for messages.
         source: RecordSource or None. Where examples of `input_kind="records"` are read from.
+        stratify: str or None. Multi-task data: the target the splits are stratified on (default: the first).
         Other arguments: as in the public loaders.
     """
     report = report or CleaningReport()
     if len(inputs) == 0:
         raise DataError(f"No examples could be read from {name!r}.")
-    labels, class_names, task = encode_labels(
-        raw_labels, class_names=class_names, task=task, where=where)
     split_of = np.full(len(inputs), "all") if split_of is None else np.asarray(split_of)
     keep = np.ones(len(inputs), bool)
+    targets = None
+    if isinstance(raw_labels, dict):
+        labels, targets = encode_targets(raw_labels, class_names=class_names, task=task, where=where)
+        stratify = check_stratify(stratify, list(targets))
+        first = targets[next(iter(targets))]
+        class_names, task = list(first.class_names), first.task
+        unlabelled = ~np.any([present(labels[t], targets[t].task) for t in targets], axis=0)
+        report.unlabelled = int(unlabelled.sum())
+        keep &= ~unlabelled
+        split_labels = stratification_labels(labels[stratify], targets[stratify])
+        split_task = targets[stratify].task
+    else:
+        labels, class_names, task = encode_labels(
+            raw_labels, class_names=class_names, task=task, where=where)
+        split_labels, split_task = labels, task
     if drop_empty and input_kind == "text":
         empty = np.array([not text.strip() for text in inputs], bool)
         report.empty = int(empty.sum())
@@ -42,28 +60,38 @@ def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_o
     if input_kind == "text":
         _warn_numeric_texts(inputs, name)
     if deduplicate:
-        keep &= _unique_mask(digests, labels, split_of, keep, report)
+        keep &= _unique_mask(digests, split_labels, split_of, keep, report)
     if report.empty or report.duplicates:
         logger.warning("%s: dropped %d exact duplicates%s.", name, report.duplicates,
                        f" and {report.empty} empty texts" if input_kind == "text" else "")
     examples = Examples(np.asarray(inputs), labels, np.asarray(digests))
     pool_split = "all" if (split_of == "all").all() else "train"
     pool = np.flatnonzero(keep & (split_of == pool_split))
-    _check_classes(labels[pool], class_names, task, name)
+    if targets is None:
+        _check_classes(labels[pool], class_names, task, name)
+    for target, spec in (targets or {}).items():
+        carried = pool[present(labels[target][pool], spec.task)]
+        _check_classes(labels[target][carried], spec.class_names, spec.task, f"{name}, target {target}")
     rng = np.random.default_rng(seed)
     fractions = {"validation": validation_split, "test": test_split}
     carve = {s: f if pool_split == "all" or not (split_of == s).any() else 0.0
              for s, f in fractions.items()}
-    parts = split_index(labels[pool], task, carve["validation"], carve["test"], rng)
+    parts = split_index(split_labels[pool], split_task, carve["validation"], carve["test"], rng)
     index = {s: pool[parts[s]] for s in SPLITS}
     for split in ("validation", "test"):
         if not carve[split] and pool_split == "train":
             index[split] = np.flatnonzero(keep & (split_of == split))
-    _warn_missing_classes(labels, index, class_names, task, carve)
+    if targets is None:
+        _warn_missing_classes(labels, index, class_names, task, carve)
+    for target, spec in (targets or {}).items():  # only the stratified target is sure to cover train
+        carried = {s: i[present(labels[target][i], spec.task)] for s, i in index.items()}
+        _warn_missing_classes(labels[target], carried, spec.class_names, spec.task, carve,
+                              splits=SPLITS if target != stratify else ("validation", "test"),
+                              what=f"target {target!r}: ")
     splits = {s: examples.take(index[s]) for s in SPLITS}
     return TaskData(splits, name=name, modality=modality, task=task, class_names=class_names,
                     input_kind=input_kind, image_size=image_size, sample_rate=sample_rate, duration=duration,
-                    report=report, source=source)
+                    report=report, source=source, targets=targets, stratify=stratify)
 
 
 def _warn_numeric_texts(texts, name):
@@ -123,24 +151,24 @@ def _check_classes(labels, class_names, task, name):
         )
 
 
-def _warn_missing_classes(labels, index, class_names, task, carve):
+def _warn_missing_classes(labels, index, class_names, task, carve, splits=("validation", "test"), what=""):
     if task == "regression":
         return
-    for split in ("validation", "test"):
+    for split in splits:
         if not len(index[split]):
             continue
-        present = labels[index[split]]
-        counts = present.sum(axis=0) if task == "multilabel" else np.bincount(
-            present, minlength=len(class_names))
+        held = labels[index[split]]
+        counts = held.sum(axis=0) if task == "multilabel" else np.bincount(held, minlength=len(class_names))
         missing = [n for n, c in zip(class_names, counts) if c == 0]
         if missing:
             hint = ""
-            if carve[split] and task != "multilabel":
+            if carve.get(split) and task != "multilabel":
                 needed = examples_needed(carve["validation"], carve["test"])
                 hint = f" A class needs at least {needed} examples to appear in every split."
+            consequence = ("the model never learns them" if split == "train"
+                           else f"their {split} metrics will be undefined")
             warnings.warn(
-                f"The {split} split has no example of classes {first_items(missing)}; "
-                f"their {split} metrics will be undefined.{hint}",
+                f"{what}The {split} split has no example of classes {first_items(missing)}; {consequence}.{hint}",
                 DataWarning, stacklevel=4)
 
 

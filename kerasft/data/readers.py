@@ -1,8 +1,5 @@
-"""Loaders of examples the user holds: in-memory arrays, class folders (images, sound clips, texts), CSV/TSV/JSONL."""
+"""Loaders of examples the user holds: in-memory arrays and class folders (images, sound clips, texts)."""
 
-import csv
-import difflib
-import json
 import os
 import warnings
 from concurrent import futures
@@ -16,6 +13,8 @@ from kerasft.data.assemble import assemble
 from kerasft.data.errors import SHOWN, DataError, DataWarning, first_items
 from kerasft.data.labels import check_task
 from kerasft.data.splits import check_fractions
+from kerasft.data.tables import read_columns
+from kerasft.data.targets import check_names
 from kerasft.data.task_data import CleaningReport, content_digest, decode_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -42,7 +41,8 @@ def check_image_size(image_size):
 
 
 def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_split=0.15,
-                seed=0, deduplicate=True, test=None, name="arrays", sample_rate=None, duration=audio.DURATION):
+                seed=0, deduplicate=True, test=None, name="arrays", sample_rate=None, duration=audio.DURATION,
+                stratify=None):
     """Makes a TaskData from in-memory images, texts or waveforms and their labels.
 
     Images: a numeric array `(N, H, W)` or `(N, H, W, 1|3|4)`. uint8 is used as
@@ -56,15 +56,21 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
     (scaled by its type's range). Each is mixed to mono and cut or
     zero-padded to `duration` seconds.
 
+    A dict of labels `{target: y}` makes multi-task data: one named target
+    per entry (`data.targets`), each with its own task and classes; a missing
+    label (None, NaN or "") leaves the example to the other targets, masked
+    in training (`kerasft.data.targets`).
+
     Args:
         x: np.ndarray, list of str or list of waveforms. The inputs.
-        y: array-like. Integer class ids, class names (str), a 2-D multi-hot
+        y: array-like or dict. Integer class ids, class names (str), a 2-D multi-hot
             array (multilabel), lists of class names (multilabel) or floats
-            (regression).
-        class_names: list of str or None. Names in class-id order; defaults to
-            the sorted string labels or "0", "1", ... for ids.
-        task: str or None. None infers it; "regression" reads y as numbers;
-            "multiclass"/"binary" are decided by the number of classes.
+            (regression); or a dict of them, one per target.
+        class_names: list of str, dict or None. Names in class-id order; defaults to
+            the sorted string labels or "0", "1", ... for ids; multi-task: a dict per target.
+        task: str, dict or None. None infers it; "regression" reads y as numbers;
+            "multiclass"/"binary" are decided by the number of classes; multi-task:
+            one for every target, or a dict per target.
         validation_split: float. Fraction for validation, in [0, 1).
         test_split: float. Fraction for test, in [0, 1).
         seed: int. Seed of the stratified split.
@@ -76,6 +82,8 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
         sample_rate: int or None. Set for waveforms: their sample rate in Hz,
             which the data keeps.
         duration: float. Seconds per audio clip.
+        stratify: str or None. Multi-task: the target the splits are stratified
+            on (default: the first).
 
     Example:
 
@@ -83,18 +91,24 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
     (x, y), (x_test, y_test) = keras.datasets.mnist.load_data()
     data = kerasft.data.from_arrays(x, y, test=(x_test, y_test))
     data = kerasft.data.from_arrays(["good", "bad"] * 10, ["pos", "neg"] * 10)
+    clips = kerasft.data.from_arrays(waveforms, {"word": words, "sex": sexes}, sample_rate=16000)
     ```
     """
     check_fractions(validation_split, 0.0 if test is not None else test_split)
-    check_task(task)
+    if not isinstance(task, dict):
+        check_task(task)
+    targets = list(y) if isinstance(y, dict) else None
     _check_lengths(x, y, "x", "y")
     split_of = None
     if test is not None:
         x_test, y_test = test
         _check_lengths(x_test, y_test, "x_test", "y_test")
-        split_of = np.repeat(["train", "test"], [len(y), len(y_test)])
+        if targets is not None and (not isinstance(y_test, dict) or list(y_test) != targets):
+            raise DataError(f"y_test must have the targets of y, in order: {targets}. Received: "
+                            f"{list(y_test) if isinstance(y_test, dict) else type(y_test).__name__}")
+        split_of = np.repeat(["train", "test"], [len(x), len(x_test)])
         x = np.concatenate([x, x_test]) if isinstance(x, np.ndarray) else [*x, *x_test]
-        y = np.concatenate([y, y_test]) if isinstance(y, np.ndarray) else [*y, *y_test]
+        y = ({t: _joined(y[t], y_test[t]) for t in targets} if targets is not None else _joined(y, y_test))
     array = x if isinstance(x, np.ndarray) else None
     audio_settings = {}
     if sample_rate is not None:
@@ -115,14 +129,20 @@ def from_arrays(x, y, class_names=None, task=None, validation_split=0.15, test_s
         modality, input_kind = "text", "text"
         inputs = np.array([str(t) for t in texts], dtype=object)
         digests = np.array([content_digest(t.encode("utf-8", "surrogatepass")) for t in inputs])
-    if not isinstance(y, np.ndarray) and all(
+    if targets is None and not isinstance(y, np.ndarray) and all(
             isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in y):
         y = np.asarray(y)  # Python numbers are ids (int) or targets (float), like numpy's.
+    raw_labels = ({t: labels if isinstance(labels, np.ndarray) else list(labels) for t, labels in y.items()}
+                  if targets is not None else y if isinstance(y, np.ndarray) else list(y))
     return assemble(name=name, modality=modality, input_kind=input_kind, inputs=inputs,
-                  digests=digests, raw_labels=y if isinstance(y, np.ndarray) else list(y),
+                  digests=digests, raw_labels=raw_labels,
                   split_of=split_of, where=lambda i: f"y[{i}]", class_names=class_names,
                   task=task, validation_split=validation_split, test_split=test_split,
-                  seed=seed, deduplicate=deduplicate, drop_empty=True, **audio_settings)
+                  seed=seed, deduplicate=deduplicate, drop_empty=True, stratify=stratify, **audio_settings)
+
+
+def _joined(labels, more):
+    return np.concatenate([labels, more]) if isinstance(labels, np.ndarray) else [*labels, *more]
 
 
 def _check_audio_settings(sample_rate, duration):
@@ -155,9 +175,16 @@ def _waveforms(x, sample_rate, duration):
 
 
 def _check_lengths(x, y, x_name, y_name):
-    if len(x) != len(y):
-        raise DataError(f"{x_name} and {y_name} must have the same length. Received: "
-                        f"len({x_name})={len(x)}, len({y_name})={len(y)}")
+    """x and y (or each target of a dict y) have one entry per example, or this says which lengths differ."""
+    if isinstance(y, dict):
+        check_names(list(y), y_name)
+        lengths = {f"len({y_name}[{target!r}])": len(labels) for target, labels in y.items()}
+    else:
+        lengths = {f"len({y_name})": len(y)}
+    if any(length != len(x) for length in lengths.values()):
+        raise DataError(f"{x_name} and {y_name} must have the same length" + (" (every target)" if isinstance(y, dict)
+                        else "") + f". Received: len({x_name})={len(x)}, "
+                        + ", ".join(f"{key}={value}" for key, value in lengths.items()))
 
 
 def _pixels(array):
@@ -194,7 +221,8 @@ def _pixels(array):
 
 def from_directory(path, image_size=(224, 224), validation_split=0.15, test_split=0.15,
                    seed=0, strict=False, deduplicate=True, fallback_encoding=None, name=None,
-                   sample_rate=audio.SAMPLE_RATE, duration=audio.DURATION):
+                   sample_rate=audio.SAMPLE_RATE, duration=audio.DURATION, labels_file=None, label_column=None,
+                   stratify=None):
     """Makes a TaskData from a folder with one subfolder of images, sound clips or texts per class.
 
     Class names are the sorted subfolder names. Images are JPEG, PNG, GIF (first
@@ -214,6 +242,12 @@ def from_directory(path, image_size=(224, 224), validation_split=0.15, test_spli
     shorter than one STFT window (25 ms), corrupt or not audio at all are
     skipped and listed; clips are held in memory as float32.
 
+    Multi-task data: `labels_file` (`.csv`, `.tsv` or `.jsonl`) gives the
+    other targets, one column each beside a `file` column holding each file's
+    path relative to the folder (`train/yes/clip1.wav`); `label_column` names
+    the targets, the class folders' first. A file without a row, or with an
+    empty cell, misses that label and is kept for the other targets.
+
     Args:
         path: str or Path. The root folder.
         image_size: tuple of int or None. (height, width) to resize images to
@@ -229,18 +263,26 @@ def from_directory(path, image_size=(224, 224), validation_split=0.15, test_spli
         sample_rate: int. Sound clips: the sample rate (Hz) they are
             resampled to.
         duration: float. Sound clips: seconds per clip.
+        labels_file: str, Path or None. Multi-task: the file of the other targets' labels.
+        label_column: list of str or None. Multi-task: the targets, the one the
+            class folders give first, then columns of `labels_file`.
+        stratify: str or None. Multi-task: the target the splits are stratified
+            on (default: the first).
 
     Example:
 
     ```python
     data = kerasft.data.from_directory("flowers/", image_size=(224, 224))
     data = kerasft.data.from_directory("commands/", sample_rate=16000, duration=1.0)
+    voices = kerasft.data.from_directory("commands/", labels_file="commands/speakers.csv",
+                                         label_column=["word", "speaker_sex"])
     ```
     """
     check_fractions(validation_split, test_split)
     image_size = check_image_size(image_size)
     root = Path(path)
     presplit, class_names, files = _scan_folder(root)
+    extra = _labels_file(labels_file, label_column, root, files)  # refused now, before any file is decoded
     for modality, extensions, what in (("image", IMAGE_EXTENSIONS, "image files"),
                                        ("audio", audio.AUDIO_EXTENSIONS, "WAV/FLAC/OGG files"),
                                        ("text", TEXT_EXTENSIONS, ".txt files")):
@@ -277,16 +319,54 @@ def from_directory(path, image_size=(224, 224), validation_split=0.15, test_spli
     else:
         inputs = np.array([text for _, text in kept], dtype=object)
         digests = np.array([content_digest(text.encode("utf-8")) for text in inputs])
+    labels = np.array([files[f][1] for f in paths])
+    if extra is not None:
+        folder_target, rows = extra
+        labels = {folder_target: labels, **{column: [rows.get(f, {}).get(column) for f in paths]
+                                            for column in label_column[1:]}}
+        class_names = {folder_target: class_names}
     return assemble(
         name=name or root.resolve().name, modality=modality,
         input_kind={"image": "files", "audio": "waveform", "text": "text"}[modality],
-        inputs=inputs, digests=digests, raw_labels=np.array([files[f][1] for f in paths]),
+        inputs=inputs, digests=digests, raw_labels=labels,
         split_of=[files[f][0] for f in paths] if presplit else None,
         where=lambda i: str(paths[i]), class_names=class_names,
         validation_split=validation_split, test_split=test_split, seed=seed,
         deduplicate=deduplicate, drop_empty=True,
         image_size=image_size if modality == "image" else None,
-        **({"sample_rate": sample_rate, "duration": duration} if modality == "audio" else {}), report=report)
+        **({"sample_rate": sample_rate, "duration": duration} if modality == "audio" else {}), report=report,
+        stratify=stratify)
+
+
+def _labels_file(labels_file, label_column, root, files):
+    """`(the class folders' target, {file: {column: label}})` of a folder's labels file, or None without one.
+
+    Refuses a file naming a file the folder does not hold, or naming one twice.
+    """
+    if labels_file is None and label_column is None:
+        return None
+    if labels_file is None or isinstance(label_column, str) or label_column is None:
+        raise DataError("A folder's extra targets need labels_file= (their labels) and label_column= (a list: the "
+                        "class folders' target, then columns of the file). Received: "
+                        f"labels_file={labels_file!r}, label_column={label_column!r}")
+    names = check_names(label_column, "label_column")
+    numbers, kind, values = read_columns(Path(labels_file), ("file", *names[1:]), "utf-8")
+    by_name = {f.relative_to(root).as_posix(): f for f in files}
+    rows, unknown = {}, []
+    for row, (number, name) in enumerate(zip(numbers, values["file"])):
+        file = by_name.get(Path(str(name or "")).as_posix())
+        if file is None:
+            unknown.append(f"{kind} {number} ({name!r})")
+        elif file in rows:
+            raise DataError(f"{str(labels_file)!r} names {name!r} twice ({kind} {number}). Expected one row per "
+                            "file.")
+        else:
+            rows[file] = {column: values[column][row] for column in names[1:]}
+    if unknown:
+        raise DataError(f"{str(labels_file)!r} names files that are not in {str(root)!r}: {first_items(unknown)}. "
+                        "Expected paths relative to the folder, such as "
+                        f"{first_items(repr(n) for n in list(by_name)[:2])}.")
+    return names[0], rows
 
 
 def _scan_folder(root):
@@ -469,178 +549,3 @@ def decode_text(content, fallback_encoding):
         except UnicodeDecodeError:
             problem += f" nor {fallback_encoding}"
     return None, problem
-
-
-def from_csv(path, text_column="text", label_column="label", validation_split=0.15,
-             test_split=0.15, seed=0, deduplicate=True, drop_empty=True, label_separator=None,
-             task=None, encoding="utf-8", name=None):
-    """Makes a text TaskData from a `.csv`, `.tsv` or `.jsonl` file.
-
-    The format follows the extension (stdlib `csv` / `json`); quoted CSV fields
-    may hold newlines. Rows are named as in a spreadsheet (the header is row 1);
-    JSONL lines by line number. Labels are class names, or integers (classes
-    sorted numerically); mixing both is an error. Surrounding spaces of labels
-    are ignored.
-
-    Args:
-        path: str or Path. The file.
-        text_column: str. Column (or JSON key) holding the text.
-        label_column: str. Column (or JSON key) holding the label.
-        validation_split: float. Fraction for validation, in [0, 1).
-        test_split: float. Fraction for test, in [0, 1).
-        seed: int. Seed of the split (stratified for classes).
-        deduplicate: bool. Drop exact duplicate texts (keeps the first).
-        drop_empty: bool. Drop empty or whitespace-only texts.
-        label_separator: str or None. Splits each label into several class
-            names, making a multilabel task (e.g. "|" for "sport|politics").
-            JSON lists as labels are multilabel too.
-        task: str or None. "regression" reads labels as numbers; None infers.
-        encoding: str. The file's text encoding (a UTF-8 BOM is skipped).
-        name: str or None. Name in summaries; defaults to the file stem.
-
-    Example:
-
-    ```python
-    data = kerasft.data.from_csv("reviews.csv", text_column="review", label_column="stars")
-    ```
-    """
-    check_fractions(validation_split, test_split)
-    check_task(task)
-    path = Path(path)
-    numbers, kind, values = _read_columns(path, (text_column, label_column), encoding, share=(label_column,))
-    texts = np.array([str(text or "") for text in values[text_column]], dtype=object)
-    labels = values[label_column]
-    if label_separator is not None:
-        labels = [None if v is None else str(v).split(label_separator) for v in labels]
-    elif task != "regression":
-        labels = [v if v is None or isinstance(v, (list, float, bool)) else str(v) for v in labels]
-    return assemble(
-        name=name or path.stem, modality="text", input_kind="text", inputs=texts,
-        digests=np.fromiter((content_digest(t.encode("utf-8")) for t in texts), "S16", len(texts)), raw_labels=labels,
-        split_of=None, where=lambda i: f"{kind} {numbers[i]}", task=task,
-        validation_split=validation_split, test_split=test_split, seed=seed,
-        deduplicate=deduplicate, drop_empty=drop_empty)
-
-
-def read_column(path, column, encoding="utf-8"):
-    """Returns the values of one column of a `.csv`, `.tsv` or `.jsonl` file, as str, row by row.
-
-    Args:
-        path: str or Path. The file.
-        column: str. Column (or JSON key) to read; a row without it gives "".
-        encoding: str. The file's text encoding.
-    """
-    _, _, values = _read_columns(Path(path), (column,), encoding)
-    return [str(value or "") for value in values[column]]
-
-
-def _read_columns(path, columns, encoding, share=()):
-    """`(row numbers, "row" or "line", {column: values})` of a `.csv`/`.tsv`/`.jsonl` file holding `columns`.
-
-    Read as a stream, keeping only `columns`: a file of millions of rows never
-    sits in memory whole. Equal values of a column in `share` are one object
-    (a million rows of ten classes hold ten strings).
-    """
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl"):
-        raise DataError(f"Expected a .csv, .tsv or .jsonl file. Received: {str(path)!r}")
-    stream_encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    values, numbers, undecodable, shared = {column: [] for column in columns}, [], [], {}
-    with open(path, encoding=stream_encoding, errors="surrogateescape", newline="") as file:
-        reader = _jsonl_records if suffix == ".jsonl" else _delimited_records
-        found, records = reader(file, "\t" if suffix == ".tsv" else ",", path)
-        if found is not None:
-            _check_columns(found, columns, path)
-        for number, row in records:
-            if any(_has_bad_bytes(row.get(column)) for column in columns):
-                undecodable.append(number)
-            for column in columns:
-                value = row.get(column)
-                values[column].append(shared.setdefault(value, value) if column in share and isinstance(value, str)
-                                      else value)
-            numbers.append(number)
-    if found is None:  # JSONL: the keys are known once every line is read
-        _check_columns(records.columns, columns, path)
-    kind = "line" if suffix == ".jsonl" else "row"
-    if not numbers:
-        raise DataError(f"{str(path)!r} has a header but no examples.")
-    if undecodable:
-        raise DataError(
-            f"{str(path)!r} is not valid {encoding}: {first_items(f'{kind} {n}' for n in undecodable)} "
-            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
-            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
-        )
-    return np.asarray(numbers, np.int64), kind, values
-
-
-def _check_columns(columns, wanted, path):
-    for column in wanted:
-        if column not in columns:
-            close = difflib.get_close_matches(column, columns, n=1, cutoff=0.6)
-            raise DataError(
-                f"Column {column!r} is not in {str(path)!r}."
-                + (f" Did you mean {close[0]!r}?" if close else "")
-                + f" Received columns: {columns}"
-            )
-
-
-def _has_bad_bytes(value):
-    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def _delimited_records(file, delimiter, path):
-    """`(columns, records)` of a CSV/TSV stream: records yield `(spreadsheet row number, {column: value})`."""
-    reader = csv.reader(file, delimiter=delimiter)
-    try:
-        header = next(reader, None)
-    except csv.Error as error:
-        raise DataError(f"{str(path)!r} is not valid {path.suffix[1:].upper()} (line {reader.line_num}): "
-                        f"{error}") from None
-    if header is None or not any(cell.strip() for cell in header):
-        raise DataError(f"{str(path)!r} is empty. Expected a header and rows of examples.")
-    columns = [c.strip() for c in header]
-
-    def records():
-        try:
-            for i, row in enumerate(reader):
-                if any(cell.strip() for cell in row):
-                    yield i + 2, dict(zip(columns, row))
-        except csv.Error as error:
-            raise DataError(f"{str(path)!r} is not valid {path.suffix[1:].upper()} "
-                            f"(line {reader.line_num}): {error}") from None
-
-    return columns, records()
-
-
-def _jsonl_records(file, _, path):
-    """`(None, records)` of a JSON Lines stream: the keys are known only as lines are read (`records.columns`)."""
-    return None, _JsonlRecords(file, path)
-
-
-class _JsonlRecords:
-    """Records of a JSON Lines stream, `(line number, object)`; `columns` lists the keys seen so far."""
-
-    def __init__(self, file, path):
-        self.file, self.path, self.columns, self._seen = file, path, [], set()
-
-    def __iter__(self):
-        blank = True
-        for number, line in enumerate(self.file, start=1):
-            if not line.strip():
-                continue
-            blank = False
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{str(self.path)!r} line {number} is not valid JSON: {error}. "
-                                "Expected one JSON object per line.") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{str(self.path)!r} line {number} is a {type(record).__name__}. "
-                                "Expected one JSON object per line.")
-            for key in record:
-                if key not in self._seen:
-                    self._seen.add(key)
-                    self.columns.append(key)
-            yield number, record
-        if blank:
-            raise DataError(f"{str(self.path)!r} is empty. Expected a header and rows of examples.")

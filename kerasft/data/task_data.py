@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from kerasft.data.errors import DataError, first_items
 from kerasft.data.splits import SPLITS, sample_index
+from kerasft.data.targets import present, stratification_labels
 
 
 def content_digest(content):
@@ -25,6 +26,7 @@ class CleaningReport:
         conflicting_duplicates: int. Of those, how many carried another label
             than the copy kept.
         empty: int. Empty or whitespace-only texts dropped.
+        unlabelled: int. Multi-task data: examples dropped because they carry no target's label.
         skipped: list of (str, str). Examples that could not be read: where
             (file path or row) and why.
         fallback_decoded: list of str. Text files or rows that were not UTF-8
@@ -37,6 +39,7 @@ class CleaningReport:
     duplicates: int = 0
     conflicting_duplicates: int = 0
     empty: int = 0
+    unlabelled: int = 0
     skipped: list = dataclasses.field(default_factory=list)
     fallback_decoded: list = dataclasses.field(default_factory=list)
     ignored: list = dataclasses.field(default_factory=list)
@@ -52,6 +55,8 @@ class CleaningReport:
         ]
         if self.empty:
             lines.insert(1, f"empty texts dropped: {self.empty}")
+        if self.unlabelled:
+            lines.insert(1, f"examples without any target's label dropped: {self.unlabelled}")
         lines += [f"  {where}: {why}" for where, why in self.skipped[:20]]
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more")
@@ -69,17 +74,20 @@ class CleaningReport:
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
-    """One split's examples: raw inputs, encoded labels and content digests."""
+    """One split's examples: raw inputs, encoded labels (a dict of them per target, for multi-task data) and
+    content digests."""
 
     inputs: np.ndarray
-    labels: np.ndarray
+    labels: object
     digests: np.ndarray
 
     def __len__(self):
-        return len(self.labels)
+        return len(self.digests)
 
     def take(self, index):
-        return Examples(self.inputs[index], self.labels[index], self.digests[index])
+        labels = ({name: labels[index] for name, labels in self.labels.items()} if isinstance(self.labels, dict)
+                  else self.labels[index])
+        return Examples(self.inputs[index], labels, self.digests[index])
 
 
 class TaskData:
@@ -94,11 +102,18 @@ class TaskData:
     Data read from TFRecord files (`from_tfrecord`) keeps only record numbers,
     labels and digests in memory; its pipelines read the files as they go.
 
+    Multi-task data (several named targets, `kerasft.data.targets`) yields
+    `y` as a dict `{target: label}`, a missing label marked as there; `task`,
+    `class_names` and `labels(split)` describe the first target.
+
     Attributes:
         train, validation, test: tf.data.Dataset. Unbatched `(x, y)` pairs.
         class_names: list of str. Class names in index order (`[]` for regression).
         modality: str. "image", "text" or "audio".
         task: str. "multiclass", "binary", "multilabel" or "regression".
+        targets: dict or None. Multi-task data: target name -> `Target(task, class_names)`, in order;
+            None for data with one (unnamed) target.
+        stratify: str or None. Multi-task data: the target its splits are stratified on.
         name: str. A short name for the data set (folder name, file stem, ...).
         image_size: tuple of int or None. The (height, width) images are resized
             to, or None to keep their own size.
@@ -112,11 +127,14 @@ class TaskData:
     data = kerasft.data.from_arrays(images, labels)
     data.labels("train")[:5], data.size("test"), data.num_classes
     quick = data.subset(train=200, validation=50, test=50)
+    tickets = kerasft.data.from_csv("tickets.csv", label_column=["topic", "urgency"])
+    tickets.targets["urgency"].class_names, tickets.labels("train", target="urgency")
     ```
     """
 
     def __init__(self, splits, *, name, modality, task, class_names, input_kind,
-                 image_size=None, sample_rate=None, duration=None, report=None, source=None):
+                 image_size=None, sample_rate=None, duration=None, report=None, source=None, targets=None,
+                 stratify=None):
         """Wraps split examples; use the `from_*` loaders rather than this.
 
         Args:
@@ -133,6 +151,9 @@ class TaskData:
             duration: float or None. Audio clips' length (seconds).
             report: CleaningReport or None. What cleaning did.
             source: kerasft.data.tfrecord.RecordSource or None. The files of "records".
+            targets: dict or None. Multi-task data: target name -> Target; the splits' labels are then
+                dicts of the same keys.
+            stratify: str or None. Multi-task data: the target the splits were stratified on.
         """
         if input_kind == "records":  # the order the files are read in, so labels(split) follows the pipelines
             splits = {split: examples.take(np.argsort(examples.inputs, kind="stable"))
@@ -148,6 +169,8 @@ class TaskData:
         self.sample_rate = sample_rate
         self.duration = duration
         self.report = report or CleaningReport()
+        self.targets = dict(targets) if targets else None
+        self.stratify = stratify if targets else None
         self._datasets = {}
 
     @property
@@ -175,13 +198,28 @@ class TaskData:
             raise DataError(f"Unknown split. Expected one of {SPLITS}. Received: split={split!r}")
         return self._splits[split]
 
-    def labels(self, split):
+    def labels(self, split, target=None):
         """Returns the labels of a split as numpy, without iterating tf.data.
 
         Args:
             split: str. "train", "validation" or "test".
+            target: str or None. Multi-task data: the target (default: the first); missing labels are
+                marked as `kerasft.data.targets` says.
         """
-        return self._examples(split).labels
+        labels = self._examples(split).labels
+        if target is None and not isinstance(labels, dict):
+            return labels
+        if self.targets is None or (target is not None and target not in self.targets):
+            has = f"the targets {list(self.targets)}" if self.targets else "one unnamed target"
+            raise DataError(f"{self.name!r} has {has}. Received: target={target!r}")
+        return labels[target or next(iter(self.targets))]
+
+    def _stratified(self, split):
+        """`(labels, task)` that splits and samples are stratified on."""
+        if self.targets is None:
+            return self.labels(split), self.task
+        target = self.targets[self.stratify]
+        return stratification_labels(self.labels(split, self.stratify), target), target.task
 
     def inputs(self, split):
         """Returns the stored raw inputs of a split as numpy.
@@ -239,6 +277,9 @@ class TaskData:
         """
         from kerasft.data import tfrecord
 
+        if self.targets:
+            raise DataError(f"to_tfrecord writes data with one target; {self.name!r} has the targets "
+                            f"{list(self.targets)} (multi-task data is not written to TFRecord files yet).")
         return tfrecord.write(self, folder, shards)
 
     def subset(self, train=None, validation=None, test=None, seed=0):
@@ -270,7 +311,7 @@ class TaskData:
                 continue
             if count < 0:
                 raise DataError(f"subset() sizes must be >= 0. Received: {split}={count}")
-            index = sample_index(examples.labels, self.task, count, rng)
+            index = sample_index(*self._stratified(split), count, rng)
             splits[split] = examples.take(np.sort(index))
         report = dataclasses.replace(
             self.report,
@@ -281,7 +322,35 @@ class TaskData:
         return TaskData(splits, name=self.name, modality=self.modality, task=self.task,
                         class_names=self.class_names, input_kind=self.input_kind,
                         image_size=self.image_size, sample_rate=self.sample_rate, duration=self.duration,
-                        report=report, source=self.source)
+                        report=report, source=self.source, targets=self.targets, stratify=self.stratify)
+
+    def for_target(self, target):
+        """Returns the data of one target of multi-task data: the same splits, labelled by it alone.
+
+        Examples missing the target's label are left out; the result is
+        single-target data (`targets` None), to train a single-task model on.
+
+        Args:
+            target: str. One of `targets`.
+
+        Example:
+
+        ```python
+        words = kerasft.samples.spoken_words(targets=("word", "speaker_sex")).for_target("word")
+        ```
+        """
+        self.labels("train", target)  # refuses data without that target
+        spec = self.targets[target]
+        splits = {}
+        for split in SPLITS:
+            examples, labels = self._splits[split], self.labels(split, target)
+            carried = present(labels, spec.task)
+            splits[split] = Examples(examples.inputs[carried], labels[carried], examples.digests[carried])
+        report = dataclasses.replace(self.report, notes=self.report.notes + [
+            f"target {target!r} of {self.name} (the examples carrying it)"])
+        return TaskData(splits, name=f"{self.name}_{target}", modality=self.modality, task=spec.task,
+                        class_names=list(spec.class_names), input_kind=self.input_kind, image_size=self.image_size,
+                        sample_rate=self.sample_rate, duration=self.duration, report=report, source=self.source)
 
     def fingerprint(self):
         """Returns a stable hex hash of the content, labels and splits.
@@ -292,59 +361,85 @@ class TaskData:
         sha = hashlib.sha256()
         sha.update(json.dumps([self.modality, self.task, self.class_names,
                                list(self.image_size or ())]
-                              + ([self.sample_rate, self.duration] if self.sample_rate else [])).encode())
+                              + ([self.sample_rate, self.duration] if self.sample_rate else [])
+                              + ([[name, t.task, list(t.class_names)] for name, t in self.targets.items()]
+                                 if self.targets else [])).encode())
         for split in SPLITS:
             examples = self._splits[split]
             sha.update(split.encode())
             sha.update(examples.digests.tobytes())
-            sha.update(np.ascontiguousarray(examples.labels).tobytes())
+            for labels in (examples.labels.values() if self.targets else [examples.labels]):
+                sha.update(np.ascontiguousarray(labels).tobytes())
         return sha.hexdigest()[:20]
 
     def summary(self):
-        """Returns a table of examples per class and split, plus the cleaning report."""
+        """Returns a table of examples per class and split (per target for multi-task data), plus the cleaning
+        report."""
         sizes = {split: self.size(split) for split in SPLITS}
-        head = (f"TaskData {self.name!r}: {self.modality}, {self.task}, "
-                + ("regression target" if self.task == "regression"
-                   else f"{len(self.class_names)} classes")
+        described = (f"{len(self.targets)} targets" if self.targets
+                     else "regression target" if self.task == "regression" else f"{len(self.class_names)} classes")
+        head = (f"TaskData {self.name!r}: {self.modality}, " + ("multi-task" if self.targets else self.task)
+                + f", {described}"
                 + (f", images resized to {self.image_size}" if self.image_size else "")
                 + (f", mono clips of {self.duration:g} s at {self.sample_rate} Hz (cut or zero-padded)"
                    if self.sample_rate else ""))
-        if self.task == "regression":
-            rows = []
-            for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
-                rows.append([stat] + [f"{fn(self.labels(s)):.4g}" if sizes[s] else "-"
-                                      for s in SPLITS])
-        else:
-            rows = [[name] + [str(int(n)) for n in counts]
-                    for name, counts in zip(self.class_names, self.class_counts().T)]
-        rows.append(["total"] + [str(sizes[s]) for s in SPLITS])
-        table = [["class" if self.task != "regression" else "label", *SPLITS]] + rows
-        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-        lines = [head] + [
-            "  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                             for i, (cell, w) in enumerate(zip(row, widths)))
-            for row in table
-        ]
-        if self.task == "multilabel":
-            lines.append("  (multilabel: counts are examples carrying each class)")
+        lines = [head]
+        if self.targets is None:
+            lines += self._table(None, sizes, "  ")
+        for name, target in (self.targets or {}).items():
+            lines.append(f"  target {name!r}: {target.task}, "
+                         + ("a value" if target.task == "regression" else f"{len(target.class_names)} classes")
+                         + (" (the splits are stratified on it)" if name == self.stratify else ""))
+            lines += self._table(name, sizes, "    ")
         return "\n".join(lines + ["cleaning:"] + ["  " + l for l in self.report.lines()])
 
-    def class_counts(self):
-        """Returns an array (3, classes): examples per class in train, validation and test (multilabel: positives)."""
+    def _table(self, target, sizes, indent):
+        """The lines of one target's table: examples per class (or value statistics) per split."""
+        task = self.targets[target].task if target else self.task
+        class_names = self.targets[target].class_names if target else self.class_names
+        labels = {split: self.labels(split, target) for split in SPLITS}
+        carried = {split: labels[split][present(labels[split], task)] for split in SPLITS}
+        if task == "regression":
+            rows = [[stat] + [f"{fn(carried[s]):.4g}" if len(carried[s]) else "-" for s in SPLITS]
+                    for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max))]
+        else:
+            rows = [[name] + [str(int(n)) for n in counts]
+                    for name, counts in zip(class_names, self.class_counts(target).T)]
+        if target:
+            rows.append(["missing"] + [str(sizes[s] - len(carried[s])) for s in SPLITS])
+        rows.append(["total"] + [str(sizes[s]) for s in SPLITS])
+        table = [["class" if task != "regression" else "label", *SPLITS]] + rows
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        lines = [indent + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                    for i, (cell, w) in enumerate(zip(row, widths)))
+                 for row in table]
+        if task == "multilabel":
+            lines.append(f"{indent}(multilabel: counts are examples carrying each class)")
+        return lines
+
+    def class_counts(self, target=None):
+        """Returns an array (3, classes): examples per class in train, validation and test (multilabel: positives).
+
+        Args:
+            target: str or None. Multi-task data: the target (default: the first); missing labels are not counted.
+        """
+        task = self.targets[target].task if target else self.task
+        num_classes = len(self.targets[target].class_names if target else self.class_names)
         counts = []
         for split in SPLITS:
-            labels = self.labels(split)
-            if self.task == "multilabel":
-                counts.append(labels.sum(axis=0).astype(int) if len(labels)
-                              else np.zeros(len(self.class_names), int))
+            labels = self.labels(split, target)
+            labels = labels[present(labels, task)]
+            if task == "multilabel":
+                counts.append(labels.sum(axis=0).astype(int) if len(labels) else np.zeros(num_classes, int))
             else:
-                counts.append(np.bincount(labels, minlength=len(self.class_names)))
+                counts.append(np.bincount(labels, minlength=num_classes))
         return np.array(counts)
 
     def __repr__(self):
         sizes = ", ".join(f"{s}={self.size(s)}" for s in SPLITS)
-        return (f"TaskData(name={self.name!r}, modality={self.modality!r}, "
-                f"task={self.task!r}, num_classes={self.num_classes}, {sizes})")
+        described = (f"targets={ {name: t.task for name, t in self.targets.items()} }" if self.targets
+                     else f"task={self.task!r}, num_classes={self.num_classes}")
+        return f"TaskData(name={self.name!r}, modality={self.modality!r}, {described}, {sizes})"
 
     def __str__(self):
         return self.summary()

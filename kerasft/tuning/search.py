@@ -15,7 +15,7 @@ from pathlib import Path
 import keras_tuner
 import numpy as np
 
-from kerasft import backbones, features, keras_internals, paths, report
+from kerasft import backbones, features, keras_internals, multitask, paths, report
 from kerasft.tuning import halving
 from kerasft.tuning.hypermodel import TransferHyperModel
 from kerasft.tuning.space import TuningError, is_int, is_number, search_space
@@ -267,6 +267,7 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
     """
     # === Arguments, before any work ===
     start = time.monotonic()
+    multitask.refuse("kft.tune", data=data)
     if tuner not in TUNERS:
         raise TuningError(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
     if not is_int(max_trials) or max_trials < 1:

@@ -1,0 +1,377 @@
+"""Multi-task learning: data with several targets, one backbone with a head per target, trained together through
+the one engine, evaluated per target, exported and served as one model (tiny backbones throughout)."""
+
+import csv
+import json
+import math
+import types
+
+import keras
+import numpy as np
+import pytest
+
+import kerasft as kft
+from conftest import TINY_VOCAB, run_fresh
+from kerasft import engine, features, models, multitask, training
+from kerasft.serving import ExportError
+from kerasft.data import DataError
+
+# === Data with several targets ===
+
+
+def _ticket_texts(n=120, seed=0):
+    """Texts whose first target (animal) and second (colour) are told apart by two independent words."""
+    rng = np.random.default_rng(seed)
+    filler = TINY_VOCAB[13:17]
+    texts, animals, colours = [], [], []
+    for i in range(n):
+        animal, colour = ("cat", "dog")[i % 2], ("red", "blue", "green")[(i // 2) % 3]
+        words = list(rng.choice(filler, size=3)) + [animal, colour]
+        rng.shuffle(words)
+        texts.append(" ".join(["the", *words, str(i)]))
+        animals.append(animal)
+        colours.append(colour)
+    return texts, animals, colours
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows(rows)
+    return path
+
+
+def test_from_arrays_keeps_each_targets_task_and_classes_and_the_rows_that_miss_one():
+    texts, animals, colours = _ticket_texts()
+    colours = [None if i % 10 == 0 else c for i, c in enumerate(colours)]
+    sizes = [float(i) if i % 4 else np.nan for i in range(len(texts))]
+    data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours, "size": sizes},
+                                task={"size": "regression"})
+    assert list(data.targets) == ["animal", "colour", "size"]
+    assert data.targets["colour"] == kft.data.Target("multiclass", ("blue", "green", "red"))
+    assert data.targets["size"].task == "regression" and data.targets["size"].num_outputs == 1
+    assert (data.task, data.class_names) == ("binary", ["cat", "dog"])  # the first target
+    assert sum(data.size(s) for s in kft.data.SPLITS) == len(texts)  # no row dropped for a missing label
+    missing = sum(int((data.labels(s, "colour") == -1).sum()) for s in kft.data.SPLITS)
+    assert missing == 12
+    assert sum(int(np.isnan(data.labels(s, "size")).sum()) for s in kft.data.SPLITS) == 30
+    summary = data.summary()
+    assert "multi-task, 3 targets" in summary and "target 'colour': multiclass, 3 classes" in summary
+    missing_rows = [line.split() for line in summary.splitlines() if line.strip().startswith("missing")]
+    assert [sum(map(int, row[1:])) for row in missing_rows] == [0, 12, 30]
+    x, y = next(iter(data.train))
+    assert set(y) == {"animal", "colour", "size"}
+    # Stratified on the first target: each split holds both animals in equal numbers.
+    for split in kft.data.SPLITS:
+        counts = data.class_counts()[kft.data.SPLITS.index(split)]
+        assert counts[0] == counts[1]
+
+
+def test_stratify_chooses_the_target_the_splits_follow():
+    texts, animals, colours = _ticket_texts(n=150)
+    data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours}, stratify="colour")
+    assert data.stratify == "colour"
+    for row in data.class_counts("colour"):
+        assert len(set(row.tolist())) == 1  # the three colours equally in every split
+    with pytest.raises(DataError, match=r"stratify names a target .* Received: stratify='size'"):
+        kft.data.from_arrays(texts, {"animal": animals, "colour": colours}, stratify="size")
+
+
+def test_subset_and_fingerprint_follow_every_target():
+    texts, animals, colours = _ticket_texts()
+    data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
+    small = data.subset(train=20)
+    assert small.targets == data.targets and small.size("train") == 20
+    assert set(small.labels("train", "colour")) <= {0, 1, 2}
+    other = kft.data.from_arrays(texts, {"animal": animals, "colour": colours[1:] + colours[:1]})
+    assert other.fingerprint() != data.fingerprint()
+
+
+def test_from_csv_reads_one_target_per_label_column(tmp_path):
+    texts, animals, colours = _ticket_texts()
+    rows = [["text", "animal", "colour"]] + [[t, a, "" if i % 6 == 0 else c]
+                                              for i, (t, a, c) in enumerate(zip(texts, animals, colours))]
+    path = _write_csv(tmp_path / "tickets.csv", rows)
+    data = kft.data.from_csv(path, label_column=["animal", "colour"])
+    assert list(data.targets) == ["animal", "colour"]
+    assert sum(int((data.labels(s, "colour") == -1).sum()) for s in kft.data.SPLITS) == 20
+
+
+@pytest.mark.parametrize("label_column, match", [
+    (["animal", "animal"], r"label_column lists 'animal' more than once.*Received: label_column=\["),
+    (["animal", "urgency"], r"Column 'urgency' is not in .* Received columns: \['text', 'animal', 'colour'\]"),
+    (["text", "animal"], r"text_column 'text' is also in label_column"),
+    (["animal", "colour level"], r"Rename 'colour level'"),
+])
+def test_from_csv_refuses_a_bad_label_column_list(tmp_path, label_column, match):
+    path = _write_csv(tmp_path / "t.csv", [["text", "animal", "colour"], ["a", "cat", "red"], ["b", "dog", "blue"]])
+    with pytest.raises(DataError, match=match):
+        kft.data.from_csv(path, label_column=label_column)
+
+
+def test_targets_of_different_lengths_or_with_one_class_are_refused():
+    texts, animals, colours = _ticket_texts()
+    with pytest.raises(DataError, match=r"len\(x\)=120, len\(y\['animal'\]\)=120, len\(y\['colour'\]\)=119"):
+        kft.data.from_arrays(texts, {"animal": animals, "colour": colours[:-1]})
+    with pytest.raises(DataError, match=r"Target 'colour': A classification task needs at least 2 classes\. "
+                                        r"Received: only \['red'\]"):
+        kft.data.from_arrays(texts, {"animal": animals, "colour": ["red"] * len(texts)})
+
+
+def test_from_directory_takes_the_other_targets_from_a_labels_file(tmp_path):
+    texts, animals, colours = _ticket_texts(n=60)
+    root = tmp_path / "tickets"
+    lines = [["file", "colour"]]
+    for i, (text, animal, colour) in enumerate(zip(texts, animals, colours)):
+        (root / animal).mkdir(parents=True, exist_ok=True)
+        (root / animal / f"{i}.txt").write_text(text)
+        if i % 5:
+            lines.append([f"{animal}/{i}.txt", colour])
+    labels = _write_csv(tmp_path / "colours.csv", lines)
+    data = kft.data.from_directory(root, labels_file=labels, label_column=["animal", "colour"])
+    assert list(data.targets) == ["animal", "colour"] and data.targets["animal"].class_names == ("cat", "dog")
+    assert sum(int((data.labels(s, "colour") == -1).sum()) for s in kft.data.SPLITS) == 12
+    _write_csv(tmp_path / "wrong.csv", lines + [["bird/1.txt", "red"]])
+    with pytest.raises(DataError, match=r"names files that are not in .*'bird/1.txt'"):
+        kft.data.from_directory(root, labels_file=tmp_path / "wrong.csv", label_column=["animal", "colour"])
+    with pytest.raises(DataError, match="labels_file= .* and label_column="):
+        kft.data.from_directory(root, labels_file=labels)
+
+
+def test_multi_task_data_is_not_written_to_tfrecord(tmp_path):
+    texts, animals, colours = _ticket_texts()
+    data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
+    with pytest.raises(DataError, match=r"has the targets \['animal', 'colour'\]"):
+        data.to_tfrecord(tmp_path / "shards")
+
+
+# === One backbone, a head per target, trained together ===
+
+
+@pytest.fixture(scope="module")
+def tickets():
+    """150 texts with an animal (binary) and a colour (3 classes, missing on every 7th text)."""
+    texts, animals, colours = _ticket_texts(n=150)
+    colours = [None if i % 7 == 0 else c for i, c in enumerate(colours)]
+    return kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tickets):
+    """A tiny BERT multi-task classifier fine-tuned once: the head warm-up, then its top block."""
+    keras.utils.set_random_seed(0)  # the random backbone's features decide how separable the task is
+    model = kft.build_classifier("tiny_bert", data=tickets, head=kft.Head(units=(32,), dropout=0.0),
+                                 trainable="top:1", seed=0)
+    history = kft.fine_tune(model, tickets, epochs=1, warmup_epochs=60, learning_rate=1e-2, patience=10, verbose=0)
+    return types.SimpleNamespace(model=model, history=history)
+
+
+def test_a_multi_task_classifier_has_one_backbone_and_one_named_head_per_target(tiny_bert, tickets):
+    model = kft.build_classifier("tiny_bert", data=tickets, head={"colour": kft.Head(units=(8,))}, seed=0)
+    assert list(model.output) == ["animal", "colour"]
+    assert {name: tensor.shape[-1] for name, tensor in model.output.items()} == {"animal": 2, "colour": 3}
+    description = models.describe(model)
+    assert description.tasks == {"animal": "binary", "colour": "multiclass"} and description.task is None
+    head = description.head
+    assert [layer.name for layer in head.layers[1:]] == ["animal_head", "colour_head"]
+    assert kft.Head.of(head.get_layer("colour_head")).units == (8,)
+    assert kft.Head.of(head.get_layer("animal_head")).units == ()
+    assert models.class_names_of(model) == {"animal": ("cat", "dog"), "colour": ("blue", "green", "red")}
+    assert sum(layer.name == "backbone" for layer in model.get_layer("network").layers) == 1
+
+
+def test_build_classifier_refuses_per_target_settings_that_do_not_fit(tiny_bert, tickets, tiny_text_data):
+    with pytest.raises(models.ClassifierError, match=r"num_classes is for data with one target.*\['animal', "
+                                                     r"'colour'\].*Received: num_classes=3"):
+        kft.build_classifier("tiny_bert", data=tickets, num_classes=3)
+    with pytest.raises(models.ClassifierError, match=r"head names targets the data does not have: \['size'\]"):
+        kft.build_classifier("tiny_bert", data=tickets, head={"size": kft.Head()})
+    with pytest.raises(models.ClassifierError, match="A dict of heads is for multi-task data"):
+        kft.build_classifier("tiny_bert", data=tiny_text_data, head={"label": kft.Head()})
+
+
+def test_fine_tune_trains_every_target_with_balanced_loss_weights(trained, tickets):
+    history = trained.history.history
+    assert history["phase"][-1] == 2 and {"val_animal_accuracy", "val_colour_accuracy", "val_loss"} <= set(history)
+    weights = trained.history.loss_weights
+    assert math.isclose(sum(weights.values()) / 2, 1.0)
+    # A fresh head starts near ln 2 (binary) and ln 3 (three classes): the weights even them out.
+    assert 1.2 < weights["animal"] / weights["colour"] < 1.9
+    result = kft.evaluate(trained.model, tickets)
+    assert result["animal"]["accuracy"] >= 0.9 and result["colour"]["accuracy"] >= 0.8
+    carried = int((tickets.labels("test", "colour") >= 0).sum())
+    assert result["colour"]["num_examples"] == carried < tickets.size("test") == result["animal"]["num_examples"]
+    assert "target 'colour':" in result.summary()
+    assert result.metrics["animal"]["accuracy"] == result["animal"]["accuracy"]
+
+
+def test_missing_labels_are_masked_out_of_the_loss_and_the_metrics(trained, tickets):
+    model = trained.model
+    _, validation = engine.Inputs(model, tickets, cuts=["frozen"]).datasets("frozen", 32, seed=0)
+    labels = tickets.labels("validation", "colour")
+    (_, _, weights), = list(validation)  # one batch: Keras' per-batch means are then the split's means
+    np.testing.assert_array_equal(weights["colour"].numpy(), (labels >= 0).astype("float32"))
+    part = engine.head_part(features.split_network(model, "frozen")[1])
+    losses, metrics = multitask.losses_and_metrics(models.describe(model).tasks)
+    part.compile(loss=losses, loss_weights={"animal": 1.0, "colour": 2.0}, weighted_metrics=metrics)
+    result = part.evaluate(validation, return_dict=True, verbose=0)
+    probabilities = model.predict(tickets.inputs("validation"), verbose=0)["colour"]
+    carried = labels >= 0
+    expected_loss = -np.log(probabilities[carried, labels[carried]]).mean()
+    assert result["colour_loss"] == pytest.approx(expected_loss, abs=1e-4)
+    assert result["colour_accuracy"] == pytest.approx((probabilities[carried].argmax(-1) == labels[carried]).mean())
+    assert result["loss"] == pytest.approx(result["animal_loss"] + 2 * result["colour_loss"], abs=1e-4)
+
+
+def test_the_feature_cache_keeps_every_targets_labels_on_disk(trained, tickets, tmp_path):
+    model = trained.model
+    first = features.FeatureCache(model, tickets, cuts=["frozen"], directory=tmp_path)
+    again = features.FeatureCache(model, tickets, cuts=["frozen"], directory=tmp_path)
+    assert again.computed == [] and first.computed == ["frozen"]
+    _, labels = again.arrays("frozen", "train")
+    assert set(labels) == {"animal", "colour"}
+    np.testing.assert_array_equal(labels["colour"], tickets.labels("train", "colour"))
+    targets = multitask.targets_and_weights(tickets, "train")
+    x, (y, w) = next(iter(again.dataset("frozen", "train", batch_size=8, labels=targets)))  # memory-mapped rows
+    np.testing.assert_array_equal(w["colour"].numpy(), targets[1]["colour"][:8])
+    np.testing.assert_array_equal(y["animal"].numpy(), targets[0]["animal"][:8])
+
+
+def test_bad_loss_weights_and_mismatched_data_are_refused_before_any_work(trained, tickets, tiny_text_data):
+    with pytest.raises(training.TrainingError, match=r"loss_weights names targets the model does not have: "
+                                                     r"\['size'\]. Expected some of \['animal', 'colour'\]"):
+        kft.fine_tune(trained.model, tickets, loss_weights={"size": 1.0}, verbose=0)
+    with pytest.raises(training.TrainingError, match=r"loss_weights maps target names to numbers > 0"):
+        kft.fine_tune(trained.model, tickets, loss_weights={"animal": -1.0}, verbose=0)
+    with pytest.raises(training.TrainingError, match=r"The model has the targets \['animal', 'colour'\] but the "
+                                                     r"data .* has one target"):
+        kft.fine_tune(trained.model, tiny_text_data, verbose=0)
+    single = kft.build_classifier("tiny_bert", data=tiny_text_data)
+    with pytest.raises(training.TrainingError, match="loss_weights weigh the targets of a multi-task model"):
+        kft.fine_tune(single, tiny_text_data, loss_weights={"label": 1.0}, verbose=0)
+
+
+def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, tickets):
+    model = trained.model
+    refused = r"takes models and data with one target; this one is multi-task, with the targets \['animal', 'colour'\]"
+    for call in (lambda: kft.tune(tickets, backbone="tiny_bert"),
+                 lambda: kft.ensemble([model, model]),
+                 lambda: kft.calibrate(model, tickets),
+                 lambda: kft.distill(model, "tiny_bert", tickets),
+                 lambda: kft.auto(tickets, time_limit=60)):
+        with pytest.raises(multitask.MultiTaskError, match=refused):
+            call()
+
+
+def test_a_single_target_model_is_not_read_against_multi_task_data(tiny_bert, tickets, tmp_path):
+    single = kft.build_classifier("tiny_bert", data=tickets.for_target("colour"))
+    with pytest.raises(kft.evaluation.EvaluationError, match=r"one target but the data .* has the targets "
+                                                            r"\['animal', 'colour'\]: evaluate it on data.for_target"):
+        kft.evaluate(single, tickets)
+    with pytest.raises(ExportError, match=r"pass data.for_target\(<the model's target>\), or class_names"):
+        kft.export(single, tmp_path / "single", data=tickets)
+    with pytest.raises(multitask.MultiTaskError, match="kft.ensemble's validation data takes"):
+        kft.ensemble([single, single], method="weighted", validation=tickets)
+    assert kft.evaluate(single, tickets.for_target("colour"))["num_examples"] > 0
+
+
+# === Served as one model ===
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tickets, tmp_path_factory):
+    """The trained multi-task model exported once; its test texts and in-memory outputs saved beside."""
+    work = tmp_path_factory.mktemp("multi_task_export")
+    texts = list(tickets.inputs("test")[:6]) + ["the red dog", ""]
+    expected = trained.model.predict(np.array(texts, dtype=object), verbose=0)
+    np.save(work / "texts.npy", np.array(texts, dtype=object))
+    result = kft.export(trained.model, work / "model", data=tickets, metrics=kft.evaluate(trained.model, tickets))
+    return types.SimpleNamespace(work=work, texts=texts, expected=expected, exported=result,
+                                 class_names={"animal": ["cat", "dog"], "colour": ["blue", "green", "red"]})
+
+
+def _assert_target_outputs(outputs, expected, class_names):
+    for target, probabilities in expected.items():
+        np.testing.assert_allclose(outputs[f"{target}_probabilities"], probabilities, atol=TOLERANCE)
+        labels = [label.decode() if isinstance(label, bytes) else str(label) for label in outputs[f"{target}_label"]]
+        assert labels == [class_names[target][i] for i in probabilities.argmax(-1)]
+        np.testing.assert_allclose(outputs[f"{target}_score"], probabilities.max(-1), atol=TOLERANCE)
+
+
+def test_export_writes_a_label_map_and_a_card_per_target(exported):
+    folder = exported.exported.path
+    assert open(f"{folder}/labels.txt").read().splitlines() == ["cat", "dog"]  # the first target's
+    with open(exported.exported.label_map) as file:
+        assert list(json.load(file).items()) == list(exported.class_names.items())
+    with open(f"{exported.exported.saved_model}/assets.extra/labels.json") as file:
+        assert json.load(file) == exported.class_names
+    with open(exported.exported.model_card) as file:
+        card = json.load(file)
+    assert card["model"]["task"] == {"animal": "binary", "colour": "multiclass"}
+    assert card["model"]["outputs"] == {"animal": 2, "colour": 3}
+    assert set(card["signatures"]["serving_default"]["outputs"]) == {
+        f"{target}_{key}" for target in ("animal", "colour") for key in ("probabilities", "label", "score")}
+    assert set(card["metrics"]) == {"animal", "colour"} and "labels.json" in card["files"]
+    assert card["data"]["targets"]["colour"]["task"] == "multiclass"
+
+
+def test_the_multi_output_keras_file_loads_without_kerasft_in_a_fresh_process(exported):
+    run_fresh(f"""
+        import sys, numpy as np, keras, keras_hub
+        model = keras.models.load_model({exported.exported.keras!r}, safe_mode=True)
+        texts = np.load({str(exported.work / "texts.npy")!r}, allow_pickle=True)
+        outputs = model.predict(texts, verbose=0)
+        assert list(outputs) == ["animal", "colour"], list(outputs)
+        np.savez({str(exported.work / "keras_out.npz")!r}, **outputs)
+        assert "kerasft" not in sys.modules, "the .keras file imported kerasft"
+    """)
+    outputs = np.load(exported.work / "keras_out.npz")
+    for target, probabilities in exported.expected.items():
+        np.testing.assert_allclose(outputs[target], probabilities, atol=TOLERANCE)
+
+
+def test_the_saved_model_serves_every_target_in_a_fresh_process(exported):
+    run_fresh(f"""
+        import sys, numpy as np, tensorflow as tf
+        import tensorflow_text  # registers the tokenizer ops the graph holds
+        serve = tf.saved_model.load({exported.exported.saved_model!r}).signatures["serving_default"]
+        texts = np.load({str(exported.work / "texts.npy")!r}, allow_pickle=True).astype(str)
+        save_outputs({str(exported.work / "sm_out.npz")!r}, serve(text=tf.constant(texts)))
+        assert "kerasft" not in sys.modules
+    """)
+    _assert_target_outputs(dict(np.load(exported.work / "sm_out.npz")), exported.expected, exported.class_names)
+
+
+@pytest.mark.parametrize("artefact", ["folder", "version"])
+def test_load_predicts_a_dict_per_target_and_names_what_a_model_lacks(exported, artefact):
+    path = exported.exported.path if artefact == "folder" else exported.exported.saved_model
+    predictor = kft.load(path)
+    assert predictor.targets == ["animal", "colour"] and predictor.class_names == exported.class_names
+    probabilities = predictor.predict(exported.texts)
+    for target, expected in exported.expected.items():
+        np.testing.assert_allclose(probabilities[target], expected, atol=TOLERANCE)
+    everything = predictor.predict_labels(exported.texts)
+    labels, scores = predictor.predict_labels(exported.texts, target="colour")
+    assert everything["colour"][0] == labels == [exported.class_names["colour"][i]
+                                                  for i in exported.expected["colour"].argmax(-1)]
+    with pytest.raises(ExportError, match=r"has the targets \['animal', 'colour'\]; it cannot predict 'size'"):
+        predictor.predict_labels(exported.texts, target="size")
+
+
+def test_litert_refuses_a_multi_task_model_before_writing(trained, tickets, tmp_path):
+    with pytest.raises(ExportError, match=r"LiteRT files hold models with one target; this multi-task model has the "
+                                          r"targets \['animal', 'colour'\]"):
+        kft.export(trained.model, tmp_path / "lite", data=tickets, formats=("litert",))
+    assert not (tmp_path / "lite").exists()
+
+
+def test_for_target_gives_one_targets_data_on_the_same_splits(tickets):
+    colour = tickets.for_target("colour")
+    assert colour.targets is None and colour.class_names == ["blue", "green", "red"] and colour.task == "multiclass"
+    for split in kft.data.SPLITS:
+        carried = tickets.labels(split, "colour") >= 0
+        np.testing.assert_array_equal(colour.labels(split), tickets.labels(split, "colour")[carried])
+        assert list(colour.inputs(split)) == list(tickets.inputs(split)[carried])
+    with pytest.raises(DataError, match=r"has the targets \['animal', 'colour'\]. Received: target='size'"):
+        tickets.for_target("size")
