@@ -177,7 +177,9 @@ class Inputs:
     what cannot be cached: augmented training input (through the bottom, per
     pass) and `trainable="all"`. Every split is read in the data's order and
     shuffled with the same seeded permutation whatever its source, so a cut
-    gives the same batches cached or recomputed.
+    gives the same batches cached or recomputed. Distilling with augmentation
+    on images, the RAW images are augmented instead, once for both models: the
+    teacher labels each augmented batch as the student sees it.
 
     Args:
         model: keras.Model. The classifier whose bottoms are computed (its weights at the time).
@@ -191,12 +193,15 @@ class Inputs:
         block_pattern: str or None. The backbone's block regex.
         soft_targets: dict or None. Split -> `(N, C)` teacher probabilities in the data's order
             (distillation): the targets become `[one-hot labels, teacher probabilities]`.
+        teacher: keras.Model or None. The teacher of `soft_targets`, on raw input: on images it labels every
+            augmented training batch (audio is augmented as spectrograms, after each model's own front end,
+            so there the student's augmented clips keep the teacher's probabilities of the clean clip).
         verbose: int. 1 prints what the feature cache did.
     """
 
     def __init__(self, model, data, cuts, augmented=False, cache_directory=None, spill_directory=None,
-                 block_pattern=None, soft_targets=None, verbose=0):
-        self.model, self.data = model, data
+                 block_pattern=None, soft_targets=None, teacher=None, verbose=0):
+        self.model, self.data, self.teacher = model, data, teacher
         self.block_pattern = block_pattern
         self.targets = {split: heads.targets(data.task, data.num_classes, data.labels(split))
                         for split in ("train", "validation")}
@@ -233,10 +238,13 @@ class Inputs:
         if cut in self.cached_cuts and not augmented:
             train = self.cache.dataset(cut, "train", batch_size, shuffle=True, seed=seed, labels=self.targets["train"])
         else:
-            train = self._pipeline("train").shuffle(self.data.size("train"), seed=seed).batch(batch_size)
-            if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
-                augmenter = augment.augmenter(self.model, augmentation, seed)
-                train = train.map(lambda x, y: (augmenter(x), y))
+            if augmented and self.teacher is not None and self.data.modality == "image":
+                train = self._taught_views(batch_size, seed, augmentation)
+            else:
+                train = self._pipeline("train").shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+                if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
+                    augmenter = augment.augmenter(self.model, augmentation, seed)
+                    train = train.map(lambda x, y: (augmenter(x), y))
             if cut != "all":
                 train = features.Bottom(self.model, [cut], self.block_pattern).map(train, cut)
         if cut in self.cached_cuts:  # validation is never augmented: computed once
@@ -244,6 +252,21 @@ class Inputs:
         else:
             validation = self._pipeline("validation").batch(64)
         return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+
+    def _taught_views(self, batch_size, seed, augmentation):
+        """Shuffled training batches of raw images augmented once for both models: the student's preprocessed
+        view, and as targets the one-hot labels beside the teacher's probabilities of that same view."""
+        augmenter = augment.augmenter(self.model, augmentation, seed)
+        preprocessor = self.model.get_layer("preprocessor")
+        labels = tf.data.Dataset.from_tensor_slices(self.targets["train"][:, :self.data.num_classes])
+
+        def view(images, labels):
+            images = augmenter(tf.cast(images, "float32"))
+            return preprocessor(images), tf.concat([labels, self.teacher(images, training=False)], axis=-1)
+
+        return (tf.data.Dataset.zip(self.data.train.map(lambda x, y: x), labels).cache()
+                .shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+                .map(view))  # sequential: the draws follow the batches, so a seed repeats a run
 
     def _pipeline(self, split):
         """The preprocessed split, unbatched, with this recipe's targets in place of its labels."""

@@ -85,7 +85,11 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
             of what remains; 2 also Keras' own progress bars.
         teacher: keras.Model or None. A classifier or ensemble on raw input
             whose probabilities the model learns to match (distillation;
-            see `distill`). Its outputs are computed once per split.
+            see `distill`). Its outputs are computed once per split; with
+            `augmentation` on images, it also labels every augmented training
+            batch of phase 2, seeing the very images the student sees (audio
+            is augmented as spectrograms, after each model's own front end:
+            there the teacher's outputs are those of the clean clip).
         temperature: float. Softens teacher and student alike (Hinton et
             al., 2015); the soft term is scaled by `temperature**2`.
         alpha: float. Weight of the hard labels; `1 - alpha` goes to the
@@ -161,7 +165,8 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     # === The recipe ===
     cuts = (["frozen"] if recipe.head_epochs != 0 else []) + ([setting] if recipe.unfrozen else [])
     inputs = engine.Inputs(model, data, cuts=cuts, augmented=bool(recipe.augmentation),
-                           block_pattern=description.block_pattern, soft_targets=soft, verbose=verbose)
+                           block_pattern=description.block_pattern, soft_targets=soft, teacher=teacher,
+                           verbose=verbose)
     with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
         part = (description.network if setting == "all"
                 else features.split_network(model, setting, description.block_pattern)[1])
@@ -232,7 +237,9 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
     (`"minilm_l3"` for MiniLM teachers; `"efficientnet_lite0"` or
     `"mobilenet_v2"` for EfficientNet-Lite2 ones), or, with `student_layers`,
     the teacher's own transformer backbone with fewer layers. It learns from
-    the teacher's probabilities on the training split.
+    the teacher's probabilities on the training split, and with
+    `augmentation=` (images; `trainable` not `"frozen"`) on every augmented
+    batch too, the teacher seeing the very images the student sees.
 
     Args:
         teacher: keras.Model. A classifier or an ensemble on raw input, of the data's task and classes.

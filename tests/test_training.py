@@ -212,6 +212,25 @@ def test_distillation_beats_labels_alone_when_the_teacher_knows_more(tiny_cnn, t
     assert teacher_accuracy >= 0.9 and student_accuracy >= 0.9 and student_accuracy > alone_accuracy
 
 
+def test_teacher_labels_the_augmented_images_the_student_sees(tiny_cnn, tiny_image_data):
+    teacher = kft.build_classifier("tiny_cnn", data=tiny_image_data, seed=1)
+    student = kft.build_classifier("tiny_cnn", data=tiny_image_data, trainable="all", seed=0)
+    soft = {split: teacher.predict(tiny_image_data.inputs(split), verbose=0) for split in ("train", "validation")}
+    inputs = engine.Inputs(student, tiny_image_data, cuts=["all"], augmented=True, soft_targets=soft, teacher=teacher)
+    train, _ = inputs.datasets("all", batch_size=16, seed=0, augmentation=0.5)
+    pixels, targets = next(iter(train))
+    viewed = pixels.numpy() * 255  # tiny_cnn's preprocessing: 32x32 (the images' size) and x / 255
+    clean = tiny_image_data.inputs("train").astype("float32")
+    assert all(np.abs(clean - image).max(axis=(1, 2, 3)).min() > 1.0 for image in viewed)  # augmented, not clean
+    np.testing.assert_allclose(targets[:, 2:], teacher.predict(viewed, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(targets[:, 1], viewed.mean(axis=(1, 2, 3)) > 115)  # each image's own label
+    distilled = kft.distill(teacher, "tiny_cnn", tiny_image_data, trainable="top:1", augmentation=0.5, epochs=1,
+                            warmup_epochs=1, patience=0, verbose=0)  # the taught views through the bottom, in fit
+    top = distilled.get_layer("network").get_layer("backbone").get_layer("block2_conv")
+    assert not np.array_equal(top.get_weights()[0], student.get_layer("network").get_layer("backbone")
+                              .get_layer("block2_conv").get_weights()[0])
+
+
 @pytest.mark.parametrize("case", ["classes", "task", "modality", "no_blocks", "too_many_layers", "other_backbone"])
 def test_distillation_refuses_a_mismatched_teacher_or_student_before_any_work(case, tiny_bert4, tiny_cnn,
                                                                               tiny_text_data):
