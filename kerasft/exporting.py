@@ -4,9 +4,11 @@
 <path>/
   model.keras        keras.models.load_model, no kerasft import (keras_hub where a KerasHub layer is inside)
   1/ 2/ ...          SavedModel versions in TF Serving's model_base_path layout; each holds its own
-                     assets.extra/labels.txt and assets.extra/model_card.json
+                     assets.extra/labels.txt, assets.extra/model_card.json and assets.extra/checksums.json
+                     (the size and SHA-256 of every other file of the version)
   labels.txt         one class name per line, index order
-  model_card.json    backbone, data summary, metrics, hyperparameters, library versions, date, signatures
+  model_card.json    backbone, data summary, metrics, hyperparameters, library versions, date, signatures;
+                     "files": the size and SHA-256 of the files this export wrote beside it
   model.tflite       with formats=(..., "litert"): LiteRT float32, and model_<quantize>.tflite per
                      quantization; text models also vocab.txt and tokenizer_settings.json (see kerasft.litert)
 ```
@@ -46,7 +48,19 @@ Writes are atomic and never destructive: a version is written into a hidden
 to temporary names and `os.replace`d, and an existing version is never
 overwritten. A crash leaves the earlier versions whole and no partial
 version visible (a killed process may leave a `.tmp-...` folder, which TF
-Serving ignores and which is safe to delete).
+Serving ignores and which is safe to delete); a full disk raises
+`kerasft.paths.DiskFullError` naming the folder and the space needed, and
+leaves nothing. Exports into one folder from several processes each get
+their own version: the version is chosen, and everything renamed, under a
+lock on the folder, so the others wait only for those renames. `kerasft.load`
+checks what it reads against the recorded sizes and SHA-256 digests and
+refuses a damaged file, naming it.
+
+`keep=N` then prunes: under the same lock, right after the new version is
+in place, the versions older than the newest N up to it are each renamed to
+a hidden `.tmp-...` name (TF Serving stops seeing it whole, never
+half-deleted), and deleted once the lock is released. The version just
+written and any newer one (TF Serving may be loading it) are never touched.
 
 A LiteRT export is checked before anything is written: each file runs
 through the interpreter on the data's test split beside the Keras model, its
@@ -56,9 +70,12 @@ than `max_accuracy_drop` accuracy fails the whole export (`kerasft.litert`).
 `kerasft.predictor.load(path)` (`kft.load`) reads any of these artefacts back into a `Predictor`.
 """
 
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import functools
+import hashlib
 import importlib.metadata
 import json
 import numbers
@@ -71,16 +88,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import audio, distribute, heads, keras_internals, litert, models, tokenizing
+from kerasft import audio, distribute, heads, keras_internals, litert, models, paths, tokenizing
 
 FORMATS = ("keras", "saved_model", "litert")
 DEFAULT_FORMATS = ("keras", "saved_model")
 KERAS_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 CARD_FILE = "model_card.json"
+# In a version's assets.extra: the size and SHA-256 of every other file of the version.
+CHECKSUMS_FILE = "checksums.json"
 # TF Serving's folder for files beside a SavedModel that the graph does not use.
 EXTRA_DIR = "assets.extra"
 _TEMP_PREFIX = ".tmp-"
+# Room for a SavedModel's or a .keras file's graph and metadata beside the weights, in a size estimate.
+_GRAPH_BYTES = 1_000_000
 _LIBRARIES = {"kerasft": "kerasft", "keras": "keras", "keras_hub": "keras-hub", "tensorflow": "tensorflow",
               "tensorflow_text": "tensorflow-text"}
 
@@ -115,7 +136,7 @@ class Exported:
 
 
 def export(model, path, class_names=None, version=None, data=None, metrics=None, hyperparameters=None,
-           formats=DEFAULT_FORMATS, quantize=None, calibration=200, max_accuracy_drop=0.01):
+           formats=DEFAULT_FORMATS, quantize=None, calibration=200, max_accuracy_drop=0.01, keep=None):
     """Writes a classifier as `model.keras`, a new SavedModel version, `labels.txt` and `model_card.json`.
 
     With `"litert"` in `formats` it also writes `model.tflite` (float32) and
@@ -148,6 +169,9 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
             point) a LiteRT file may show against the Keras model on the
             test split; a larger loss raises `litert.AccuracyDropError` and
             nothing is written.
+        keep: int or None. Keep only the newest `keep` SavedModel versions
+            up to the one written (it included); older ones are deleted after
+            it is in place. None keeps every version.
 
     Returns:
         An `Exported` with the paths written.
@@ -158,6 +182,8 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     'saved_models/bbc_news/1'
     >>> kft.export(model, "saved_models/fashion", data=data, formats=("litert",), quantize="int8").litert
     {'float32': 'saved_models/fashion/model.tflite', 'int8': 'saved_models/fashion/model_int8.tflite'}
+    >>> kft.export(model, "saved_models/bbc_news", data=data, keep=2).saved_model   # a third export: 1/ goes
+    'saved_models/bbc_news/3'
 
     Under a multi-worker strategy every worker calls `export` (saving runs
     collective ops), but only the chief's files are kept: the others write
@@ -165,11 +191,11 @@ def export(model, path, class_names=None, version=None, data=None, metrics=None,
     """
     with distribute.chief_path(path, model.distribute_strategy) as path:
         return _export(model, path, class_names, version, data, metrics, hyperparameters, formats, quantize,
-                       calibration, max_accuracy_drop)
+                       calibration, max_accuracy_drop, keep)
 
 
 def _export(model, path, class_names, version, data, metrics, hyperparameters, formats, quantize, calibration,
-            max_accuracy_drop):
+            max_accuracy_drop, keep):
     # === Checks: everything that can be wrong is refused before anything is written ===
     formats = _check_formats(formats)
     if quantize is not None and "litert" not in formats:
@@ -183,19 +209,23 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
     root = _check_root(path)
     if version is not None and "saved_model" not in formats:
         raise ExportError(f"version={version!r} applies to SavedModels, but formats={formats} writes none.")
-    version = _check_version(version, root) if "saved_model" in formats else None
-    version_dir = os.path.join(root, str(version)) if version is not None else None
+    if "saved_model" in formats:
+        _check_version(version, root)  # refused now, before any work; chosen for good when committing
+    if keep is not None and ("saved_model" not in formats or not isinstance(keep, numbers.Integral)
+                             or isinstance(keep, bool) or keep < 1):
+        raise ExportError(f"keep must be an integer >= 1 (SavedModel versions to keep), with 'saved_model' in "
+                          f"formats. Received: keep={keep!r}, formats={formats}")
     endpoints = serving_endpoints(model, class_names, task)
     # Built once early to refuse unserializable metrics before the LiteRT work, which comes last: each file
     # is converted and compared against the Keras model, and a worse one is refused before anything is written.
-    _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats)
+    _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, formats)
     prepared = None
     if "litert" in formats:
         resize = resize_layer(model) if modality == "image" else None
         prepared = litert.prepare(model, data, task, class_names, resize=resize, quantize=quantize,
                                   calibration=calibration, max_accuracy_drop=max_accuracy_drop)
-    card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version,
-                       formats, prepared.card if prepared else None)
+    card = _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, formats,
+                       prepared.card if prepared else None)
     labels_text = "".join(f"{name}\n" for name in class_names)
 
     # === Stage: write everything under hidden temporary names beside the final ones ===
@@ -203,34 +233,73 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
     files = [(KERAS_FILE, functools.partial(_save_keras, model))] if "keras" in formats else []
     if prepared:
         files += [(name, functools.partial(_write_bytes, content)) for name, content in prepared.files.items()]
-    files += [(LABELS_FILE, functools.partial(_write_text, labels_text)),
-              (CARD_FILE, functools.partial(_write_text, _to_json(card)))]
-    staged = []  # (temporary, final), committed in order
-    try:
-        if "saved_model" in formats:
-            staged.append((_temporary(root, str(version)), version_dir))
-            _write_saved_model(model, endpoints, staged[-1][0])
-            _write_extra(staged[-1][0], labels_text, card)
-        for name, write in files:
-            staged.append((_temporary(root, name), os.path.join(root, name)))
-            write(staged[-1][0])
+    staged = []  # (temporary, final name), committed in order
+    # The space check outermost: what was staged is removed before the error says what is free.
+    with paths.disk_space(root, _size_estimate(root, model, formats, prepared), "the export"):
+        try:
+            if "saved_model" in formats:
+                staged.append((_temporary(root, "version"), None))
+                _write_saved_model(model, endpoints, staged[-1][0])
+            for name, write in files:
+                staged.append((_temporary(root, name), name))
+                write(staged[-1][0])
 
-        # === Commit: renames only ===
-        while staged:
-            temporary, final = staged[0]
-            if os.path.isdir(temporary):
-                _rename_version(temporary, final)
-            else:
-                os.replace(temporary, final)
-            staged.pop(0)
-    finally:
-        for temporary, _ in staged:
-            _remove(temporary)
+            # === Commit, one export at a time: choose the version, describe it, rename ===
+            with _one_commit_at_a_time(root):
+                version = _check_version(version, root) if "saved_model" in formats else None
+                card["export"]["version"] = version
+                card["files"] = {name: paths.checksums(root, [os.path.basename(temporary)])[
+                    os.path.basename(temporary)] for temporary, name in staged if name}
+                card["files"][LABELS_FILE] = _text_checksum(labels_text)
+                if version is not None:
+                    _write_extra(staged[0][0], labels_text, card)
+                for name, content in ((LABELS_FILE, labels_text), (CARD_FILE, _to_json(card))):
+                    staged.append((_temporary(root, name), name))
+                    _write_text(content, staged[-1][0])
+                while staged:
+                    temporary, name = staged[0]
+                    if name is None:
+                        _rename_version(temporary, os.path.join(root, str(version)))
+                    else:
+                        os.replace(temporary, os.path.join(root, name))
+                    staged.pop(0)
+                pruned = _hide_old_versions(root, version, keep) if keep is not None else []
+        finally:
+            for temporary, _ in staged:
+                _remove(temporary)
+    for hidden in pruned:  # deleted outside the lock: the next export need not wait for it
+        _remove(hidden)
+    version_dir = os.path.join(root, str(version)) if version is not None else None
     return Exported(path=root, version=version, saved_model=version_dir,
                     keras=os.path.join(root, KERAS_FILE) if "keras" in formats else None,
                     labels=os.path.join(root, LABELS_FILE), model_card=os.path.join(root, CARD_FILE),
                     litert={q: os.path.join(root, litert.filename(q)) for q in prepared.reports} if prepared else None,
                     litert_reports=prepared.reports if prepared else None)
+
+
+def _size_estimate(root, model, formats, prepared):
+    """Bytes an export takes, roughly: what the newest version and `.keras` file here took, else the weights
+    once per format that stores them plus room for the graphs; plus the LiteRT files."""
+    found = versions(root)
+    if found and "saved_model" in formats:
+        earlier = paths.folder_bytes(os.path.join(root, str(found[-1])))
+        if "keras" in formats and os.path.isfile(os.path.join(root, KERAS_FILE)):
+            earlier += os.path.getsize(os.path.join(root, KERAS_FILE))
+    else:
+        weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+        earlier = (weights + _GRAPH_BYTES) * sum(f in formats for f in ("keras", "saved_model"))
+    return earlier + sum(len(content) for content in (prepared.files.values() if prepared else ()))
+
+
+@contextlib.contextmanager
+def _one_commit_at_a_time(root):
+    """Holds an exclusive lock on the export folder itself: a concurrent export waits, then takes the next version."""
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        yield
+    finally:
+        os.close(descriptor)
 
 
 # === Checks ===
@@ -444,11 +513,18 @@ def _write_saved_model(model, endpoints, folder):
 
 
 def _write_extra(folder, labels_text, card):
-    """Puts the version's own labels and card in its assets.extra folder."""
+    """Puts the version's own labels and card in its assets.extra folder, and the size and SHA-256 of every
+    file of the version in `assets.extra/checksums.json`, which `kerasft.load` checks."""
     extra = os.path.join(folder, EXTRA_DIR)
     os.makedirs(extra, exist_ok=True)
     _write_text(labels_text, os.path.join(extra, LABELS_FILE))
     _write_text(_to_json(card), os.path.join(extra, CARD_FILE))
+    _write_text(json.dumps(paths.checksums(folder), indent=1), os.path.join(extra, CHECKSUMS_FILE))
+
+
+def _text_checksum(text):
+    content = text.encode("utf-8")
+    return {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
 
 
 def _save_keras(model, filename):
@@ -458,13 +534,14 @@ def _save_keras(model, filename):
 
 
 def _write_text(text, filename):
-    with open(filename, "w", encoding="utf-8") as file:
-        file.write(text)
+    _write_bytes(text.encode("utf-8"), filename)
 
 
 def _write_bytes(content, filename):
     with open(filename, "wb") as file:
         file.write(content)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before it is renamed into place
 
 
 def _temporary(root, name):
@@ -488,6 +565,19 @@ def _rename_version(temporary, final):
         raise ExportError(f"Could not move the new version into {final!r}: {error}. Nothing was written.") from error
 
 
+def _hide_old_versions(root, written, keep):
+    """Renames the versions older than the newest `keep` up to `written` to hidden names, which it returns for
+    deletion; `written` and newer ones stay. A renamed version leaves TF Serving's view at once, and whole."""
+    hidden = []
+    for number in [v for v in versions(root) if v <= written][:-keep]:
+        hidden.append(_temporary(root, f"deleting-{number}"))
+        try:
+            os.rename(os.path.join(root, str(number)), hidden[-1])
+        except FileNotFoundError:  # pruned meanwhile by another process
+            hidden.pop()
+    return hidden
+
+
 def _remove(temporary):
     if os.path.isdir(temporary):
         shutil.rmtree(temporary, ignore_errors=True)
@@ -498,7 +588,7 @@ def _remove(temporary):
 # === Model card ===
 
 
-def _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, version, formats,
+def _model_card(model, modality, task, class_names, data, metrics, hyperparameters, endpoints, formats,
                 litert_card=None):
     card = {
         "model": {
@@ -517,7 +607,7 @@ def _model_card(model, modality, task, class_names, data, metrics, hyperparamete
         "hyperparameters": hyperparameters,
         "signatures": _signature_summary(endpoints) if "saved_model" in formats else None,
         "litert": litert_card,
-        "export": {"version": version, "formats": list(formats),
+        "export": {"version": None, "formats": list(formats),
                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
         "libraries": {**{module: _installed_version(dist) for module, dist in _LIBRARIES.items()},
                       "python": platform.python_version()},
@@ -575,6 +665,8 @@ def _to_json(card):
             return value.item()
         if isinstance(value, np.ndarray):
             return value.tolist()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a kft.Head in hyperparameters
+            return {"type": type(value).__name__, **dataclasses.asdict(value)}
         raise ExportError(
             f"The model card holds only JSON values (numbers, strings, lists, dicts). Received "
             f"{type(value).__name__}: {value!r} in metrics or hyperparameters."

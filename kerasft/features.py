@@ -22,31 +22,52 @@ Augmentation changes the bottom's input on every pass, so it cannot use a
 cache: it belongs to the recomputed path (`Bottom.map`).
 """
 
-import fcntl
 import hashlib
 import json
+import logging
 import os
-import shutil
 import time
+import warnings
+import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import backbones, keras_internals, models, paths, tokenizing
-
-# Preprocessed splits up to this size are cached after preprocessing (larger
-# ones cache the raw input and preprocess in parallel every epoch); a feature
-# cache larger than this goes to disk instead of memory.
-CACHE_LIMIT_BYTES = 2 * 1024**3
+from kerasft import backbones, caching, keras_internals, models, paths, tokenizing
 
 # Bumped when the on-disk layout of a feature cache changes.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+# Examples per preprocessing call inside tf.data.
+_PREPROCESS_BATCH = 64
+# The most examples a shuffle buffer of raw (decoded) examples holds.
+_SHUFFLE_BUFFER = 10_000
+
+logger = logging.getLogger("kerasft.features")
 
 
-def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_examples=None):
-    """Maps a classifier's preprocessor over an unbatched `(raw, label)` dataset.
+def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_examples=None, cache=True,
+               memory_budget=None):
+    """Maps a classifier's preprocessor over an unbatched `(raw, label)` dataset, keeping it within a memory budget.
+
+    With `cache=True` the examples are kept for later passes at the first of
+    these that fits:
+
+    1. in memory, preprocessed (token ids; pixels at the backbone's size),
+       when they fit the memory budget;
+    2. in memory, decoded (e.g. uint8 images at the data's size), preprocessed
+       again on every pass, when those fit;
+    3. on disk in a private folder of kerasft's user cache
+       (`kerasft.paths.user_cache_dir("features")`, under its cap), in the
+       smaller of the two forms: written in one pass now, read back a batch
+       at a time, removed when the dataset is released;
+    4. nowhere: read and preprocessed from the source on every pass (when the
+       disk has no room either; a warning says so).
+
+    The process then holds at most the budget, plus a few batches and a
+    shuffle buffer of raw examples that fits the budget, whatever the number
+    of examples.
 
     Args:
         model: keras.Model. A kerasft classifier.
@@ -54,7 +75,11 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
         batch_size: int. Batch size of the returned dataset.
         shuffle: bool. Reshuffle every epoch (training).
         seed: int or None. Shuffle seed.
-        num_examples: int or None. Size of the dataset, to choose what to cache.
+        num_examples: int or None. Size of the dataset (default: its cardinality), to choose what to cache.
+        cache: bool. Keep the examples for later passes; False for a single pass (nothing is kept).
+        memory_budget: float or None. Gigabytes this cache may hold in memory (default
+            `$KERASFT_MEMORY_BUDGET_GB`, else a quarter of the machine's memory; see
+            `kerasft.caching.memory_budget_bytes`).
 
     Returns:
         A batched, prefetched `tf.data.Dataset` of `(preprocessed, label)`
@@ -62,28 +87,111 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
     """
     preprocessor = model.get_layer("preprocessor")
     transform = tokenizing.head_preprocessor(preprocessor) if _is_text(model) else _image_transform(preprocessor)
-    num_examples = num_examples or int(dataset.cardinality())
-    # Token ids are small; a float32 image at the backbone's size is not.
-    per_example = 0 if _is_text(model) else 4 * int(np.prod(preprocessor.output_shape[1:]))
-    cache_preprocessed = per_example * max(num_examples, 0) <= CACHE_LIMIT_BYTES
+    known = int(dataset.cardinality())
+    num_examples = num_examples or known
 
     def apply(x, y):
         return transform(x), y
 
-    if cache_preprocessed:
-        ds = dataset.batch(64).map(apply, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        if num_examples > 0:  # unbatch() forgets the size; Keras' progress bar needs it
-            ds = ds.apply(tf.data.experimental.assert_cardinality(num_examples))
+    preprocessed = dataset.batch(_PREPROCESS_BATCH).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    budget = caching.memory_budget_bytes(memory_budget)
+    sizes = {"preprocessed": example_bytes(preprocessed.element_spec, batched=True),
+             "decoded": example_bytes(dataset.element_spec, batched=False)}
+    fits = {form: size is not None and size * num_examples <= budget for form, size in sizes.items()}
+    buffer = shuffle_buffer(sizes["decoded"], num_examples, budget)
+    if cache and num_examples > 0 and fits["preprocessed"]:
+        ds = preprocessed.unbatch()
+        if known >= 0:  # unbatch() forgets the size; Keras' progress bar needs it
+            ds = ds.apply(tf.data.experimental.assert_cardinality(known))
         ds = ds.cache()
         if shuffle:
             ds = ds.shuffle(max(num_examples, 1), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-    else:
-        ds = dataset.cache()
-        if shuffle:
-            ds = ds.shuffle(min(max(num_examples, 1), 10_000), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    spilled = _spill(dataset, preprocessed, sizes, num_examples) if cache and num_examples > 0 and not fits[
+        "decoded"] else None
+    if spilled is not None:
+        store, form = spilled
+        # Not through AutoGraph: a plain repacking, whose conversion fails after some other conversions in a process.
+        ds = caching.row_dataset(store.arrays, batch_size, shuffle=shuffle, seed=seed).map(
+            tf.autograph.experimental.do_not_convert(store.element))
+        if form == "decoded":
+            ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        store.release_with(ds)
+        return ds
+    ds = dataset.cache() if cache and fits["decoded"] else dataset
+    if shuffle:
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def shuffle_buffer(example_bytes, num_examples, memory_budget=None):
+    """Examples a shuffle buffer may hold: the whole split when it fits the memory budget, else what does
+    (at most `_SHUFFLE_BUFFER`, at least 1).
+
+    Args:
+        example_bytes: int or None. Bytes per example (None: unknown, counted as 1).
+        num_examples: int. Examples to shuffle.
+        memory_budget: int or None. Bytes (default `kerasft.caching.memory_budget_bytes()`).
+    """
+    budget = caching.memory_budget_bytes() if memory_budget is None else memory_budget
+    return max(1, min(num_examples, _SHUFFLE_BUFFER, budget // (example_bytes or 1)))
+
+
+def example_bytes(element_spec, batched):
+    """Bytes one example of a dataset takes, or None when its size is not fixed (strings, unknown shapes)."""
+    total = 0
+    for spec in tf.nest.flatten(element_spec):
+        shape = spec.shape[1:] if batched else spec.shape
+        if spec.dtype == tf.string or not shape.is_fully_defined():
+            return None
+        total += spec.dtype.size * int(np.prod(shape, dtype=np.int64))
+    return total
+
+
+class _Spilled:
+    """Examples written to a private folder of the user cache, the folder removed once their dataset is gone."""
+
+    def __init__(self, writer, arrays, element_spec):
+        self.writer, self.element_spec = writer, element_spec
+        self.arrays = [arrays[str(i)] for i in range(len(arrays))]
+
+    def element(self, *tensors):
+        return tf.nest.pack_sequence_as(self.element_spec, list(tensors))
+
+    def release_with(self, dataset):
+        weakref.finalize(dataset, self.writer.remove)
+
+
+def _spill(dataset, preprocessed, sizes, num_examples):
+    """Writes every example to disk in its smaller known form; `(_Spilled, form)`, or None when there is no room."""
+    form = min((f for f in sizes if sizes[f] is not None), key=lambda f: (sizes[f], f != "preprocessed"),
+               default=None)
+    if form is None:
+        return None
+    needed = sizes[form] * num_examples
+    root = paths.user_cache_dir("features")
+    paths.make_room(root, needed)
+    room = min(paths.cache_limit_bytes(), paths.free_bytes(root))
+    if needed > room:
+        warnings.warn(f"kerasft: {num_examples} examples exceed the memory budget and need {needed / 1e6:,.0f} MB "
+                      f"on disk, but {root} has room for {room / 1e6:,.0f} MB ($KERASFT_CACHE_MAX_GB caps it): "
+                      "reading and preprocessing them from the source on every pass.", stacklevel=3)
+        return None
+    source = preprocessed if form == "preprocessed" else dataset.batch(_PREPROCESS_BATCH)
+    writer = caching.ArrayWriter(root / paths.private_name("inputs"), {"what": f"{form} inputs"},
+                                 {"rows": num_examples}, what=f"the {form} inputs spilled to disk", private=True)
+    logger.info("kerasft: %d examples exceed the memory budget; keeping them %s in %s", num_examples, form,
+                writer.folder)
+    try:
+        for batch in source:
+            writer.write("rows", {str(i): tensor.numpy() for i, tensor in enumerate(tf.nest.flatten(batch))})
+        arrays = writer.finish()["rows"]
+    except paths.DiskFullError as error:  # the disk filled meanwhile: the source still works
+        warnings.warn(f"kerasft: {error} Reading the examples from the source on every pass instead.",
+                      stacklevel=3)
+        return None
+    return _Spilled(writer, arrays, source.element_spec), form
 
 
 def _is_text(model):
@@ -345,12 +453,16 @@ class FeatureCache:
     """What a classifier's frozen bottom outputs over a TaskData's splits, at one or more cuts, computed once.
 
     Every cut not found on disk is computed in a single pass over each split
-    (preprocessed with the model's own preprocessor). On disk, a cut lives in
-    `<directory>/<model>-<cut>-<data fingerprint>/` as `.npy` files read
-    memory-mapped, beside a `key.json` (see `cache_key`); a folder whose key
-    differs (other weights, preprocessing, architecture or splits) is
-    rebuilt, never reused, and a folder only appears whole, by renaming, so a
-    killed run leaves nothing that looks complete.
+    (preprocessed with the model's own preprocessor). A cut stays in memory
+    while the cuts of this cache fit the memory budget; on disk, it lives in
+    `<directory>/<model>-<cut>-<data fingerprint>/` as `.npy` files written
+    row by row, beside a `key.json` holding `cache_key` and every file's size
+    and SHA-256 (`kerasft.caching`). A folder whose key differs (other
+    weights, preprocessing, architecture or splits) or whose files are
+    truncated or altered is rebuilt, never reused, and a folder only appears
+    whole, by renaming, so a killed run leaves nothing that looks complete.
+    A full disk raises `kerasft.paths.DiskFullError` naming the folder and
+    the bytes needed, and leaves other caches as they were.
 
     Args:
         model: keras.Model. A kerasft classifier; only its layers below each
@@ -358,9 +470,8 @@ class FeatureCache:
         data: TaskData.
         cuts: sequence of str. `"frozen"` and/or `"top:N"`.
         directory: str, Path or None. Keep the caches on disk there and reuse
-            those whose key matches. None keeps them in memory up to
-            `CACHE_LIMIT_BYTES` in all; a cut that would pass it goes to
-            `spill_directory`.
+            those whose key matches. None keeps them in memory within the
+            memory budget; a cut that would pass it goes to `spill_directory`.
         spill_directory: str, Path or None. Where a cut too big for memory
             goes (default: `kerasft.paths.user_cache_dir("features")`).
         splits: sequence of str. The splits to cache.
@@ -370,11 +481,13 @@ class FeatureCache:
             the data's order (`preprocess` output) to read instead of preprocessing
             again: a caller that needs the preprocessed split too tokenizes or decodes it once.
         verbose: int. 1 prints what was computed, reused or rebuilt.
+        memory_budget: float or None. Gigabytes the cuts kept in memory may
+            take (see `kerasft.caching.memory_budget_bytes`).
 
     Attributes:
         locations: dict. Cut -> `"memory"` or the folder that holds it.
         computed: list of str. The cuts this instance computed.
-        rebuilt: list of str. The computed cuts whose folder held another key.
+        rebuilt: list of str. The computed cuts whose folder held another key or damaged files.
         seconds: float. Time spent computing.
 
     Example:
@@ -385,7 +498,8 @@ class FeatureCache:
     """
 
     def __init__(self, model, data, cuts=("frozen",), directory=None, spill_directory=None,
-                 splits=("train", "validation"), batch_size=64, block_pattern=None, preprocessed=None, verbose=0):
+                 splits=("train", "validation"), batch_size=64, block_pattern=None, preprocessed=None, verbose=0,
+                 memory_budget=None):
         self.cuts = tuple(dict.fromkeys(cuts))
         for cut in self.cuts:
             _cut_depth(cut)
@@ -398,6 +512,7 @@ class FeatureCache:
         self._spill_directory = spill_directory
         self._verbose = verbose
         self._arrays, self._bytes_in_memory = {}, 0
+        self._memory_budget = caching.memory_budget_bytes(memory_budget)
         key = cache_key(model, data, self.cuts[0], self.splits)  # hashes the weights once for all cuts
         self._keys = {cut: {**key, "cut": cut} for cut in self.cuts}
         self._slots = {cut: f"{model.name}-{cut.replace(':', '')}-{self._keys[cut]['data'][:12]}" for cut in self.cuts}
@@ -406,24 +521,27 @@ class FeatureCache:
             self._compute(model, data, missing, batch_size, block_pattern, preprocessed or {})
 
     def _load(self, cut):
-        """Opens a cut's folder when its key matches; False when it is absent or built for another key."""
+        """Opens a cut's folder when its key matches and its files are whole; False when it must be computed."""
         if self._directory is None:
             return False
         folder = self._directory / self._slots[cut]
         try:
-            stored = json.loads((folder / "key.json").read_text())
-            arrays = _read(folder, self.splits, stored["inputs"])
+            stored = paths.read_json(folder / caching.KEY_FILE)
+            if stored.get("key") == self._keys[cut]:
+                arrays = caching.open_arrays(folder)[1]  # reads every byte once against its SHA-256
         except FileNotFoundError:
             return False
-        except (OSError, ValueError, KeyError) as error:  # a damaged folder is rebuilt too
-            stored = {"key": {"damaged": str(error)}}
+        except paths.CorruptFileError as error:  # damaged on disk: never used, rebuilt
+            self._log(f"kerasft: the feature cache in {folder} is damaged ({error}); rebuilding it")
+            self.rebuilt.append(cut)
+            return False
         if stored.get("key") != self._keys[cut]:
             differs = sorted(k for k in self._keys[cut] if stored.get("key", {}).get(k) != self._keys[cut][k])
             self._log(f"kerasft: the feature cache in {folder} was built for another {', '.join(differs)}; "
                       "rebuilding it")
             self.rebuilt.append(cut)
             return False
-        self._arrays[cut] = arrays
+        self._arrays[cut] = _by_split(arrays)
         self.locations[cut] = folder
         os.utime(folder)  # recently used: the last to go when the cache makes room
         self._log(f"kerasft: reusing the {cut} feature cache in {folder}")
@@ -433,20 +551,26 @@ class FeatureCache:
         start = time.time()
         bottom = Bottom(model, cuts, block_pattern)
         sizes = {split: data.size(split) for split in self.splits}
-        stores = {}
-        for split in self.splits:
-            row = 0
-            batches = (preprocessed[split] if split in preprocessed
-                       else preprocess(model, getattr(data, split), batch_size, num_examples=sizes[split]))
-            for x, y in batches:
-                outputs = bottom(x)
-                for cut in cuts:
-                    if cut not in stores:
-                        stores[cut] = self._store(cut, outputs[cut], sizes)
-                    stores[cut].write(split, row, outputs[cut], y)
-                row += len(y)
-        for cut in cuts:
-            self._arrays[cut], self.locations[cut] = stores[cut].finish()
+        writers = {}
+        try:
+            for split in self.splits:
+                batches = (preprocessed[split] if split in preprocessed
+                           else preprocess(model, getattr(data, split), batch_size, num_examples=sizes[split],
+                                           cache=False))
+                for x, y in batches:
+                    outputs = bottom(x)
+                    for cut in cuts:
+                        if cut not in writers:
+                            writers[cut] = self._writer(cut, outputs[cut], sizes)
+                        writers[cut].write(split, {**{name: t.numpy() for name, t in outputs[cut].items()},
+                                                   "labels": y.numpy()})
+            for cut in cuts:
+                self._arrays[cut] = _by_split(writers[cut].finish())
+                self.locations[cut] = writers[cut].folder or "memory"
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
         self.computed.extend(cuts)
         self.seconds += time.time() - start
         where = ", ".join(f"{cut} ({self.nbytes(cut) / 1e6:.1f} MB, "
@@ -454,11 +578,12 @@ class FeatureCache:
         self._log(f"kerasft: computed the features at {where} over "
                   f"{' + '.join(f'{n} {s}' for s, n in sizes.items())} examples in {self.seconds:.1f}s")
 
-    def _store(self, cut, first_outputs, sizes):
+    def _writer(self, cut, first_outputs, sizes):
+        """Where a cut goes: its folder in `directory`, else memory while the budget allows, else the spill folder."""
         size = sum(sizes.values()) * sum(t.dtype.size * int(np.prod(t.shape[1:])) for t in first_outputs.values())
         folder = None if self._directory is None else self._directory / self._slots[cut]
         if folder is None:
-            if self._bytes_in_memory + size > CACHE_LIMIT_BYTES:
+            if self._bytes_in_memory + size > self._memory_budget:
                 root = Path(self._spill_directory or paths.user_cache_dir("features"))
                 if self._spill_directory is None:  # kerasft's own cache: keep it under the cap
                     for removed in paths.make_room(root, size):
@@ -467,7 +592,8 @@ class FeatureCache:
                 folder = root / self._slots[cut]
             else:
                 self._bytes_in_memory += size
-        return _Store(folder, {"key": self._keys[cut], "inputs": list(first_outputs)}, sizes)
+        manifest = {"key": self._keys[cut], "inputs": list(first_outputs)}
+        return caching.ArrayWriter(folder, manifest, sizes, what=f"the {cut} feature cache")
 
     def _log(self, message):
         if self._verbose:
@@ -489,6 +615,9 @@ class FeatureCache:
     def dataset(self, cut, split, batch_size, shuffle=False, seed=None, labels=None):
         """Returns batches of `(inputs at the cut, labels)`, the input of `split_network(model, cut)[1]`.
 
+        Rows on disk are read a batch at a time (`kerasft.caching.row_dataset`),
+        so reading a cache does not grow the process's memory.
+
         Args:
             cut: str. A cached cut.
             split: str. A cached split.
@@ -506,72 +635,11 @@ class FeatureCache:
                 ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
             return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         names = list(inputs)
-        arrays = [inputs[name] for name in names] + [labels]
-        dtypes = [tf.as_dtype(a.dtype) for a in arrays]
-
-        def take(index):
-            return [np.asarray(a[index]) for a in arrays]
-
-        def gather(index):
-            tensors = tf.numpy_function(take, [index], dtypes, stateful=False)
-            for tensor, array in zip(tensors, arrays):
-                tensor.set_shape((None, *array.shape[1:]))
-            return dict(zip(names, tensors[:-1])), tensors[-1]
-
-        # Shuffling indices, not examples, shuffles the whole split without a buffer of activations.
-        ds = tf.data.Dataset.range(len(labels))
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        ds = caching.row_dataset([inputs[name] for name in names] + [labels], batch_size, shuffle=shuffle, seed=seed)
+        return ds.map(lambda *tensors: (dict(zip(names, tensors[:-1])), tensors[-1])).prefetch(tf.data.AUTOTUNE)
 
 
-class _Store:
-    """One cut's arrays being filled batch by batch: in memory, or in a folder that appears by renaming."""
-
-    def __init__(self, folder, manifest, sizes):
-        self.folder, self.manifest, self.sizes = folder, manifest, sizes
-        self.arrays = {}
-        if folder is not None:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            # Held while writing: a second process waits instead of writing the same folder.
-            self._lock = open(folder.parent / f"{folder.name}.lock", "w")
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
-            self.partial = folder.parent / f"{folder.name}.partial"
-            shutil.rmtree(self.partial, ignore_errors=True)  # left by a killed run; we hold the lock
-            self.partial.mkdir()
-
-    def _allocate(self, split, name, like):
-        shape = (self.sizes[split], *like.shape[1:])
-        if self.folder is None:
-            return np.empty(shape, dtype=like.dtype)
-        return np.lib.format.open_memmap(self.partial / f"{split}.{name}.npy", mode="w+", dtype=like.dtype,
-                                         shape=shape)
-
-    def write(self, split, row, outputs, labels):
-        values = {name: tensor.numpy() for name, tensor in outputs.items()}
-        values["labels"] = labels.numpy()
-        if split not in self.arrays:
-            self.arrays[split] = {name: self._allocate(split, name, value) for name, value in values.items()}
-        for name, value in values.items():
-            self.arrays[split][name][row:row + len(value)] = value
-
-    def finish(self):
-        """Returns `({split: (inputs, labels)}, location)`; a disk folder is complete from here on."""
-        if self.folder is None:
-            return {split: (arrays, arrays.pop("labels")) for split, arrays in self.arrays.items()}, "memory"
-        for arrays in self.arrays.values():
-            for array in arrays.values():
-                array.flush()
-        self.arrays.clear()
-        (self.partial / "key.json").write_text(json.dumps(self.manifest, indent=1))
-        shutil.rmtree(self.folder, ignore_errors=True)
-        os.replace(self.partial, self.folder)
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
-        return _read(self.folder, self.sizes, self.manifest["inputs"]), self.folder
-
-
-def _read(folder, splits, names):
-    """Memory-maps a cache folder's arrays: `{split: ({name: array}, labels)}`."""
-    return {split: ({name: np.load(folder / f"{split}.{name}.npy", mmap_mode="r") for name in names},
-                    np.load(folder / f"{split}.labels.npy", mmap_mode="r")) for split in splits}
+def _by_split(arrays):
+    """`{split: {name: array}}` with labels among them -> `{split: ({name: array}, labels)}`."""
+    return {split: ({name: a for name, a in named.items() if name != "labels"}, named["labels"])
+            for split, named in arrays.items()}

@@ -81,6 +81,39 @@ class Head:
         return keras.Model(features, outputs, name="head")
 
 
+def output_copy(head, name, temperature=1.0, activation=None, output_name="predictions"):
+    """Returns a head sharing `head`'s hidden layers, with its own copy of the output layer, logits divided by T.
+
+    Dividing the output layer's kernel and bias by `temperature` divides its
+    logits: a softmax output is then temperature-scaled (`kerasft.calibration`)
+    with no extra layer. `head` itself is left as it was.
+
+    Args:
+        head: keras.Model. A head (features -> outputs) whose output layer is
+            the Dense named `"predictions"`, as `Head.build` makes it.
+        name: str. Name of the returned head.
+        temperature: float. Divides the logits.
+        activation: str or None. Output activation of the copy (default: the
+            original's), e.g. `"log_softmax"` for log-probabilities.
+        output_name: str. Name of the copied output layer; a copy that does not
+            output the task's probabilities must not be called `"predictions"`
+            (see `task_of`).
+    """
+    output = head.get_layer("predictions")
+    copies = []
+
+    def clone(layer):
+        if layer is not output:
+            return layer
+        config = {**output.get_config(), "name": output_name}
+        copies.append(keras.layers.Dense.from_config({**config, "activation": activation} if activation else config))
+        return copies[-1]
+
+    cloned = keras.models.clone_model(head, clone_function=clone)
+    copies[0].set_weights([w / temperature for w in output.get_weights()])
+    return keras.Model(cloned.input, cloned.output, name=name)
+
+
 def targets(task, num_classes, labels):
     """Returns a TaskData's labels as what `loss_and_metrics` takes: a float32 array.
 

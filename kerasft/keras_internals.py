@@ -101,6 +101,19 @@ def vocabulary_in_config(layer):
             object.__delattr__(tokenizer, "get_config")
 
 
+# === Training ===
+
+
+def start_next_fit_at(model, epoch):
+    """Makes the model's next `fit` start at `epoch` (None: where its caller says), as a callback that restores
+    a checkpoint must.
+
+    `fit(initial_epoch=)` belongs to the caller; Keras' own `BackupAndRestore` sets the private
+    `_initial_epoch`, which `fit` reads after `on_train_begin`.
+    """
+    model._initial_epoch = epoch
+
+
 # === KerasTuner ===
 
 

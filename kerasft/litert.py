@@ -321,7 +321,9 @@ class _TextSource(_Source):
             raise LiteRTError(
                 "A text LiteRT export writes the tokenizer as a vocabulary and settings, which kerasft supports for "
                 "KerasHub WordPiece tokenizers (the BERT family) with a fixed sequence length. Received a "
-                f"{type(tokenizer).__name__} in {type(self.preprocessor).__name__}."
+                f"{type(tokenizer).__name__} in {type(self.preprocessor).__name__} {self.preprocessor.name!r}"
+                + (" (a classic TF-IDF model: its TextVectorization n-grams have no LiteRT ops; export it with "
+                   "formats=('keras', 'saved_model'))" if tokenizer is None else "") + "."
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -343,7 +345,7 @@ class _TextSource(_Source):
 
     def batches(self, dataset, batch_size):
         """`(file inputs, labels)` numpy batches from unbatched `(text, label)`, tokenized by the model."""
-        for x, y in features.preprocess(self.model, dataset, batch_size):
+        for x, y in features.preprocess(self.model, dataset, batch_size, cache=False):
             yield {name: x[name].numpy().astype("int32") for name in self.names}, y.numpy()
 
     def settings(self):

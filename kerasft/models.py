@@ -10,13 +10,15 @@ model ("<backbone>_classifier")
   │                  |  waveforms -> log-mel spectrogram pixels -> normalized pixels (`kerasft.audio`)
   └─ "network"       preprocessed input -> outputs
         ├─ "backbone"  (called with training=False: BatchNorm in inference mode, always)
-        ├─ "pooling"   masked mean over tokens  |  global average over the feature map
+        ├─ "pooling"   masked mean over tokens  |  global average over the feature map  |  Identity (a vector)
         └─ "head"      features -> probabilities (see `kerasft.heads`)
 ```
 Training maps `preprocessor` over `tf.data` once and fits `network`;
 `predict`, `evaluate` and exports use the whole model on raw input (`evaluate`
 and the text serving signature tokenize long texts from their head, with the
-same ids: `kerasft.tokenizing`).
+same ids: `kerasft.tokenizing`). A classic TF-IDF classifier (`"tfidf"`,
+`kerasft.tfidf`) has the same parts: its preprocessor outputs TF-IDF vectors,
+its backbone normalizes them.
 """
 
 import contextlib
@@ -50,13 +52,16 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
         trainable: str. `"frozen"` (feature extraction), `"top:N"` (the top
             N blocks of the backbone train; `fine_tune` warms the head up
             first) or `"all"`. BatchNorm layers stay frozen in every mode.
-        pretrained: bool. Load the pretrained weights (False: random init).
+            `"frozen"` only for `"tfidf"`, which has no blocks.
+        pretrained: bool. Load the pretrained weights (False: random init);
+            an adapted backbone ("tfidf") is always computed from `data`.
         image_size: tuple of int. `(height, width)` the backbone sees (images
             of any size, or spectrograms, are resized to it); default: the
             backbone's own, or `kerasft.audio.IMAGE_SIZE` for audio.
         sequence_length: int. Tokens per text; default: the backbone's own.
         data: TaskData or None. Fills in `num_classes` and `task` and checks
-            them against the data.
+            them against the data. Required by an adapted backbone
+            (`"tfidf"`), whose vocabulary and idf come from its training split.
         strategy: tf.distribute.Strategy or None. Variables are created under
             its scope, so `fine_tune(..., strategy=strategy)` can train them
             (see `kft.distribute.strategy`).
@@ -85,15 +90,20 @@ def build_classifier(backbone, num_classes=None, task="multiclass", head=None, t
     >>> model = kft.build_classifier("minilm_l6", num_classes=5,
     ...                              head=kft.Head(units=(256,), dropout=0.2))
     >>> words = kft.build_classifier("efficientnet_lite0", data=kft.samples.spoken_words())
+    >>> classic = kft.build_classifier("tfidf", data=kft.samples.bbc_news())  # adapted on the training split
     """
     spec = backbones.get(backbone)
+    if spec.adapt is not None:
+        _check_adapted(spec, data, trainable, sequence_length)
     num_outputs, task = _resolve_task(num_classes, task, data, spec)
     sound = _resolve_audio(sample_rate, duration, data, spec)
     head = head or heads.Head()
     parse_trainable(trainable)  # reject a malformed setting before any weights load
     with distribute.precision_scope(precision, strategy), distribute.training_scope(strategy), _seeded(seed):
-        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed)
+        model = _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed, data)
     set_trainable(model, trainable, block_pattern=spec.block_pattern)
+    if data is not None and task != "regression":
+        model.class_names = tuple(data.class_names)  # see class_names_of
     return model
 
 
@@ -112,8 +122,11 @@ def _seeded(seed):
         random.setstate(state)
 
 
-def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed):
-    if spec.modality == "text":
+def _build(spec, num_outputs, task, head, image_size, sequence_length, pretrained, sound, seed, data):
+    if spec.adapt is not None:
+        preprocessor, backbone_model = spec.adapt(data.inputs("train"))
+        raw = keras.Input(shape=(), dtype="string", name="text")
+    elif spec.modality == "text":
         sequence_length = sequence_length or spec.sequence_length
         if not isinstance(sequence_length, int) or sequence_length < 8:
             raise ClassifierError(f"sequence_length must be an integer >= 8. Received: {sequence_length!r}")
@@ -135,6 +148,20 @@ def _build(spec, num_outputs, task, head, image_size, sequence_length, pretraine
 
     network = _network(backbone_model, head, num_outputs, task, seed)
     return keras.Model(raw, network(preprocessor(raw)), name=f"{backbones.short_name(spec.name)}_classifier")
+
+
+def _check_adapted(spec, data, trainable, sequence_length):
+    """An adapted backbone needs training data, reads whole texts and has no blocks to unfreeze."""
+    if data is None:
+        raise ClassifierError(f"Backbone {spec.name!r} is adapted on the training texts (its vocabulary and idf "
+                              f"come from them): pass data= (a kft TaskData). Received: data=None")
+    if trainable != "frozen":
+        raise ClassifierError(f"Backbone {spec.name!r} is not a network: it has no blocks to unfreeze and no "
+                              f"weights to train, so 'frozen' is its only trainable setting. Received: "
+                              f"trainable={trainable!r}")
+    if sequence_length is not None:
+        raise ClassifierError(f"Backbone {spec.name!r} reads whole texts; sequence_length does not apply. "
+                              f"Received: sequence_length={sequence_length!r}")
 
 
 def _resolve_audio(sample_rate, duration, data, spec):
@@ -231,6 +258,16 @@ def check_clips(model, data):
                               "kft.build_classifier(..., data=data), or load the data with that rate and duration.")
 
 
+def class_names_of(model):
+    """The classes a classifier or ensemble predicts, in output order, or None when unknown.
+
+    Known for models built in this process with `build_classifier(data=...)`
+    (and ensembles or calibrated models of them); a model loaded from a file
+    does not carry them (its export's `labels.txt` does).
+    """
+    return getattr(model, "class_names", None)
+
+
 def is_classifier(model):
     """True for a model with the classifier structure above ("preprocessor" then "network")."""
     return isinstance(model, keras.Model) and {"preprocessor", "network"} <= {layer.name for layer in model.layers}
@@ -268,6 +305,8 @@ def _network(backbone_model, head, num_outputs, task, seed):
     if len(features.shape) == 3:
         mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
         pooled = keras.layers.GlobalAveragePooling1D(name="pooling")(features, mask=mask)
+    elif len(features.shape) == 2:  # already one vector per example (TF-IDF)
+        pooled = keras.layers.Identity(name="pooling")(features)
     else:
         pooled = keras.layers.GlobalAveragePooling2D(name="pooling")(features)
     outputs = head.build(pooled.shape[-1], num_outputs, task, seed=seed)(pooled)
@@ -354,7 +393,10 @@ def describe(model):
     network = model.get_layer("network")
     backbone_model = network.get_layer("backbone")
     spec = backbones.find(model.name.removesuffix("_classifier"))
-    pattern, (stem, found) = backbones.blocks_with_pattern(backbone_model, spec.block_pattern if spec else None)
+    if backbone_model.weights:
+        pattern, (stem, found) = backbones.blocks_with_pattern(backbone_model, spec.block_pattern if spec else None)
+    else:  # not a network (the classic TF-IDF member): no blocks, "frozen" is its only setting
+        pattern, (stem, found) = None, (list(backbone_model.layers), [])
     return Description(
         preprocessor=model.get_layer("preprocessor"), network=network, backbone=backbone_model,
         pooling=network.get_layer("pooling"), head=network.get_layer("head"), spec=spec, block_pattern=pattern,
@@ -383,6 +425,10 @@ def set_trainable(model, trainable, block_pattern=None, batchnorm="frozen"):
     if top == 0:
         backbone_model.trainable = False
         return
+    if not backbone_model.weights:
+        raise ClassifierError(f"The backbone of {model.name!r} has no weights to train (a classic TF-IDF model is "
+                              f"not a network): 'frozen' is its only trainable setting. Received: "
+                              f"trainable={trainable!r}")
     _, (stem, found) = backbones.blocks_with_pattern(backbone_model, block_pattern)
     if top is not None and top > len(found):
         raise ClassifierError(

@@ -11,13 +11,14 @@ SavedModel written beside it give the same outputs.
 
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasft import audio, litert
-from kerasft.exporting import (CARD_FILE, EXTRA_DIR, FORMATS, KERAS_FILE, LABELS_FILE, ExportError,
+from kerasft import audio, litert, paths
+from kerasft.exporting import (CARD_FILE, CHECKSUMS_FILE, EXTRA_DIR, FORMATS, KERAS_FILE, LABELS_FILE, ExportError,
                                check_class_names, describe, serving_endpoints, serving_outputs, versions)
 
 
@@ -152,7 +153,7 @@ def _read_bytes(image):
         return file.read()
 
 
-def load(path):
+def load(path, class_names=None):
     """Loads an exported classifier as a `Predictor`: a `.keras` file, an export folder, a SavedModel or a `.tflite`.
 
     An export folder is read through its `model.keras` when the newest
@@ -164,10 +165,22 @@ def load(path):
     settings of an image model, the tokenizer of a text model (see
     `kerasft.litert.LiteRTModel`).
 
+    What it reads is checked first against the sizes and SHA-256 digests the
+    export recorded (a version's `assets.extra/checksums.json`, the card's
+    `files`) and a `.keras` file against its own zip checksums: a truncated
+    or altered file raises `ExportError` naming it, and is never served.
+
+    A classifier in memory works too: `kft.load(model, class_names)` gives it
+    the Predictor's inputs (a list of strings for a text model, where Keras'
+    `model.predict` refuses a list) and its class names.
+
     Args:
-        path: str or os.PathLike. A `.keras` file, an export folder written by
-            `export`, one SavedModel version folder, or a `.tflite` file
-            written by `export(..., formats=("litert",))`.
+        path: str, os.PathLike or keras.Model. A `.keras` file, an export
+            folder written by `export`, one SavedModel version folder, a
+            `.tflite` file written by `export(..., formats=("litert",))`, or
+            a classifier in memory.
+        class_names: list of str or None. For a model in memory: its class
+            names (default "0", "1", ...). Files carry their own.
 
     Returns:
         A `Predictor`.
@@ -175,7 +188,13 @@ def load(path):
     Example:
     >>> predictor = kft.load("saved_models/bbc_news")
     >>> labels, scores = predictor.predict_labels(["Shares fell after the bank's results."])
+    >>> kft.load(model, data.class_names).predict_labels(["The striker scored twice."])
     """
+    if isinstance(path, keras.Model):
+        return _model_predictor(path, class_names, source=f"<in-memory model {path.name!r}>")
+    if class_names is not None:
+        raise ExportError("class_names is for a model in memory; a file carries its own (labels.txt, its card "
+                          f"or metadata). Received: path={os.fspath(path)!r}, class_names={class_names!r}")
     path = os.fspath(path)
     if os.path.isfile(path) and path.endswith(".keras"):
         return _keras_predictor(path)
@@ -200,27 +219,67 @@ def load(path):
 
 def _newest_formats(folder):
     """The formats the newest export wrote (its card), so older files it left behind are passed over."""
-    card = os.path.join(folder, CARD_FILE)
-    if not os.path.isfile(card):
-        return FORMATS
-    with open(card, encoding="utf-8") as file:
-        return json.load(file)["export"]["formats"]
+    card = _card(folder)
+    return card["export"]["formats"] if card else FORMATS
+
+
+def _card(folder):
+    """The model card in an export folder, or None."""
+    path = os.path.join(folder, CARD_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return paths.read_json(path)
+    except paths.CorruptFileError as error:
+        raise _refused(error, folder) from None
+
+
+def _refused(error, what):
+    return ExportError(f"{error} Refusing to load {what}: export the model again, or load another version.")
+
+
+def _check_recorded(folder, names):
+    """Checks the files `names` of an export folder against the sizes and digests its card records (when it does)."""
+    recorded = (_card(folder) or {}).get("files", {})
+    try:
+        paths.check_checksums(folder, {name: recorded[name] for name in names if name in recorded})
+    except paths.CorruptFileError as error:
+        raise _refused(error, folder) from None
 
 
 def _keras_predictor(filename):
     import keras_hub  # noqa: F401  registers the KerasHub layers a text model holds
 
+    try:  # a .keras file is a zip archive: every member carries its CRC-32
+        with zipfile.ZipFile(filename) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise _refused(paths.CorruptFileError(f"{filename} is not a whole .keras file ({error}).", filename),
+                       filename) from None
+    if damaged:
+        raise _refused(paths.CorruptFileError(f"{filename} is corrupt: its member {damaged!r} fails its CRC-32 "
+                                              "check.", filename), filename)
+    _check_recorded(os.path.dirname(filename), [os.path.basename(filename), LABELS_FILE])
     model = keras.models.load_model(filename, compile=False)
+    return _model_predictor(model, _read_labels(os.path.join(os.path.dirname(filename), LABELS_FILE)), filename)
+
+
+def _model_predictor(model, class_names, source):
     modality, task, num_outputs = describe(model)
-    labels_file = os.path.join(os.path.dirname(filename), LABELS_FILE)
-    class_names = check_class_names(_read_labels(labels_file), None, task, num_outputs)
-    return Predictor(model, serving_endpoints(model, class_names, task), class_names, modality, filename,
+    class_names = check_class_names(class_names, None, task, num_outputs)
+    return Predictor(model, serving_endpoints(model, class_names, task), class_names, modality, source,
                      sample_rate=audio.sample_rate_of(model)[0] if modality == "audio" else None)
 
 
 def _saved_model_predictor(folder):
     import tensorflow_text  # noqa: F401  registers the ops of a raw-text SavedModel
 
+    recorded = os.path.join(folder, EXTRA_DIR, CHECKSUMS_FILE)
+    if os.path.isfile(recorded):  # versions kerasft wrote record every file; older ones are read unchecked
+        try:
+            paths.check_checksums(folder, paths.read_json(recorded))
+        except paths.CorruptFileError as error:
+            raise _refused(error, folder) from None
     loaded = tf.saved_model.load(folder)
     signatures = dict(loaded.signatures)
     if "probabilities" not in getattr(signatures.get("serving_default"), "structured_outputs", {}):
@@ -244,6 +303,7 @@ def _saved_model_predictor(folder):
 
 
 def _litert_predictor(filename):
+    _check_recorded(os.path.dirname(filename), [os.path.basename(filename)])
     runner = litert.LiteRTModel(filename)
 
     def outputs(probabilities):

@@ -7,6 +7,7 @@ run_dir/
   report.html  report.md       every section below, images inline by relative path
   curves.png                   loss and accuracy per epoch, train and validation, phases marked
   confusion_matrix.png         rows: true class, columns: predicted (counts, row-normalized colour)
+  reliability.png              reliability diagram: accuracy against confidence in 15 bins, and the ECE
   per_class.csv                precision, recall, F1, support
   misclassified/               the most confident mistakes: thumbnails (images), WAV clips to play (audio)
   results.png                  the objective per trial (when a search is given)
@@ -25,6 +26,7 @@ from pathlib import Path
 import keras_tuner
 import numpy as np
 
+from kerasft import evaluation as evaluation_lib
 from kerasft import paths
 
 
@@ -69,6 +71,9 @@ def write_report(run_dir, evaluation=None, history=None, search=None, data=None,
         if evaluation.confusion_matrix is not None:
             save_figure(_confusion_figure(evaluation), run_dir / "confusion_matrix.png")
             sections.append(_image_section("Confusion matrix", "confusion_matrix.png"))
+        if "ece" in evaluation.metrics:
+            save_figure(_reliability_figure(evaluation), run_dir / "reliability.png")
+            sections.append(_image_section("Calibration", "reliability.png"))
     curves = getattr(history, "history", history)
     if curves and curves.get("loss"):
         save_figure(_curves_figure(curves), run_dir / "curves.png")
@@ -153,6 +158,27 @@ def _confusion_figure(evaluation):
         axes.set_yticks(range(n), evaluation.class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
+    figure.tight_layout()
+    return figure
+
+
+def _reliability_figure(evaluation):
+    """Accuracy against mean confidence per bin (bars), the diagonal of perfect calibration, and the ECE."""
+    confidence, accuracy, counts = evaluation_lib.calibration_bins(evaluation.probabilities, evaluation.labels)
+    bins = len(counts)
+    centers = (np.arange(bins) + 0.5) / bins
+    filled = counts > 0
+    figure = new_figure((8.4, 3.6))
+    axes, histogram = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    axes.bar(centers[filled], accuracy[filled], width=1 / bins, edgecolor="black", label="accuracy")
+    axes.bar(centers[filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled], width=1 / bins,
+             color="salmon", alpha=0.6, edgecolor="red", label="gap to confidence")
+    axes.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy",
+             title=f"ECE {evaluation.metrics['ece']:.4f} ({bins} bins)")
+    axes.legend(fontsize="small", loc="upper left")
+    histogram.bar(centers, counts, width=1 / bins, edgecolor="black")
+    histogram.set(xlim=(0, 1), xlabel="confidence (top probability)", ylabel="examples")
     figure.tight_layout()
     return figure
 

@@ -10,11 +10,15 @@ checks live in test_convert.py and test_end_to_end.py). Each backbone must
 - round-trip through `get_config`/`from_config` and a `.keras` file,
 - serve the same outputs from its SavedModel (every backbone in the extended tier,
   one text and one image backbone in the fast tier).
+A backbone that is not a network (`"tfidf"`, adapted on the training texts) differs where it
+legitimately must: it is built from data, and having no blocks it refuses `top:N` and `"all"`
+with a clear error and is cut only at `"frozen"`.
 The checks are plain functions so that `test_the_contract_catches_a_wrong_block_pattern`
 can show they fail on a broken registry entry.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -29,13 +33,24 @@ NAMES = backbones.names()
 # share the code paths they exercise), and on every backbone in the extended tier.
 REPRESENTATIVES = {backbones.get(name).block_pattern: name for name in reversed(NAMES)}.values()
 # Exported in the fast tier; the others export in the extended tier (a SavedModel of ResNet-50 takes ~20 s).
-EXPORTED_FAST = ("minilm_l6", "mobilenet_v3_small")
+EXPORTED_FAST = ("minilm_l6", "mobilenet_v3_small", "tfidf")
 TEXTS = np.array(["the cat sat on the mat", "Stocks fell 3% in Tokyo; the yen rose.", "", "ünïcödé 東京 ok"],
                  dtype=object)
 
 
+@functools.cache
+def _texts_to_adapt_on():
+    """30 short texts of 3 classes (one per topic word), for backbones adapted on the training texts."""
+    topics = ["cat", "stocks", "東京"]
+    texts = [f"{TEXTS[i % len(TEXTS)]} {topics[i % 3]} {i}" for i in range(30)]
+    return kft.data.from_arrays(texts, [i % 3 for i in range(30)], class_names=topics, seed=0)
+
+
 def _build(name, trainable="frozen", audio=False):
     spec = backbones.get(name)
+    if spec.adapt is not None:
+        return kft.build_classifier(name, data=_texts_to_adapt_on(), trainable=trainable, seed=0,
+                                    head=kft.Head(units=(4,), dropout=0.0))
     kwargs = {"sequence_length": 16} if spec.modality == "text" else {"image_size": (max(32, spec.min_image_size),) * 2}
     if audio:
         kwargs.update(sample_rate=16000, duration=0.5)
@@ -80,6 +95,12 @@ def check_outputs(model):
 
 
 def check_top_n(model, name):
+    if backbones.get(name).adapt is not None:  # not a network: no blocks, nothing to unfreeze
+        for setting in ("top:1", "all"):
+            with pytest.raises(models.ClassifierError, match="'frozen' is its only trainable setting"):
+                models.set_trainable(model, setting)
+        assert models.trainable_setting(model) == "frozen"
+        return
     stem, blocks = _blocks(model, name)
     assert len(blocks) >= 2, f"{name}: {len(blocks)} blocks found"
     for depth in sorted({1, 2, len(blocks)}):
@@ -100,11 +121,11 @@ def check_top_n(model, name):
 
 
 def check_cuts(model, name):
-    _, blocks = _blocks(model, name)
+    depths = 0 if backbones.get(name).adapt is not None else len(_blocks(model, name)[1])
     network = model.get_layer("network")
     preprocessed = model.get_layer("preprocessor")(tf.constant(_inputs(model)))
     expected = keras.ops.convert_to_numpy(network(preprocessed, training=False))
-    for depth in range(len(blocks) + 1):
+    for depth in range(depths + 1):
         cut = "frozen" if depth == 0 else f"top:{depth}"
         bottom, top = features.split_network(model, cut, backbones.get(name).block_pattern)
         got = keras.ops.convert_to_numpy(top(bottom(preprocessed, training=False), training=False))

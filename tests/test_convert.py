@@ -540,7 +540,9 @@ def test_torchvision_mobilenet_v2_recognises_photos(capsys):
     capsys.readouterr()
     assert mobilenet_v2_torchvision_weights() == weights
     assert capsys.readouterr().out == ""  # converted once
-    assert [path.name for path in weights.parent.iterdir()] == [weights.name]  # no staging left behind
+    # No staging left behind; the file's size and SHA-256 beside it.
+    assert sorted(path.name for path in weights.parent.iterdir()) == [
+        "mobilenet_v2_torchvision.checksum.json", weights.name]
 
 
 _SENTENCES = [

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -211,6 +212,40 @@ def test_two_workers_train_to_identical_weights_and_only_the_chief_exports(tmp_p
     np.testing.assert_allclose(reloaded.get_weights()[-1], first[first.files[-1]], atol=0)
 
 
+@pytest.mark.extended
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record the files each worker opens")
+def test_two_workers_on_tfrecord_shards_each_read_only_their_files_and_end_identical(tmp_path):
+    import conftest
+
+    conftest.brightness_data(128).to_tfrecord(tmp_path / "shards", shards=2)  # equal halves: 44 + 44 train
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    logs = [tmp_path / f"worker_{i}.log" for i in range(2)]
+    traces = [tmp_path / f"openat_{i}.trace" for i in range(2)]
+    processes = []
+    for i in range(2):  # strace records every file the worker (any of its threads) opens
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        with open(logs[i], "w") as out:
+            processes.append(subprocess.Popen(
+                ["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(traces[i]), sys.executable, str(JOB),
+                 "records", str(tmp_path), str(i)],
+                env={**os.environ, "TF_CONFIG": tf_config}, stdout=out, stderr=subprocess.STDOUT))
+    _run(processes, logs, timeout=300)
+    opened = [sorted({os.path.basename(line.split('"')[1]) for line in trace.read_text().splitlines()
+                      if ".tfrecord" in line and "= -1" not in line}) for trace in traces]
+    assert opened == [["train-00000-of-00002.tfrecord", "validation-00000-of-00002.tfrecord"],
+                      ["train-00001-of-00002.tfrecord", "validation-00001-of-00002.tfrecord"]]
+    reports = [json.loads((tmp_path / f"worker_{i}.json").read_text()) for i in range(2)]
+    assert [r["replicas"] for r in reports] == [2, 2]
+    for key in ("loss", "val_loss"):  # reduced across the workers
+        assert reports[0]["history"][key] == reports[1]["history"][key]
+    first, second = np.load(tmp_path / "weights_0.npz"), np.load(tmp_path / "weights_1.npz")
+    assert len(first.files) > 0
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+@pytest.mark.extended
 def test_keras_tuner_chief_and_two_workers_share_one_search(tmp_path):
     port = _free_ports(1)[0]
     logs = [tmp_path / name for name in ("chief.log", "worker_0.log", "worker_1.log")]

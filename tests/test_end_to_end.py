@@ -31,14 +31,18 @@ def test_pretrained_efficientnet_lite0_classifies_fashion_mnist():
     assert kft.evaluate(model, data)["accuracy"] >= 0.7  # chance is 0.1
 
 
+# The demo recipe (`make demo`) in the fast tier; the others, each ~1 minute, in the extended tier (make test-all).
+EXTENDED = pytest.mark.extended
+
+
 @pytest.mark.parametrize("recipe, output", [
     ("text_classification.py", "model.keras"),
-    ("image_classification.py", "model.keras"),
-    ("distributed_training.py", "export"),  # the default strategy here; test_distribute runs the others
-    ("tune_and_ensemble.py", "export"),
-    ("distillation.py", "export"),
-    ("serving.py", "export"),
-    ("audio_classification.py", "export"),
+    pytest.param("image_classification.py", "model.keras", marks=EXTENDED),
+    pytest.param("distributed_training.py", "export", marks=EXTENDED),  # default strategy; test_distribute: others
+    pytest.param("tune_and_ensemble.py", "export", marks=EXTENDED),
+    pytest.param("distillation.py", "export", marks=EXTENDED),
+    pytest.param("serving.py", "export", marks=EXTENDED),
+    pytest.param("audio_classification.py", "export", marks=EXTENDED),
 ])
 def test_recipe_runs_offline_in_smoke_mode(recipe, output, tmp_path):
     env = dict(os.environ, KERASFT_SMOKE="1", KERASFT_OUTPUT=str(tmp_path / output))

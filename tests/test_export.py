@@ -199,8 +199,13 @@ def test_layout_labels_and_model_card(text_export):
     assert card["export"]["version"] == 1
     # The version carries its own copies, so it stays self-describing after newer exports.
     extra = os.path.join(root, "1", "assets.extra")
-    assert _snapshot(extra) == {name: digest for name, digest in _snapshot(root).items()
-                                if name in ("labels.txt", "model_card.json")}
+    assert {k: v for k, v in _snapshot(extra).items() if k != "checksums.json"} == {
+        name: digest for name, digest in _snapshot(root).items() if name in ("labels.txt", "model_card.json")}
+    # Every other file of the version, and every file beside it, is recorded for kerasft.load to check.
+    with open(os.path.join(extra, "checksums.json")) as file:
+        recorded = json.load(file)
+    assert {"saved_model.pb", "assets.extra/model_card.json", "assets.extra/labels.txt"} <= set(recorded)
+    assert set(card["files"]) == {"model.keras", "labels.txt"}
 
 
 def test_image_model_card_records_the_image_size_and_both_signatures(image_export):
@@ -232,6 +237,24 @@ def test_a_second_export_adds_version_2_and_leaves_version_1_and_the_keras_file_
     with pytest.raises(exporting.ExportError, match="Version 1 already exists"):
         exporting.export(text_export.model, root, version=1)
     assert _snapshot(root) == everything
+
+
+def test_keep_prunes_older_versions_but_never_the_one_written_a_newer_one_or_one_being_written(text_export,
+                                                                                            tmp_path):
+    root = tmp_path / "model"
+    shutil.copytree(text_export.exported.path, root)
+    shutil.copytree(root / "1", root / "7")  # renamed into place by a concurrent export: TF Serving may be loading it
+    (root / ".tmp-7-0123456789abcdef").mkdir()  # another export, mid-write
+    with pytest.raises(exporting.ExportError, match="keep must be an integer >= 1"):
+        exporting.export(text_export.model, root, keep=0)
+    assert exporting.versions(root) == [1, 7]
+
+    exporting.export(text_export.model, root, version=2, formats=("saved_model",), keep=1)
+    assert exporting.versions(root) == [2, 7]  # 1 deleted; 7 is newer than the version written, so it stays
+    exported = exporting.export(text_export.model, root, formats=("saved_model",), keep=2)
+    assert exported.version == 8 and exporting.versions(root) == [7, 8]
+    assert (root / "8" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [".tmp-7-0123456789abcdef"]
 
 
 @pytest.mark.parametrize("version", ["3", 2.5, 0, -1, True])
@@ -268,7 +291,7 @@ def test_class_names_that_do_not_fit_the_outputs_are_refused_before_writing(text
     with pytest.raises(exporting.ExportError, match="formats must be"):
         exporting.export(text_export.model, tmp_path / "model", formats=("onnx",))
     with pytest.raises(exporting.ExportError, match="JSON values"):
-        exporting.export(text_export.model, tmp_path / "model", hyperparameters={"head": kft.Head()})
+        exporting.export(text_export.model, tmp_path / "model", hyperparameters={"head": object()})
     assert not (tmp_path / "model").exists()
 
 

@@ -87,9 +87,9 @@ def test_disk_cache_is_reused_when_its_key_matches_and_rebuilt_when_not(text_mod
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_cache_too_big_for_memory_goes_to_disk(text_model, tiny_text_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(features, "CACHE_LIMIT_BYTES", 1000)
-    cache = features.FeatureCache(text_model, tiny_text_data, cuts=["frozen", "top:1"], spill_directory=tmp_path)
+def test_cache_too_big_for_memory_goes_to_disk(text_model, tiny_text_data, tmp_path):
+    cache = features.FeatureCache(text_model, tiny_text_data, cuts=["frozen", "top:1"], spill_directory=tmp_path,
+                                  memory_budget=1000 / 2**30)
     assert all(cache.locations[cut].parent == tmp_path for cut in cache.cuts)
     assert isinstance(cache.arrays("top:1", "train")[0]["activations"], np.memmap)
     batch, labels = next(iter(cache.dataset("top:1", "train", batch_size=8, shuffle=True, seed=0)))
@@ -104,3 +104,37 @@ def test_bad_cuts_and_splits_are_refused(text_model, tiny_text_data):
     empty = tiny_text_data.subset(validation=0)
     with pytest.raises(features.FeatureError, match="empty validation split"):
         features.FeatureCache(text_model, empty, cuts=["frozen"])
+
+
+def test_preprocess_caches_in_memory_within_the_budget_else_on_disk_else_streams(tiny_cnn, tiny_image_data,
+                                                                                 monkeypatch):
+    import gc
+
+    from kerasft import caching, paths
+
+    model = kft.build_classifier("tiny_cnn", data=tiny_image_data)
+    spill_root = paths.user_cache_dir("features")
+
+    def batches(**kwargs):
+        ds = features.preprocess(model, tiny_image_data.train, 16, **kwargs)
+        spilled = sorted(p.name for p in spill_root.glob("inputs-*") if p.is_dir())
+        return [(x.numpy(), y.numpy()) for x, y in ds], spilled
+
+    in_memory, folders = batches()
+    assert folders == []
+    # 32x32x3 pixels: 3 KB decoded, 12 KB preprocessed; a budget of 10 KB holds neither: the smaller goes to disk.
+    on_disk, folders = batches(memory_budget=10_000 / 2**30)
+    assert len(folders) == 1
+    for (x, y), (x_disk, y_disk) in zip(in_memory, on_disk, strict=True):
+        np.testing.assert_array_equal(x_disk, x)
+        np.testing.assert_array_equal(y_disk, y)
+    gc.collect()  # the dataset is gone: so is its folder
+    assert not [p for p in spill_root.glob("inputs-*") if p.is_dir()]
+    monkeypatch.setenv("KERASFT_CACHE_MAX_GB", "0")  # no room on disk either: streamed from the source
+    with pytest.warns(UserWarning, match=r"room for 0 MB .*from the source on every pass"):
+        streamed, folders = batches(memory_budget=0)
+    assert folders == [] and all(np.array_equal(a[0], b[0]) for a, b in zip(in_memory, streamed, strict=True))
+    monkeypatch.setenv(caching.MEMORY_BUDGET_ENV, "lots")
+    with pytest.raises(ValueError, match=r"\$KERASFT_MEMORY_BUDGET_GB must be a number of gigabytes >= 0. "
+                                         r"Received: 'lots'"):
+        features.preprocess(model, tiny_image_data.train, 16)

@@ -40,7 +40,7 @@ def test_every_private_name_still_resolves():
         (keras_tuner.Tuner, "_build_hypermodel"),
         (keras_tuner.oracles.HyperbandOracle, "_get_size"), (keras_tuner.oracles.HyperbandOracle, "_get_num_brackets"),
         (trainer, "reduce_per_replica"), (trainer.TensorFlowTrainer, "_maybe_symbolic_build"),
-        (tf.distribute.get_strategy().extended, "_in_multi_worker_mode"),
+        (tf.distribute.get_strategy().extended, "_in_multi_worker_mode"), (model, "_initial_epoch"),
     ] if not hasattr(owner, name)]
     assert not missing, f"private names gone from the installed versions: {missing}"
 

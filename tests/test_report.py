@@ -27,7 +27,8 @@ def run_folder(tiny_cnn, tiny_image_data, tmp_path_factory):
 
 def test_report_has_every_section_in_html_and_markdown(run_folder):
     page, markdown = (run_folder / "report.html").read_text(), (run_folder / "report.md").read_text()
-    for heading in ("Run", "Training curves", "Test metrics", "Per class", "Confusion matrix", "Most confident"):
+    for heading in ("Run", "Training curves", "Test metrics", "Per class", "Confusion matrix", "Calibration",
+                    "Most confident"):
         assert f"<h2>{heading}" in page and f"## {heading}" in markdown
     for image in re.findall(r"src='([^']+)'", page):
         with Image.open(run_folder / image) as opened:  # every referenced file exists and decodes

@@ -1,10 +1,11 @@
 """Loads labelled images, texts or sound clips into a cleaned, split `TaskData`.
 
-Every loader (`from_directory`, `from_csv`, `from_arrays`, `from_tfds`) reads
-its source into one shared core (`assemble`), which checks the labels, drops
-empty texts and exact duplicates, splits stratified and seeded, and keeps the
-raw examples of each split in numpy (texts, pixels, file paths, encoded image
-bytes or waveforms). The `tf.data` pipelines of a `TaskData` are built from
+Every loader (`from_directory`, `from_csv`, `from_arrays`, `from_tfds`,
+`from_tfrecord`) reads its source into one shared core (`assemble`), which
+checks the labels, drops empty texts and exact duplicates, splits stratified
+and seeded, and keeps the raw examples of each split in numpy (texts,
+pixels, file paths, encoded image bytes or waveforms; for TFRecord files,
+only record numbers). The `tf.data` pipelines of a `TaskData` are built from
 those arrays on first use.
 
 Elements are UNBATCHED `(x, y)` pairs:
@@ -25,6 +26,7 @@ task_data   TaskData: examples per split, tf.data pipelines, summary, fingerprin
 assemble    the core every loader shares
 readers     from_arrays, from_directory (images, sound clips, texts), from_csv (CSV/TSV/JSONL)
 tfds        from_tfds
+tfrecord    from_tfrecord, and TaskData.to_tfrecord's writer: sharded tf.train.Example files, streamed
 ```
 
 Example:
@@ -41,6 +43,7 @@ from kerasft.data.readers import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, from_arrays,
 from kerasft.data.splits import SPLITS
 from kerasft.data.task_data import CleaningReport, TaskData
 from kerasft.data.tfds import from_tfds
+from kerasft.data.tfrecord import from_tfrecord
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLITS", "TEXT_EXTENSIONS", "CleaningReport", "DataError", "DataWarning", "TaskData",
-           "from_arrays", "from_csv", "from_directory", "from_tfds"]
+           "from_arrays", "from_csv", "from_directory", "from_tfds", "from_tfrecord"]

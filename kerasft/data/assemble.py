@@ -15,7 +15,7 @@ logger = logging.getLogger("kerasft.data")
 
 def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_of, where,
            class_names=None, task=None, validation_split, test_split, seed,
-           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None):
+           deduplicate, drop_empty, image_size=None, sample_rate=None, duration=None, report=None, source=None):
     """Cleans, splits and wraps examples from any loader into a TaskData.
 
     Args:
@@ -25,6 +25,7 @@ def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_o
         split_of: np.ndarray of str or None. The source's split of each example
             ("train", "validation", "test"), or None to split it all here.
         where: callable. Example index -> name for messages.
+        source: RecordSource or None. Where examples of `input_kind="records"` are read from.
         Other arguments: as in the public loaders.
     """
     report = report or CleaningReport()
@@ -62,7 +63,7 @@ def assemble(*, name, modality, input_kind, inputs, digests, raw_labels, split_o
     splits = {s: examples.take(index[s]) for s in SPLITS}
     return TaskData(splits, name=name, modality=modality, task=task, class_names=class_names,
                     input_kind=input_kind, image_size=image_size, sample_rate=sample_rate, duration=duration,
-                    report=report)
+                    report=report, source=source)
 
 
 def _warn_numeric_texts(texts, name):
@@ -83,17 +84,22 @@ def _warn_numeric_texts(texts, name):
 
 def _unique_mask(digests, labels, split_of, keep, report):
     """Marks exact duplicates to drop: within a pool keep the first; drop
-    train copies of validation/test examples, leaving eval splits as they are."""
+    train copies of validation/test examples, leaving eval splits as they are.
+
+    Sorts the digests (numpy) rather than filling a dict: a million examples cost arrays, not a million objects.
+    """
     unique = np.ones(len(digests), bool)
-    seen = {}
-    order = [i for s in ("validation", "test", "all", "train")
-             for i in np.flatnonzero(keep & (split_of == s))]
-    for i in order:
-        first = seen.setdefault(digests[i], i)
-        if first != i and split_of[i] in ("all", "train"):
-            unique[i] = False
-            report.duplicates += 1
-            report.conflicting_duplicates += int(not np.array_equal(labels[i], labels[first]))
+    order = np.concatenate([np.flatnonzero(keep & (split_of == s)) for s in ("validation", "test", "all", "train")])
+    if not len(order):
+        return unique
+    _, first, group = np.unique(np.asarray(digests)[order], return_index=True, return_inverse=True)
+    firsts = order[first[group]]  # for each example in `order`, the first one with its content
+    duplicate = (firsts != order) & np.isin(split_of[order], ("all", "train"))
+    dropped, kept = order[duplicate], firsts[duplicate]
+    unique[dropped] = False
+    report.duplicates += len(dropped)
+    differs = labels[dropped] != labels[kept]
+    report.conflicting_duplicates += int((differs.any(axis=1) if differs.ndim == 2 else differs).sum())
     return unique
 
 

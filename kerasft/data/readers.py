@@ -2,7 +2,6 @@
 
 import csv
 import difflib
-import io
 import json
 import os
 import warnings
@@ -23,8 +22,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 TEXT_EXTENSIONS = (".txt",)
 # The first bytes of each image format TensorFlow decodes; anything else
 # carrying an image extension is not an image.
-_IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
+IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM")
 _VALIDATION_FOLDERS = ("validation", "val")
+# Files read (and images decoded) at once while a folder is checked, and paths handed to the readers at a time.
+_READERS = 8
+_CHUNK = 1024
 
 
 def check_image_size(image_size):
@@ -353,7 +355,9 @@ def _read_images(paths):
 
     Reads each file to hash it, checks the format signature, then decodes every
     candidate once with TensorFlow (the decoder the pipeline uses, in parallel)
-    and marks what fails.
+    and marks what fails. Both passes stream: a few files are in memory at a
+    time (threads read chunks of paths; `tf.data` decodes with bounded
+    parallelism), whatever the number of files.
     """
     def read(path):
         try:
@@ -362,18 +366,20 @@ def _read_images(paths):
             return None, f"cannot be read ({error.strerror or error})"
         if not content:
             return None, "empty file (0 bytes)"
-        if not content.startswith(_IMAGE_SIGNATURES):
+        if not content.startswith(IMAGE_SIGNATURES):
             return None, "not an image (no JPEG/PNG/GIF/BMP signature)"
         return content_digest(content), None
 
-    with futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(read, paths))
+    results = []
+    with futures.ThreadPoolExecutor(_READERS) as pool:
+        for start in range(0, len(paths), _CHUNK):  # not one future per file of a 100,000-file folder at once
+            results += pool.map(read, paths[start:start + _CHUNK])
     candidates = [str(p) for p, (digest, _) in zip(paths, results) if digest]
     decodable = set()
     if candidates:
         ds = tf.data.Dataset.from_tensor_slices(candidates).map(
             lambda p: (p, tf.shape(decode_image(tf.io.read_file(p), None))[0]),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=_READERS, deterministic=False,  # a few decoded images at a time, however large
         ).ignore_errors()
         decodable = {p.decode() for p, _ in ds.as_numpy_iterator()}
     return [(digest, None) if str(p) in decodable
@@ -384,13 +390,8 @@ def _read_images(paths):
 def _read_clips(paths, sample_rate, duration, report):
     """Returns [(clip float32, None) or (None, reason)] per sound file; notes resampled rates in `report`."""
     def read(path):
-        try:
-            waveform, rate = audio.decode(path.read_bytes())
-        except OSError as error:
-            return None, None, f"cannot be read ({error.strerror or error})"
-        except audio.AudioError as error:
-            return None, None, str(error)
-        return waveform, rate, audio.problem(waveform, rate)
+        waveform, rate, why = _decode_clip(path)
+        return waveform, rate, why or audio.problem(waveform, rate)
 
     with futures.ThreadPoolExecutor(4) as pool:
         decoded = list(pool.map(read, paths))
@@ -407,6 +408,35 @@ def _read_clips(paths, sample_rate, duration, report):
         report.notes.append(f"resampled to {sample_rate} Hz: " + ", ".join(
             f"{count} clips from {rate} Hz" for rate, count in sorted(rates.items())))
     return results
+
+
+def _decode_clip(path):
+    """Returns (waveform, rate, None) of a sound file, or (None, None, why it cannot be read)."""
+    try:
+        waveform, rate = audio.decode(Path(path).read_bytes())
+    except OSError as error:
+        return None, None, f"cannot be read ({error.strerror or error})"
+    except audio.AudioError as error:
+        return None, None, str(error)
+    return waveform, rate, None
+
+
+def unreadable(paths, modality):
+    """Returns, per file, why it cannot be decoded as an image or a sound file, or None when it can.
+
+    The checks `from_directory` makes (images: the format signature, then
+    TensorFlow's own decoder; sound: libsndfile), without its checks of a
+    clip's content (silence, length), which do not stop a prediction.
+
+    Args:
+        paths: list of str or Path. The files.
+        modality: str. `"image"` or `"audio"`.
+    """
+    paths = [Path(p) for p in paths]
+    if modality == "image":
+        return [why for _, why in _read_images(paths)]
+    with futures.ThreadPoolExecutor(4) as pool:
+        return [why for _, _, why in pool.map(_decode_clip, paths)]
 
 
 def _read_texts(paths, fallback_encoding, report):
@@ -477,17 +507,74 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
     check_fractions(validation_split, test_split)
     check_task(task)
     path = Path(path)
+    numbers, kind, values = _read_columns(path, (text_column, label_column), encoding, share=(label_column,))
+    texts = np.array([str(text or "") for text in values[text_column]], dtype=object)
+    labels = values[label_column]
+    if label_separator is not None:
+        labels = [None if v is None else str(v).split(label_separator) for v in labels]
+    elif task != "regression":
+        labels = [v if v is None or isinstance(v, (list, float, bool)) else str(v) for v in labels]
+    return assemble(
+        name=name or path.stem, modality="text", input_kind="text", inputs=texts,
+        digests=np.fromiter((content_digest(t.encode("utf-8")) for t in texts), "S16", len(texts)), raw_labels=labels,
+        split_of=None, where=lambda i: f"{kind} {numbers[i]}", task=task,
+        validation_split=validation_split, test_split=test_split, seed=seed,
+        deduplicate=deduplicate, drop_empty=drop_empty)
+
+
+def read_column(path, column, encoding="utf-8"):
+    """Returns the values of one column of a `.csv`, `.tsv` or `.jsonl` file, as str, row by row.
+
+    Args:
+        path: str or Path. The file.
+        column: str. Column (or JSON key) to read; a row without it gives "".
+        encoding: str. The file's text encoding.
+    """
+    _, _, values = _read_columns(Path(path), (column,), encoding)
+    return [str(value or "") for value in values[column]]
+
+
+def _read_columns(path, columns, encoding, share=()):
+    """`(row numbers, "row" or "line", {column: values})` of a `.csv`/`.tsv`/`.jsonl` file holding `columns`.
+
+    Read as a stream, keeping only `columns`: a file of millions of rows never
+    sits in memory whole. Equal values of a column in `share` are one object
+    (a million rows of ten classes hold ten strings).
+    """
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".jsonl"):
         raise DataError(f"Expected a .csv, .tsv or .jsonl file. Received: {str(path)!r}")
-    content = path.read_bytes()
-    if not content.strip():
-        raise DataError(f"{str(path)!r} is empty. Expected a header and rows of examples.")
-    text = content.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-                          else encoding, errors="surrogateescape")
-    reader = _read_jsonl if suffix == ".jsonl" else _read_delimited
-    columns, records = reader(text, "\t" if suffix == ".tsv" else ",", path)
-    for column in (text_column, label_column):
+    stream_encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    values, numbers, undecodable, shared = {column: [] for column in columns}, [], [], {}
+    with open(path, encoding=stream_encoding, errors="surrogateescape", newline="") as file:
+        reader = _jsonl_records if suffix == ".jsonl" else _delimited_records
+        found, records = reader(file, "\t" if suffix == ".tsv" else ",", path)
+        if found is not None:
+            _check_columns(found, columns, path)
+        for number, row in records:
+            if any(_has_bad_bytes(row.get(column)) for column in columns):
+                undecodable.append(number)
+            for column in columns:
+                value = row.get(column)
+                values[column].append(shared.setdefault(value, value) if column in share and isinstance(value, str)
+                                      else value)
+            numbers.append(number)
+    if found is None:  # JSONL: the keys are known once every line is read
+        _check_columns(records.columns, columns, path)
+    kind = "line" if suffix == ".jsonl" else "row"
+    if not numbers:
+        raise DataError(f"{str(path)!r} has a header but no examples.")
+    if undecodable:
+        raise DataError(
+            f"{str(path)!r} is not valid {encoding}: {first_items(f'{kind} {n}' for n in undecodable)} "
+            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
+            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
+        )
+    return np.asarray(numbers, np.int64), kind, values
+
+
+def _check_columns(columns, wanted, path):
+    for column in wanted:
         if column not in columns:
             close = difflib.get_close_matches(column, columns, n=1, cutoff=0.6)
             raise DataError(
@@ -495,65 +582,65 @@ def from_csv(path, text_column="text", label_column="label", validation_split=0.
                 + (f" Did you mean {close[0]!r}?" if close else "")
                 + f" Received columns: {columns}"
             )
-    if not records:
-        raise DataError(f"{str(path)!r} has a header but no examples.")
-    where_names = [where for where, _ in records]
-    rows = [row for _, row in records]
-    undecodable = [where for where, row in records
-                   if any(_has_bad_bytes(row.get(c)) for c in (text_column, label_column))]
-    if undecodable:
-        raise DataError(
-            f"{str(path)!r} is not valid {encoding}: {first_items(undecodable)} "
-            f"{'holds' if len(undecodable) == 1 else 'hold'} other bytes. "
-            "Pass encoding= (e.g. 'cp1252' or 'latin-1') or re-save the file as UTF-8."
-        )
-    texts = np.array([str(row.get(text_column) or "") for row in rows], dtype=object)
-    labels = [row.get(label_column) for row in rows]
-    if label_separator is not None:
-        labels = [None if v is None else str(v).split(label_separator) for v in labels]
-    elif task != "regression":
-        labels = [v if v is None or isinstance(v, (list, float, bool)) else str(v) for v in labels]
-    return assemble(
-        name=name or path.stem, modality="text", input_kind="text", inputs=texts,
-        digests=np.array([content_digest(t.encode("utf-8")) for t in texts]), raw_labels=labels,
-        split_of=None, where=lambda i: where_names[i], task=task,
-        validation_split=validation_split, test_split=test_split, seed=seed,
-        deduplicate=deduplicate, drop_empty=drop_empty)
 
 
 def _has_bad_bytes(value):
     return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _read_delimited(text, delimiter, path):
-    """Returns (columns, [(row name, {column: value})]) of a CSV/TSV text."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+def _delimited_records(file, delimiter, path):
+    """`(columns, records)` of a CSV/TSV stream: records yield `(spreadsheet row number, {column: value})`."""
+    reader = csv.reader(file, delimiter=delimiter)
     try:
-        header = next(reader)
-        rows = list(reader)
+        header = next(reader, None)
     except csv.Error as error:
-        raise DataError(f"{str(path)!r} is not valid {path.suffix[1:].upper()} "
-                        f"(line {reader.line_num}): {error}") from None
+        raise DataError(f"{str(path)!r} is not valid {path.suffix[1:].upper()} (line {reader.line_num}): "
+                        f"{error}") from None
+    if header is None or not any(cell.strip() for cell in header):
+        raise DataError(f"{str(path)!r} is empty. Expected a header and rows of examples.")
     columns = [c.strip() for c in header]
-    records = [(f"row {i + 2}", dict(zip(columns, row)))
-               for i, row in enumerate(rows) if any(cell.strip() for cell in row)]
-    return columns, records
 
-
-def _read_jsonl(text, _, path):
-    """Returns (keys, [(line name, object)]) of a JSON Lines text."""
-    columns, records = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    def records():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{str(path)!r} line {number} is not valid JSON: {error}. "
-                            "Expected one JSON object per line.") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{str(path)!r} line {number} is a {type(record).__name__}. "
-                            "Expected one JSON object per line.")
-        columns += [k for k in record if k not in columns]
-        records.append((f"line {number}", record))
-    return columns, records
+            for i, row in enumerate(reader):
+                if any(cell.strip() for cell in row):
+                    yield i + 2, dict(zip(columns, row))
+        except csv.Error as error:
+            raise DataError(f"{str(path)!r} is not valid {path.suffix[1:].upper()} "
+                            f"(line {reader.line_num}): {error}") from None
+
+    return columns, records()
+
+
+def _jsonl_records(file, _, path):
+    """`(None, records)` of a JSON Lines stream: the keys are known only as lines are read (`records.columns`)."""
+    return None, _JsonlRecords(file, path)
+
+
+class _JsonlRecords:
+    """Records of a JSON Lines stream, `(line number, object)`; `columns` lists the keys seen so far."""
+
+    def __init__(self, file, path):
+        self.file, self.path, self.columns, self._seen = file, path, [], set()
+
+    def __iter__(self):
+        blank = True
+        for number, line in enumerate(self.file, start=1):
+            if not line.strip():
+                continue
+            blank = False
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{str(self.path)!r} line {number} is not valid JSON: {error}. "
+                                "Expected one JSON object per line.") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{str(self.path)!r} line {number} is a {type(record).__name__}. "
+                                "Expected one JSON object per line.")
+            for key in record:
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.columns.append(key)
+            yield number, record
+        if blank:
+            raise DataError(f"{str(self.path)!r} is empty. Expected a header and rows of examples.")

@@ -91,6 +91,8 @@ class TaskData:
     kept as file paths and decoded inside `tf.data`
     (`tf.io.decode_image(..., channels=3, expand_animations=False)`, resized to
     `image_size` when set, in parallel); array images are kept in memory.
+    Data read from TFRecord files (`from_tfrecord`) keeps only record numbers,
+    labels and digests in memory; its pipelines read the files as they go.
 
     Attributes:
         train, validation, test: tf.data.Dataset. Unbatched `(x, y)` pairs.
@@ -114,7 +116,7 @@ class TaskData:
     """
 
     def __init__(self, splits, *, name, modality, task, class_names, input_kind,
-                 image_size=None, sample_rate=None, duration=None, report=None):
+                 image_size=None, sample_rate=None, duration=None, report=None, source=None):
         """Wraps split examples; use the `from_*` loaders rather than this.
 
         Args:
@@ -124,14 +126,19 @@ class TaskData:
             task: str. One of TASKS.
             class_names: list of str. Class names in index order.
             input_kind: str. How inputs are stored: "text", "pixels" (uint8
-                arrays), "files" (image paths), "encoded" (image bytes) or
-                "waveform" (float32 clips).
+                arrays), "files" (image paths), "encoded" (image bytes),
+                "waveform" (float32 clips) or "records" (record numbers in `source`).
             image_size: tuple of int or None. (height, width) to resize images to.
             sample_rate: int or None. Audio clips' sample rate (Hz).
             duration: float or None. Audio clips' length (seconds).
             report: CleaningReport or None. What cleaning did.
+            source: kerasft.data.tfrecord.RecordSource or None. The files of "records".
         """
+        if input_kind == "records":  # the order the files are read in, so labels(split) follows the pipelines
+            splits = {split: examples.take(np.argsort(examples.inputs, kind="stable"))
+                      for split, examples in splits.items()}
         self._splits = splits
+        self.source = source
         self.name = name
         self.modality = modality
         self.task = task
@@ -181,11 +188,15 @@ class TaskData:
 
         Texts (str), uint8 images `(N, H, W, 1 or 3)` before resizing, image
         file paths (str), encoded image bytes or float32 waveforms
-        `(N, clip_samples)`, depending on `input_kind`.
+        `(N, clip_samples)`, depending on `input_kind`. Data read from
+        TFRecord files reads the split's inputs from them (texts, encoded
+        images or clips): meant for small splits and subsets.
 
         Args:
             split: str. "train", "validation" or "test".
         """
+        if self.input_kind == "records":
+            return self.source.inputs(self._examples(split).inputs)
         return self._examples(split).inputs
 
     def size(self, split):
@@ -198,10 +209,37 @@ class TaskData:
 
     def _dataset(self, split):
         if split not in self._datasets:
-            self._datasets[split] = _to_dataset(
-                self._examples(split), self.input_kind, self.image_size
-            )
+            examples = self._examples(split)
+            self._datasets[split] = (self.source.dataset(examples.inputs, examples.labels, self.image_size)
+                                     if self.input_kind == "records"
+                                     else _to_dataset(examples, self.input_kind, self.image_size))
         return self._datasets[split]
+
+    def to_tfrecord(self, folder, shards=1):
+        """Writes the data as sharded TFRecord files that `kerasft.data.from_tfrecord` reads back.
+
+        Each split goes to its own files (`<split>-00000-of-0000N.tfrecord`),
+        beside a manifest and an index of labels (schema:
+        `kerasft.data.tfrecord`); the folder appears whole, by renaming.
+
+        Args:
+            folder: str or Path. A new (or empty) folder.
+            shards: int. Files per split (at most one per example); under a
+                multi-worker strategy, at least the number of workers.
+
+        Returns:
+            Path. The folder.
+
+        Example:
+
+        ```python
+        data.to_tfrecord("shards/photos", shards=8)
+        same = kerasft.data.from_tfrecord("shards/photos")  # same splits, labels and fingerprint
+        ```
+        """
+        from kerasft.data import tfrecord
+
+        return tfrecord.write(self, folder, shards)
 
     def subset(self, train=None, validation=None, test=None, seed=0):
         """Returns a smaller TaskData: a stratified, seeded sample of each split.
@@ -243,7 +281,7 @@ class TaskData:
         return TaskData(splits, name=self.name, modality=self.modality, task=self.task,
                         class_names=self.class_names, input_kind=self.input_kind,
                         image_size=self.image_size, sample_rate=self.sample_rate, duration=self.duration,
-                        report=report)
+                        report=report, source=self.source)
 
     def fingerprint(self):
         """Returns a stable hex hash of the content, labels and splits.

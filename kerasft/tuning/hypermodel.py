@@ -199,7 +199,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         """The `engine.Inputs` every trial reads: each cut of the space computed once (on first use)."""
         if self._inputs is None:
             augmented = any(discrete(self.rules.get("augmentation", 0.0)))
-            self._inputs = engine.Inputs(self.reference, self.data, cuts=self.cuts, augmented=augmented,
+            self._inputs = engine.Inputs(self.reference, self.data, cuts=["frozen", *self.cuts], augmented=augmented,
                                          cache_directory=self.cache_directory, spill_directory=self.spill_directory,
                                          block_pattern=self.description.block_pattern, verbose=self.verbose)
         return self._inputs
@@ -233,7 +233,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             block_pattern=self.description.block_pattern, class_weight=engine.class_weight(recipe.class_weight,
                                                                                           self.data),
             loss=loss, metrics=metrics, callbacks=callbacks, deadline=self.deadline, strategy=self.strategy,
-            log=_print if self.verbose > 1 else None)
+            log=engine.print_line if self.verbose > 1 else None)
         if save is not None:
             save(model)
         self.epochs_run = len(history.history.get("phase", []))
@@ -269,7 +269,3 @@ def _final_metrics(part, inputs, recipe, loss, metrics, history):
     for key in ("loss", name):
         final[key] = float(history.history[key][best]) if history.history.get(key) else float("nan")
     return final
-
-
-def _print(message):
-    print(message, flush=True)

@@ -87,6 +87,8 @@ def search_space(space=None, modality="text", task="multiclass", num_blocks=None
         if name not in _HYPERPARAMETERS:
             raise TuningError(f"Unknown hyperparameter {name!r} in space=. Known: {', '.join(names)}.")
     rules = {name: space.get(name, _HYPERPARAMETERS[name][0]) for name in names}
+    if num_blocks == 0 and "trainable" not in space:  # a backbone with nothing to unfreeze (the classic member)
+        rules["trainable"] = "frozen"
     for name, rule in rules.items():
         rules[name] = _checked_rule(name, rule, num_blocks)
     return rules

@@ -3,6 +3,10 @@
   fine_tune <checkpoint_dir> <out.json> [slow]  fine-tune the tiny CNN with a checkpoint folder (slow: 0.4 s
                                                  more per epoch, so a test can kill it mid-way); write history
   export <folder> <count>                        export the tiny CNN <count> times into one folder
+  spill <examples>                               cache the tiny CNN's top:1 features of <examples> images in
+                                                 kerasft's user cache ($KERASFT_CACHE_DIR; a memory budget
+                                                 of 0 spills them), from a pipeline slowed so a test can kill
+                                                 it mid-write; print where the cache went
 """
 
 import json
@@ -14,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import conftest  # noqa: E402
 import kerasft as kft  # noqa: E402
@@ -48,3 +53,21 @@ elif job == "export":
     model = model_for(data)
     for _ in range(count):
         kft.export(model, folder, data=data)
+elif job == "spill":
+    data = conftest.brightness_data(int(sys.argv[2]))
+    model = model_for(data)
+
+    def slowly(x, y):
+        def wait(*batch):
+            time.sleep(0.05)
+            return batch
+
+        slow_x, slow_y = tf.numpy_function(wait, [x, y], [x.dtype, y.dtype], stateful=True)
+        slow_x.set_shape(x.shape)
+        slow_y.set_shape(y.shape)
+        return slow_x, slow_y
+
+    preprocessed = {split: kft.features.preprocess(model, getattr(data, split), 16, cache=False).map(slowly)
+                    for split in ("train", "validation")}
+    cache = kft.features.FeatureCache(model, data, cuts=["top:1"], preprocessed=preprocessed, memory_budget=0)
+    print(cache.locations["top:1"])

@@ -1,0 +1,90 @@
+"""Every Python snippet and `kerasft` command of README.md runs, top to bottom, on tiny backbones and tiny data.
+
+` ```python ` blocks run in one namespace, in order, as a reader pastes them;
+` ```sh ` blocks hold `kerasft` command lines, run in-process. Blocks in other
+languages are not run: `bash` (make, docker, curl, the recipes' launch lines),
+`py` (code for a device without kerasft), and unmarked ones (folder layouts).
+The substitutions below swap the pretrained backbones and the sample data sets
+for tiny ones, and the user's files the snippets name are written first.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import kerasft as kft
+from conftest import TINY_VOCAB, write_tones
+from kerasft import cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BACKBONES = {"minilm_l6": "tiny_bert", "efficientnet_lite0": "tiny_cnn"}
+SAMPLES = {"kft.samples.bbc_news()": "tiny_text", "kft.samples.spoken_words()": "tiny_sound"}
+FEWER_TRIALS = {"max_trials=10": "max_trials=3", "--max-trials 10": "--max-trials 3"}
+SHORTER = {"kft.auto(data, time_limit=300)": 'kft.auto(data, time_limit=90, backbones_to_try=["tfidf", "tiny_bert"])',
+           "auto reviews.csv --time-limit 300": "auto reviews.csv --time-limit 90"}
+
+
+def _blocks(text):
+    """`(language, first line number, code)` of each fenced block."""
+    return [(match.group(1), text.count("\n", 0, match.start(2)) + 1, match.group(2))
+            for match in re.finditer(r"^```(\w*)\n(.*?)^```$", text, flags=re.M | re.S)]
+
+
+def _substitute(code):
+    for name, tiny in BACKBONES.items():
+        code = code.replace(f'"{name}"', f'"{tiny}"')
+    for before, after in {**SAMPLES, **FEWER_TRIALS, **SHORTER}.items():
+        code = code.replace(before, after)
+    return code
+
+
+def _command_lines(code):
+    """The `kerasft` command lines of an sh block as argument lists: continuations joined, comments dropped."""
+    lines = _substitute(code).replace("\\\n", " ").splitlines()
+    return [[BACKBONES.get(a, a) for a in shlex.split(line, comments=True)[1:]]
+            for line in lines if line.startswith("kerasft ")]
+
+
+def _write_user_files(root):
+    """reviews.csv, holdout.csv, photos/ (cat, dog) and commands/ (hum, hiss), as the snippets name them."""
+    rng = np.random.default_rng(0)
+    for name, count in (("reviews.csv", 60), ("holdout.csv", 12)):
+        rows = [f'"the {("cat", "dog")[i % 2]}, {" ".join(rng.choice(TINY_VOCAB[13:], 3))} {i}",'
+                f'{("good", "bad")[i % 2]}' for i in range(count)]
+        (root / name).write_text("\n".join(["text,label", *rows]) + "\n")
+    for name, level in (("cat", 60), ("dog", 180)):
+        (root / "photos" / name).mkdir(parents=True)
+        for i in range(1, 21):
+            pixels = np.clip(level + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(root / "photos" / name / f"{i}.jpg")
+    write_tones(root / "commands", per_class=12)
+
+
+@pytest.mark.extended  # ~4 minutes of tiny trainings and exports: make test-all
+def test_every_snippet_of_the_readme_runs(tiny_bert, tiny_cnn, tiny_text_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "DEFAULT_BACKBONES", {"text": "tiny_bert", "image": "tiny_cnn", "audio": "tiny_cnn"})
+    _write_user_files(tmp_path)
+    namespace = {"tiny_text": tiny_text_data,
+                 "tiny_sound": kft.data.from_directory("commands", sample_rate=16000, duration=1.0)}
+    python_blocks, commands = 0, set()
+    for language, line, code in _blocks(README.read_text()):
+        if language == "python":
+            # Padded so that a traceback names the README's own line.
+            exec(compile("\n" * (line - 1) + _substitute(code), str(README), "exec"), namespace)
+            python_blocks += 1
+        elif language == "sh":
+            for argv in _command_lines(code):
+                code_ = cli.main(argv)
+                assert code_ == 0, (f"README.md line {line}: kerasft {shlex.join(argv)}", capsys.readouterr().err)
+                commands.add(argv[0])
+    assert python_blocks >= 10
+    assert commands == {"train", "predict", "evaluate", "tune", "ensemble", "export"}
+    # What the snippets promise: the quickstart's reload, --keep, and the run folders kept.
+    assert (tmp_path / "saved_models" / "bbc_news" / "labels.txt").read_text().splitlines() == ["cats", "dogs"]
+    assert sorted(p.name for p in (tmp_path / "saved_models" / "reviews").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert (tmp_path / "runs" / "reviews" / "report.html").exists()
