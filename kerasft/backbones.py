@@ -178,6 +178,88 @@ def find(identifier):
     return next((spec for name, spec in _REGISTRY.items() if short_name(name) == identifier), None)
 
 
+def fewer_layers(spec, backbone_model, num_layers):
+    """A spec of `backbone_model` (a built transformer backbone of `spec`) cut to `num_layers` layers, weights kept.
+
+    The DistilBERT initialization (Sanh et al., 2019): the cut backbone keeps
+    the embeddings and the first and last transformer layers, with the others
+    evenly spaced between (12 -> 6 keeps layers 0, 2, 4, 7, 9, 11; 6 -> 3
+    keeps 0, 3, 5). It is rebuilt with public APIs (`from_config` with
+    `num_layers` changed, then `set_weights` layer by layer), so a classifier
+    of it is a plain KerasHub model that loads without kerasft.
+
+    Args:
+        spec: str or BackboneSpec. What `backbone_model` is (its preprocessing and block pattern carry over).
+        backbone_model: keras.Model. A backbone of `spec` (e.g. a trained teacher's) whose weights the cut one
+            starts from.
+        num_layers: int. Transformer layers to keep: from 2 to one fewer than `backbone_model` has.
+
+    Returns:
+        A `BackboneSpec` named `"<spec name>_<num_layers>_layers"` (not registered) whose `build(pretrained,
+        image_size)` makes the cut backbone, from `backbone_model`'s weights when `pretrained` is True.
+
+    Raises:
+        BackboneError: `backbone_model` is not made of repeated transformer layers, or is not a backbone of
+            `spec`, or `num_layers` is not fewer than its layers.
+
+    Example:
+    >>> teacher_backbone = teacher.get_layer("network").get_layer("backbone")
+    >>> spec = kft.backbones.fewer_layers("minilm_l6", teacher_backbone, 3)
+    >>> student = kft.build_classifier(spec, data=data)
+    """
+    spec = get(spec)
+    config = backbone_model.get_config()
+    _, found = split_blocks(backbone_model.layers, spec.block_pattern)
+    firsts = [layers[0] for _, layers in found]
+    if not isinstance(config.get("num_layers"), int):
+        problem = "no num_layers setting"
+    elif len(found) != config["num_layers"] or any(
+            layer.name != name or type(layer) is not type(firsts[0]) for (name, _), layer in zip(found, firsts)):
+        problem = f"blocks ({len(found)} by its block pattern) that are not its {config['num_layers']} layers"
+    else:
+        problem = None
+    if problem:
+        raise BackboneError(
+            "Only a backbone made of repeated transformer layers (a KerasHub backbone with a num_layers setting, "
+            f"e.g. minilm_l6) can be cut to fewer layers; {spec.name!r} ({type(backbone_model).__name__}) has "
+            f"{problem}. Distil into a smaller registered backbone instead: {', '.join(names(spec.modality))}.")
+    actual, expected = _architecture(config), _architecture(spec.build(False, None).get_config())
+    if actual != expected:
+        differences = sorted(k for k in actual.keys() | expected.keys() if actual.get(k) != expected.get(k))
+        raise BackboneError(
+            f"The backbone to cut is not a {spec.name} backbone: "
+            + ", ".join(f"it has {k}={actual.get(k)!r} where {spec.name} has {expected.get(k)!r}" for k in differences)
+            + ". Name the backbone it was built from.")
+    layers = config["num_layers"]
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 2 <= num_layers < layers:
+        raise BackboneError(
+            f"A cut {spec.name} keeps from 2 to {layers - 1} of its {layers} transformer layers: fewer than it has, "
+            f"and at least the 2 blocks kerasft needs to fine-tune by blocks. Received: {num_layers!r} layers")
+    kept = [int(i * (layers - 1) / (num_layers - 1) + 0.5) for i in range(num_layers)]
+    return dataclasses.replace(spec, name=f"{spec.name}_{num_layers}_layers",
+                               build=functools.partial(_cut_backbone, spec.block_pattern, backbone_model, kept),
+                               source=f"layers {kept} of a {spec.name} backbone", params=0)
+
+
+def _architecture(config):
+    """A backbone config without what leaves its layers and weights alone (name, dtype policy, trainable flag)."""
+    return {k: v for k, v in config.items() if k not in ("name", "dtype", "trainable")}
+
+
+def _cut_backbone(block_pattern, backbone_model, kept, pretrained, image_size=None):
+    """`backbone_model` rebuilt with only the transformer layers `kept`, with their weights when `pretrained`."""
+    cut = type(backbone_model).from_config({**_architecture(backbone_model.get_config()), "num_layers": len(kept),
+                                            "name": "backbone"})
+    if pretrained:
+        _, source_blocks = split_blocks(backbone_model.layers, block_pattern)
+        _, blocks = split_blocks(cut.layers, block_pattern)
+        renamed = {name: source_blocks[i][0] for (name, _), i in zip(blocks, kept)}
+        for layer in cut.layers:
+            if layer.weights:
+                layer.set_weights(backbone_model.get_layer(renamed.get(layer.name, layer.name)).get_weights())
+    return cut
+
+
 def split_blocks(layers, pattern):
     """Splits layers into `(stem, [(block_name, [layers...]), ...])` by a block pattern (any number of blocks)."""
     regex = re.compile(pattern)

@@ -197,7 +197,9 @@ class Inputs:
     what cannot be cached: augmented training input (through the bottom, per
     pass) and `trainable="all"`. Every split is read in the data's order and
     shuffled with the same seeded permutation whatever its source (while the
-    split fits the memory budget), so a cut gives the same batches cached or recomputed.
+    split fits the memory budget), so a cut gives the same batches cached or recomputed. Distilling with
+    augmentation on images, the RAW images are augmented instead, once for both models: the teacher labels
+    each augmented batch as the student sees it.
 
     Args:
         model: keras.Model. The classifier whose bottoms are computed (its weights at the time).
@@ -213,6 +215,9 @@ class Inputs:
             (distillation): the targets become `[one-hot labels, teacher probabilities]`.
         class_weight: dict or None. Multi-task data: `{target: {class id: weight} or None}` (`class_weight`),
             folded into the training sample weights (Keras takes no class_weight for several outputs).
+        teacher: keras.Model or None. The teacher of `soft_targets`, on raw input: on images it labels every
+            augmented training batch (audio is augmented as spectrograms, after each model's own front end,
+            so there the student's augmented clips keep the teacher's probabilities of the clean clip).
         verbose: int. 1 prints what the feature cache did.
 
     Multi-task data gives batches of `(inputs, {target: targets}, {target: sample weights})`
@@ -220,8 +225,8 @@ class Inputs:
     """
 
     def __init__(self, model, data, cuts, augmented=False, cache_directory=None, spill_directory=None,
-                 block_pattern=None, soft_targets=None, class_weight=None, verbose=0):
-        self.model, self.data = model, data
+                 block_pattern=None, soft_targets=None, class_weight=None, teacher=None, verbose=0):
+        self.model, self.data, self.teacher = model, data, teacher
         self.block_pattern = block_pattern
         if data.targets:
             self.targets = {split: multitask.targets_and_weights(data, split, class_weight if split == "train"
@@ -262,13 +267,16 @@ class Inputs:
         if cut in self.cached_cuts and not augmented:
             train = self.cache.dataset(cut, "train", batch_size, shuffle=True, seed=seed, labels=self.targets["train"])
         else:
-            pipeline = self._pipeline("train")
-            buffer = features.shuffle_buffer(features.example_bytes(pipeline.element_spec, batched=False),
-                                             self.data.size("train"))  # the whole split when it fits in memory
-            train = pipeline.shuffle(buffer, seed=seed).batch(batch_size)
-            if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
-                augmenter = augment.augmenter(self.model, augmentation, seed)
-                train = train.map(lambda x, y: (augmenter(x), y))
+            if augmented and self.teacher is not None and self.data.modality == "image":
+                train = self._taught_views(batch_size, seed, augmentation)
+            else:
+                pipeline = self._pipeline("train")
+                buffer = features.shuffle_buffer(features.example_bytes(pipeline.element_spec, batched=False),
+                                                 self.data.size("train"))  # the whole split when it fits in memory
+                train = pipeline.shuffle(buffer, seed=seed).batch(batch_size)
+                if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
+                    augmenter = augment.augmenter(self.model, augmentation, seed)
+                    train = train.map(lambda x, y: (augmenter(x), y))
             if cut != "all":
                 train = features.Bottom(self.model, [cut], self.block_pattern).map(train, cut)
         if cut in self.cached_cuts:  # validation is never augmented: computed once
@@ -280,6 +288,21 @@ class Inputs:
         if self.data.targets:  # (inputs, (targets, weights)) -> (inputs, targets, weights), as Keras takes them
             train, validation = (ds.map(lambda x, y: (x, *y)) for ds in (train, validation))
         return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+
+    def _taught_views(self, batch_size, seed, augmentation):
+        """Shuffled training batches of raw images augmented once for both models: the student's preprocessed
+        view, and as targets the one-hot labels beside the teacher's probabilities of that same view."""
+        augmenter = augment.augmenter(self.model, augmentation, seed)
+        preprocessor = self.model.get_layer("preprocessor")
+        labels = tf.data.Dataset.from_tensor_slices(self.targets["train"][:, :self.data.num_classes])
+
+        def view(images, labels):
+            images = augmenter(tf.cast(images, "float32"))
+            return preprocessor(images), tf.concat([labels, self.teacher(images, training=False)], axis=-1)
+
+        return (tf.data.Dataset.zip(self.data.train.map(lambda x, y: x), labels).cache()
+                .shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+                .map(view))  # sequential: the draws follow the batches, so a seed repeats a run
 
     def _pipeline(self, split):
         """The preprocessed split, unbatched, with this recipe's targets in place of its labels."""

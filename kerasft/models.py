@@ -297,6 +297,11 @@ def modality_of(model):
         f"(None, samples). Received {type(model).__name__} with inputs {getattr(model, 'inputs', None)}.")
 
 
+def backbones_of(model):
+    """The backbones inside a classifier or a mean/weighted ensemble, each once, in member order."""
+    return [layer for layer in keras_internals.flatten_layers(model) if layer.name == "backbone"]
+
+
 def check_clips(model, data):
     """An audio model takes clips of the data's sample rate and length, or this says which differ."""
     if getattr(data, "modality", None) != "audio" or modality_of(model) != "audio":

@@ -17,7 +17,7 @@ import time
 import keras
 
 from kerasft import checkpoint as checkpoint_lib
-from kerasft import augment, distribute, engine, features, heads, models, multitask
+from kerasft import augment, backbones, distribute, engine, features, heads, models, multitask
 
 
 class TrainingError(ValueError):
@@ -93,7 +93,11 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
             of what remains; 2 also Keras' own progress bars.
         teacher: keras.Model or None. A classifier or ensemble on raw input
             whose probabilities the model learns to match (distillation;
-            see `distill`). Its outputs are computed once per split.
+            see `distill`). Its outputs are computed once per split; with
+            `augmentation` on images, it also labels every augmented training
+            batch of phase 2, seeing the very images the student sees (audio
+            is augmented as spectrograms, after each model's own front end:
+            there the teacher's outputs are those of the clean clip).
         temperature: float. Softens teacher and student alike (Hinton et
             al., 2015); the soft term is scaled by `temperature**2`.
         alpha: float. Weight of the hard labels; `1 - alpha` goes to the
@@ -133,6 +137,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     >>> kft.fine_tune(multi_task_model, multi_task_data, loss_weights={"word": 1.0, "speaker_sex": 0.5})
     """
     # === Everything that can be wrong is refused before any work ===
+    _check_task_data(data)
     _check_fits(model, data)
     description = models.describe(model)
     _check_recipe_source(description, backbone, head)
@@ -162,7 +167,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     loss = metrics = soft = None
     if teacher is not None:
         multitask.refuse("Distillation (fine_tune(teacher=...))", model=model)
-        loss, metrics = _check_teacher(teacher, model, description.task, temperature, alpha)
+        loss, metrics = _check_teacher(teacher, data, temperature, alpha)
         soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0).astype("float32")
                 for split in ("train", "validation")}
         weights = None  # the soft targets already carry the teacher's view of the classes
@@ -177,7 +182,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     cuts = (["frozen"] if recipe.head_epochs != 0 else []) + ([setting] if recipe.unfrozen else [])
     multi = description.tasks is not None
     inputs = engine.Inputs(model, data, cuts=cuts, augmented=bool(recipe.augmentation),
-                           block_pattern=description.block_pattern, soft_targets=soft,
+                           block_pattern=description.block_pattern, soft_targets=soft, teacher=teacher,
                            class_weight=weights if multi else None, verbose=verbose)
     with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
         part = (description.network if setting == "all"
@@ -206,11 +211,14 @@ def _check_recipe_source(description, backbone, head):
             "head.")
 
 
-def _check_fits(model, data):
+def _check_task_data(data):
     for attribute in ("train", "validation", "class_names", "task", "modality"):
         if not hasattr(data, attribute):
             raise TrainingError(f"fine_tune needs a kft TaskData (from kft.data or kft.samples). "
                                 f"Received: {type(data).__name__}")
+
+
+def _check_fits(model, data):
     modality = models.modality_of(model)
     if modality != data.modality:
         raise TrainingError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
@@ -257,52 +265,97 @@ def _check_targets(model, data):
 
 
 def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=None, trainable="frozen",
-            image_size=None, sequence_length=None, strategy=None, precision="auto", **fine_tune_kwargs):
+            student_layers=None, image_size=None, sequence_length=None, strategy=None, precision="auto",
+            **fine_tune_kwargs):
     """Trains a smaller student classifier to match a teacher's probabilities (and the true labels).
 
+    The student is a plain kerasft classifier: a smaller registered backbone
+    (`"minilm_l3"` for MiniLM teachers; `"efficientnet_lite0"` or
+    `"mobilenet_v2"` for EfficientNet-Lite2 ones), or, with `student_layers`,
+    the teacher's own transformer backbone with fewer layers. It learns from
+    the teacher's probabilities on the training split, and with
+    `augmentation=` (images; `trainable` not `"frozen"`) on every augmented
+    batch too, the teacher seeing the very images the student sees.
+
     Args:
-        teacher: keras.Model. A classifier or an ensemble on raw input.
-        student_backbone: str. The student's backbone name (see
-            `kft.backbones.names()`), e.g. a smaller or faster one.
+        teacher: keras.Model. A classifier or an ensemble on raw input, of the data's task and classes.
+        student_backbone: str or BackboneSpec. The student's backbone (see
+            `kft.backbones.names()`); with `student_layers`, the teacher's own backbone.
         data: TaskData. The teacher's task.
         temperature: float. Softening of both distributions.
         alpha: float. Weight of the hard labels in the loss.
         head: kft.Head or None. The student's head.
         trainable: str. The student's trainable setting.
+        student_layers: int or None. Cuts the student from the teacher's own
+            backbone (its first member's, for an ensemble), which
+            `student_backbone` names: this many of its transformer layers, the
+            first and the last and evenly spaced ones between, with the
+            teacher's weights and embeddings (DistilBERT's initialization; see
+            `kft.backbones.fewer_layers`).
         image_size, sequence_length: the student's input size.
         strategy: tf.distribute.Strategy or None. The student is built and
             trained under it.
         precision: str. The student's dtype policy (see `build_classifier`).
-        **fine_tune_kwargs: passed to `fine_tune` (epochs, learning rates...).
+        **fine_tune_kwargs: passed to `fine_tune` (epochs, learning rates, augmentation...); its `seed`
+            (default 0) seeds the student's new weights too, so a call repeats.
 
     Returns:
         The trained student: a kerasft classifier that exports like any other.
 
+    Raises:
+        TrainingError: before any work, when the teacher does not solve the data's task and classes, or
+            `student_layers` does not fit the teacher's backbone.
+
     Example:
-    >>> student = kft.distill(ens, "mobilenet_v3_small", data, epochs=5)
+    >>> student = kft.distill(ens, "minilm_l3", data, trainable="top:2", epochs=4)
+    >>> student = kft.distill(ens, "minilm_l6", data, student_layers=3, trainable="top:2", epochs=4)
+    >>> student = kft.distill(ens, "efficientnet_lite0", images, trainable="top:3", augmentation=0.5)
     """
+    _check_task_data(data)
     multitask.refuse("kft.distill", model=teacher, data=data)
-    student = models.build_classifier(student_backbone, data=data, head=head, trainable=trainable,
-                                      image_size=image_size, sequence_length=sequence_length, strategy=strategy,
-                                      precision=precision)
+    _check_teacher(teacher, data, temperature, alpha)  # before the student loads any weights
+    spec = backbones.get(student_backbone)
+    if student_layers is not None:
+        found = models.backbones_of(teacher)
+        if not found:
+            raise TrainingError("student_layers cuts the student from the teacher's own backbone, but the teacher "
+                                "holds no layer named 'backbone' (kerasft classifiers and their mean or weighted "
+                                f"ensembles do). Received: {type(teacher).__name__} {teacher.name!r}")
+        try:
+            spec = backbones.fewer_layers(spec, found[0], student_layers)
+        except backbones.BackboneError as error:
+            raise TrainingError(str(error)) from None
+    student = models.build_classifier(spec, data=data, head=head, trainable=trainable, image_size=image_size,
+                                      sequence_length=sequence_length, strategy=strategy, precision=precision,
+                                      seed=fine_tune_kwargs.get("seed", 0))
     fine_tune(student, data, teacher=teacher, temperature=temperature, alpha=alpha, strategy=strategy,
               **fine_tune_kwargs)
     return student
 
 
-def _check_teacher(teacher, student, task, temperature, alpha):
-    if task not in ("multiclass", "binary"):
-        raise TrainingError(f"Distillation needs a multiclass or binary task. Received: {task!r}")
-    if not isinstance(teacher, keras.Model) or teacher.input.dtype != student.input.dtype:
-        raise TrainingError("The teacher must be a keras.Model on the same raw input as the student "
-                            f"({student.input.dtype}). Received: {type(teacher).__name__}")
-    if teacher.output.shape[-1] != student.output.shape[-1]:
-        raise TrainingError(f"The teacher outputs {teacher.output.shape[-1]} classes, the student "
-                            f"{student.output.shape[-1]}.")
+def _check_teacher(teacher, data, temperature, alpha):
+    """The distillation loss and metrics, once the teacher is known to solve the data's task and classes."""
+    if data.task not in ("multiclass", "binary"):
+        raise TrainingError(f"Distillation needs a multiclass or binary task. Received: {data.task!r}")
+    try:
+        modality = models.modality_of(teacher)  # refuses anything but a keras.Model on one raw input
+        models.check_clips(teacher, data)
+    except ValueError as error:  # models.ClassifierError too
+        raise TrainingError(f"The teacher must be a keras.Model on the data's raw {data.modality} input. "
+                            f"{error}") from None
+    if modality != data.modality:
+        raise TrainingError(f"The teacher takes {modality} input but the data is {data.modality} ({data.name}).")
+    if teacher.output.shape[-1] != data.num_classes:
+        raise TrainingError(f"The teacher outputs {teacher.output.shape[-1]} classes but the data has "
+                            f"{data.num_classes} ({data.class_names}): a student learns the teacher's task, so "
+                            "distil on data of that task and its classes.")
+    if heads.task_of(teacher) not in ("multiclass", "binary"):
+        raise TrainingError(f"The teacher is a {heads.task_of(teacher)} model but the data is {data.task}: a student "
+                            "learns the teacher's task.")
     if not temperature > 0 or not 0.0 <= alpha <= 1.0:
         raise TrainingError(f"temperature must be > 0 and alpha in [0, 1]. Received: temperature={temperature}, "
                             f"alpha={alpha}")
-    classes = student.output.shape[-1]
+    classes = data.num_classes
 
     def distillation_loss(y_true, y_pred):
         # Both models output probabilities; log-probabilities are logits up to a constant.

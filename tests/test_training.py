@@ -1,15 +1,18 @@
 """fine_tune's two phases on cached bottoms, its guards, time budget, BatchNorm modes, and evaluate's metrics."""
 
+import dataclasses
 import random
 import time
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from kerasft import augment, engine, features, models, training
+from conftest import TINY_VOCAB, run_fresh
+from kerasft import augment, backbones, engine, features, models, training
 
 
 def test_frozen_fine_tune_learns_a_separable_task(tiny_bert, tiny_text_data):
@@ -150,10 +153,112 @@ def test_distilled_student_learns_from_the_teacher(tiny_bert, tiny_text_data, tm
     keras.models.load_model(tmp_path / "student.keras")
 
 
-def test_distillation_refuses_a_teacher_of_another_task(tiny_bert, tiny_text_data):
-    teacher = kft.build_classifier("tiny_bert", num_classes=3)
-    with pytest.raises(training.TrainingError, match="teacher outputs 3 classes"):
-        kft.distill(teacher, "tiny_bert", tiny_text_data, epochs=1, verbose=0)
+@pytest.fixture(scope="module")
+def tiny_bert4(tiny_bert):
+    """tiny_bert with 4 transformer layers, registered as 'tiny_bert4': a teacher backbone to cut students from."""
+    def build(pretrained, image_size=None):
+        return keras_hub.models.BertBackbone(vocabulary_size=len(TINY_VOCAB), num_layers=4, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=16, name="backbone")
+
+    yield backbones.register(dataclasses.replace(tiny_bert, name="tiny_bert4", build=build))
+    backbones.unregister("tiny_bert4")
+
+
+def test_layer_dropped_student_starts_from_the_teachers_layers_and_loads_without_kerasft(tiny_bert4, tiny_text_data,
+                                                                                       tmp_path):
+    teacher = kft.build_classifier("tiny_bert4", data=tiny_text_data, seed=0)
+    teacher_backbone = teacher.get_layer("network").get_layer("backbone")
+    assert "layers [0, 2, 3]" in backbones.fewer_layers("tiny_bert4", teacher_backbone, 3).source
+    student = kft.distill(teacher, "tiny_bert4", tiny_text_data, student_layers=2, epochs=2, verbose=0)
+    backbone = models.describe(student).backbone  # frozen (distill's default): still the teacher's weights
+    assert backbone.get_config()["num_layers"] == 2 and student.count_params() < teacher.count_params()
+    copied_from = {"token_embedding": "token_embedding", "embeddings_layer_norm": "embeddings_layer_norm",
+                   "transformer_layer_0": "transformer_layer_0", "transformer_layer_1": "transformer_layer_3"}
+    for name, source in copied_from.items():
+        expected = teacher_backbone.get_layer(source).get_weights()
+        for mine, theirs in zip(backbone.get_layer(name).get_weights(), expected, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+    texts = np.array(list(tiny_text_data.inputs("test")), dtype=object)
+    probabilities = student.predict(texts, verbose=0)
+    assert probabilities.shape == (len(texts), 2)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    student.save(tmp_path / "student.keras")
+    np.save(tmp_path / "texts.npy", texts)
+    run_fresh(f"""
+        import sys, numpy as np, keras, keras_hub
+        model = keras.models.load_model({str(tmp_path / "student.keras")!r}, safe_mode=True)
+        texts = np.load({str(tmp_path / "texts.npy")!r}, allow_pickle=True)
+        np.save({str(tmp_path / "reloaded.npy")!r}, model.predict(texts, verbose=0))
+        assert "kerasft" not in sys.modules, "the .keras file imported kerasft"
+    """)
+    np.testing.assert_allclose(np.load(tmp_path / "reloaded.npy"), probabilities, atol=1e-5)
+
+
+def test_distillation_beats_labels_alone_when_the_teacher_knows_more(tiny_cnn, tiny_image_data):
+    # The student's labels are wrong for most bright training images; the teacher learnt from correct ones.
+    teacher = kft.build_classifier("tiny_cnn", data=tiny_image_data, seed=0)
+    kft.fine_tune(teacher, tiny_image_data, epochs=60, learning_rate=1e-2, seed=0, verbose=0)
+    images = np.concatenate([tiny_image_data.inputs("train"), tiny_image_data.inputs("validation")])
+    labels = np.concatenate([tiny_image_data.labels("train"), tiny_image_data.labels("validation")])
+    noisy = np.where((labels == 1) & (np.random.default_rng(0).random(len(labels)) < 0.7), 0, labels)
+    data = kft.data.from_arrays(images, noisy, class_names=tiny_image_data.class_names, validation_split=0.2,
+                                test=(tiny_image_data.inputs("test"), tiny_image_data.labels("test")), seed=0)
+    recipe = dict(epochs=60, learning_rate=1e-2, class_weight=None, seed=0, verbose=0)
+    alone = kft.build_classifier("tiny_cnn", data=data, seed=0)
+    kft.fine_tune(alone, data, **recipe)
+    student = kft.distill(teacher, "tiny_cnn", data, alpha=0.1, **recipe)
+    teacher_accuracy, alone_accuracy, student_accuracy = (kft.evaluate(model, data)["accuracy"]
+                                                          for model in (teacher, alone, student))
+    assert teacher_accuracy >= 0.9 and student_accuracy >= 0.9 and student_accuracy > alone_accuracy
+
+
+def test_teacher_labels_the_augmented_images_the_student_sees(tiny_cnn, tiny_image_data):
+    teacher = kft.build_classifier("tiny_cnn", data=tiny_image_data, seed=1)
+    student = kft.build_classifier("tiny_cnn", data=tiny_image_data, trainable="all", seed=0)
+    soft = {split: teacher.predict(tiny_image_data.inputs(split), verbose=0) for split in ("train", "validation")}
+    inputs = engine.Inputs(student, tiny_image_data, cuts=["all"], augmented=True, soft_targets=soft, teacher=teacher)
+    train, _ = inputs.datasets("all", batch_size=16, seed=0, augmentation=0.5)
+    pixels, targets = next(iter(train))
+    viewed = pixels.numpy() * 255  # tiny_cnn's preprocessing: 32x32 (the images' size) and x / 255
+    clean = tiny_image_data.inputs("train").astype("float32")
+    assert all(np.abs(clean - image).max(axis=(1, 2, 3)).min() > 1.0 for image in viewed)  # augmented, not clean
+    np.testing.assert_allclose(targets[:, 2:], teacher.predict(viewed, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(targets[:, 1], viewed.mean(axis=(1, 2, 3)) > 115)  # each image's own label
+    distilled = kft.distill(teacher, "tiny_cnn", tiny_image_data, trainable="top:1", augmentation=0.5, epochs=1,
+                            warmup_epochs=1, patience=0, verbose=0)  # the taught views through the bottom, in fit
+    top = distilled.get_layer("network").get_layer("backbone").get_layer("block2_conv")
+    assert not np.array_equal(top.get_weights()[0], student.get_layer("network").get_layer("backbone")
+                              .get_layer("block2_conv").get_weights()[0])
+
+
+@pytest.mark.parametrize("case", ["classes", "task", "modality", "no_blocks", "too_many_layers", "other_backbone"])
+def test_distillation_refuses_a_mismatched_teacher_or_student_before_any_work(case, tiny_bert4, tiny_cnn,
+                                                                              tiny_text_data):
+    teacher, student, layers, message = {
+        "classes": (("tiny_bert", {"num_classes": 3}), "tiny_bert", None,
+                    r"teacher outputs 3 classes but the data has 2 \(\['cats', 'dogs'\]\)"),
+        "task": (("tiny_bert", {"num_classes": 2, "task": "multilabel"}), "tiny_bert", None,
+                 "The teacher is a multilabel model but the data is binary"),
+        "modality": (("tiny_cnn", {"num_classes": 2}), "tiny_bert", None,
+                     "The teacher takes image input but the data is text"),
+        "no_blocks": (("tiny_cnn", {"num_classes": 2}), "tiny_cnn", 1, None),
+        "too_many_layers": (("tiny_bert4", {"num_classes": 2}), "tiny_bert4", 4,
+                            "keeps from 2 to 3 of its 4 transformer layers.*Received: 4 layers"),
+        "other_backbone": (("tiny_bert", {"num_classes": 2}), "tiny_bert4", 1,
+                           "not a tiny_bert4 backbone: it has num_layers=2 where tiny_bert4 has 4"),
+    }[case]
+    teacher = kft.build_classifier(teacher[0], **teacher[1])
+    if case == "no_blocks":  # an image teacher needs image data
+        data = kft.data.from_arrays(np.zeros((20, 8, 8, 3), "uint8") + np.arange(20)[:, None, None, None],
+                                    np.arange(20) % 2, seed=0)
+        message = "Only a backbone made of repeated transformer layers .* 'tiny_cnn' \\(Functional\\) has no num_layers"
+    else:
+        data = tiny_text_data
+    started = []
+    with pytest.raises(training.TrainingError, match=message):
+        kft.distill(teacher, student, data, student_layers=layers, epochs=1, verbose=0,
+                    callbacks=[keras.callbacks.LambdaCallback(on_train_begin=lambda logs: started.append(1))])
+    assert not started
 
 
 def test_phase_two_trains_on_cached_bottoms_and_the_classifier_holds_the_result(tiny_bert, tiny_text_data):

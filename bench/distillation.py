@@ -1,0 +1,181 @@
+"""Distillation into genuinely smaller students, against the same students trained on the labels alone.
+
+One run per data set, each writing its section of bench/BENCHMARKS.md:
+- BBC News (`kft.samples.bbc_news()`, stratified 70/15/15, 128 tokens). Teacher: the mean ensemble of
+  3 MiniLM-L6 members, each fine-tuned with its top layer unfrozen (`top:1`), seeds 0-2 and heads of 0,
+  128 and 256 hidden units. Students: `minilm_l3` (paraphrase-MiniLM-L3-v2) and MiniLM-L6 cut to 3
+  layers from the first member's backbone (`student_layers=3`: its layers 0, 3 and 5).
+- Fashion-MNIST (2000 train / 500 validation / 2000 test, 28x28 upscaled to 96x96). Teacher: the mean
+  ensemble of 3 EfficientNet-Lite2 members (`top:3`, seeds 0-2). Student: `efficientnet_lite0`, with and
+  without augmentation of its training images (strength 0.5; distilled, the teacher labels each
+  augmented batch as the student sees it), to measure what augmented distillation adds.
+Every student has one recipe (head, trainable blocks, epochs, seed) whether distilled (temperature 2,
+alpha 0.5) or trained on the labels alone. For each model: parameters, latency at batch 32 and at
+batch 1 (bench/timing.py's median of 3 `predict` calls, in 5 rounds interleaved across the models: the
+least disturbed round), test accuracy, training time; then each distilled student against the targets:
+<= 0.6x the teacher's latency at batch 32, within 1.5 points of its test accuracy, better than the
+same student on the labels alone.
+
+Usage: .venv/bin/python bench/distillation.py [--data bbc_news|fashion_mnist] [--quick]
+(--quick: a small subset and 1 epoch per phase, to check the script end to end; writes nothing)
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import kerasft as kft  # noqa: E402
+from bench_report import write_section  # noqa: E402
+from kerasft import backbones, models  # noqa: E402
+from timing import median_latency  # noqa: E402
+
+LATENCY_TARGET, ACCURACY_TARGET = 0.6, 0.015
+
+SETTINGS = {
+    "bbc_news": dict(
+        title="BBC News",
+        load=lambda: kft.samples.bbc_news(seed=0),
+        quick_sizes=dict(train=100, validation=40, test=40),
+        teacher="minilm_l6", build={"sequence_length": 128},
+        members=[kft.Head(), kft.Head(units=(128,), dropout=0.2), kft.Head(units=(256,), dropout=0.2)],
+        member_fit=dict(trainable="top:1", epochs=3),
+        students=[("minilm_l3", None), ("minilm_l6", 3)],
+        student_head=kft.Head(), student_fit=dict(trainable="top:2", epochs=4, fine_tune_learning_rate=1e-4),
+        augmentations=[0.0]),
+    "fashion_mnist": dict(
+        title="Fashion-MNIST",
+        load=lambda: kft.samples.fashion_mnist(seed=0).subset(train=2000, validation=500, test=2000, seed=0),
+        quick_sizes=dict(train=100, validation=50, test=100),
+        teacher="efficientnet_lite2", build={"image_size": (96, 96)},
+        members=[kft.Head(units=(128,), dropout=0.2)] * 3,
+        member_fit=dict(trainable="top:3", epochs=5, fine_tune_learning_rate=3e-4),
+        students=[("efficientnet_lite0", None)],
+        student_head=kft.Head(units=(128,), dropout=0.2),
+        student_fit=dict(trainable="top:3", epochs=6, fine_tune_learning_rate=3e-4),
+        augmentations=[0.5, 0.0]),
+}
+
+
+def timed(train):
+    """Runs `train()`; returns its result and the seconds it took."""
+    start = time.perf_counter()
+    result = train()
+    return result, time.perf_counter() - start
+
+
+def quick_fit(fit, quick):
+    """The recipe, or one epoch per phase of it for a --quick check."""
+    return {**fit, "epochs": 1, "warmup_epochs": 1} if quick else fit
+
+
+def teacher_of(data, setting, quick):
+    """The mean ensemble of the members, each fine-tuned with its own seed and head."""
+    members = []
+    for seed, head in enumerate(setting["members"]):
+        fit = dict(quick_fit(setting["member_fit"], quick))
+        member = kft.build_classifier(setting["teacher"], data=data, head=head, trainable=fit.pop("trainable"),
+                                      seed=seed, **setting["build"])
+        kft.fine_tune(member, data, seed=seed, verbose=0, **fit)
+        members.append(member)
+    return kft.ensemble(members, method="mean"), members
+
+
+def students_of(teacher, members, data, setting, quick):
+    """Each student distilled and on the labels alone, at each augmentation: `{label: (model, seconds)}`."""
+    fit = dict(quick_fit(setting["student_fit"], quick))
+    trainable = fit.pop("trainable")
+    students = {}
+    for name, layers in setting["students"]:
+        spec = backbones.fewer_layers(name, models.backbones_of(members[0])[0], layers) if layers else name
+        label = f"{name} cut to {layers} layers" if layers else name
+        for augmentation in setting["augmentations"]:
+            recipe = dict(fit, augmentation=augmentation, seed=0, verbose=0)
+            suffix = f", augmented ({augmentation:g})" if augmentation else ""
+            if len(setting["augmentations"]) > 1 and not augmentation:
+                suffix = ", not augmented"
+            students[f"{label}, distilled{suffix}"] = timed(lambda: kft.distill(
+                teacher, name, data, head=setting["student_head"], trainable=trainable, student_layers=layers,
+                **setting["build"], **recipe))
+            students[f"{label}, labels alone{suffix}"] = timed(lambda: labels_alone(spec, data, setting, trainable,
+                                                                                    recipe))
+    return students
+
+
+def labels_alone(spec, data, setting, trainable, recipe):
+    """The student built as `distill` builds it (seed 0), fine-tuned on the labels with the same recipe."""
+    model = kft.build_classifier(spec, data=data, head=setting["student_head"], trainable=trainable, seed=0,
+                                 **setting["build"])
+    kft.fine_tune(model, data, **recipe)
+    return model
+
+
+def measure(models_by_label, data, rounds=5):
+    """`{label: (parameters, latency at batch 32, latency at batch 1, test accuracy, seconds)}`.
+
+    A latency is `median_latency` in its least disturbed of `rounds` rounds interleaved across the models: on
+    this shared machine one model's median alone varied 2x from call to call (other jobs' bursts), and
+    identical students measured 0.56x-0.85x the teacher in one run that took the median of the rounds.
+    """
+    inputs = [x.numpy() for x, _ in data.test.take(32)]
+    batch = np.array([x.decode() for x in inputs], dtype=object) if data.modality == "text" else np.stack(inputs)
+    times = {label: [] for label in models_by_label}
+    for _ in range(rounds):
+        for label, (model, _) in models_by_label.items():
+            times[label].append((median_latency(model, batch, repeats=3), median_latency(model, batch[:1], repeats=3)))
+    return {label: (model.count_params(), *np.min(times[label], axis=0), kft.evaluate(model, data)["accuracy"],
+                    seconds)
+            for label, (model, seconds) in models_by_label.items()}
+
+
+def run(name, quick):
+    setting = SETTINGS[name]
+    data = setting["load"]()
+    if quick:
+        data = data.subset(**setting["quick_sizes"], seed=0)
+    (teacher, members), seconds = timed(lambda: teacher_of(data, setting, quick))
+    teacher_label = f"teacher: mean of 3 {setting['teacher']} ({setting['member_fit']['trainable']})"
+    figures = measure({teacher_label: (teacher, seconds), **students_of(teacher, members, data, setting, quick)},
+                      data)
+    params, latency, latency_one, accuracy, _ = figures[teacher_label]
+    rows = ["| model | parameters | latency, batch 32 | latency, batch 1 | test accuracy | training |",
+            "|---|---|---|---|---|---|"]
+    rows += [f"| {label} | {p / 1e6:.2f}M ({p / params:.2f}x) | {t * 1000:.0f} ms ({t / latency:.2f}x) | "
+             f"{t1 * 1000:.0f} ms ({t1 / latency_one:.2f}x) | {a:.4f} | {s:.0f} s |"
+             for label, (p, t, t1, a, s) in figures.items()]
+    rows += ["", f"Targets (<= {LATENCY_TARGET}x the teacher's latency at batch 32, within "
+                 f"{100 * ACCURACY_TARGET:.1f} points of its test accuracy {accuracy:.4f}, better than the same "
+                 "student on the labels alone):", ""]
+    for label, (_, t, _, a, _) in figures.items():
+        if ", distilled" not in label:
+            continue
+        alone = figures[label.replace(", distilled", ", labels alone")][3]
+        checks = [(f"latency {t / latency:.2f}x", t / latency <= LATENCY_TARGET),
+                  (f"{100 * (a - accuracy):+.1f} points vs the teacher", accuracy - a <= ACCURACY_TARGET),
+                  (f"{100 * (a - alone):+.1f} points vs labels alone", a > alone)]
+        rows.append(f"- {label}: " + "; ".join(f"{text} ({'hit' if ok else '**miss**'})" for text, ok in checks))
+    body = "\n".join(rows)
+    print(body, flush=True)
+    if not quick:
+        build = ", ".join(f"{k}={v}" for k, v in setting["build"].items())
+        write_section(
+            f"Distillation into smaller students: {setting['title']} (bench/distillation.py)", body,
+            f"{data.name}: {data.size('train')} train / {data.size('validation')} validation / {data.size('test')} "
+            f"test, {build}; teacher members {setting['member_fit']}; every student {setting['student_fit']}, "
+            f"head {setting['student_head']}, seed 0, distilled at temperature 2, alpha 0.5")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", choices=sorted(SETTINGS), help="one data set (default: both)")
+    parser.add_argument("--quick", action="store_true", help="a small subset, 1 epoch per phase; writes nothing")
+    args = parser.parse_args()
+    for name in [args.data] if args.data else list(SETTINGS):
+        run(name, args.quick)
+
+
+if __name__ == "__main__":
+    main()
