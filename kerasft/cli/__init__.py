@@ -37,26 +37,8 @@ Every heavy import (TensorFlow, Keras, kerasft's modules) happens inside the
 function that needs it, so `kerasft --help` answers at once.
 """
 
-from kerasft.cli.commands import (
-    SEARCH_SHARE,
-    cmd_auto,
-    cmd_backbones,
-    cmd_cache,
-    cmd_ensemble,
-    cmd_evaluate,
-    cmd_export,
-    cmd_predict,
-    cmd_train,
-    cmd_tune,
-)
-from kerasft.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, UsageError, cli_spelling
-from kerasft.cli.loading import DEFAULT_BACKBONES, load_data
-from kerasft.cli.output import start_tensorflow
-from kerasft.cli.parser import DATA_HELP, ENSEMBLE_METHODS, EXAMPLES, build_parser, library_defaults, main, parse
+from kerasft.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, UsageError
+from kerasft.cli.parser import ENSEMBLE_METHODS, build_parser, main
 
-__all__ = [
-    "DATA_HELP", "DEFAULT_BACKBONES", "ENSEMBLE_METHODS", "EXAMPLES", "EXIT_FAILURE", "EXIT_OK", "EXIT_SKIPPED",
-    "EXIT_USAGE", "SEARCH_SHARE", "UsageError", "build_parser", "cli_spelling", "cmd_auto", "cmd_backbones",
-    "cmd_cache", "cmd_ensemble", "cmd_evaluate", "cmd_export", "cmd_predict", "cmd_train", "cmd_tune",
-    "library_defaults", "load_data", "main", "parse", "start_tensorflow",
-]
+__all__ = ["ENSEMBLE_METHODS", "EXIT_FAILURE", "EXIT_OK", "EXIT_SKIPPED", "EXIT_USAGE", "UsageError", "build_parser",
+           "main"]

@@ -88,6 +88,20 @@ def _run_folder(requested, default, overwrite):
     return folder
 
 
+def _evaluate_and_export(args, model, data, settings):
+    """`(evaluation on the test split, exporting.Exported)`: what `train` and `tune` end with."""
+    import kerasft as kft
+
+    evaluation = kft.evaluate(model, data)
+    note(args, evaluation.summary())
+    return evaluation, _export(args, model, data, evaluation, settings)
+
+
+def _print_result(evaluation, exported, page):
+    print(f"test {_headline(evaluation)}; exported to {exported.path} (SavedModel version {exported.version}); "
+          f"report {page}")
+
+
 def _headline(evaluation):
     """`accuracy 0.9412` (classification), `mae 0.1234` (regression), per target for a multi-task model."""
     targets = getattr(evaluation, "targets", None)
@@ -155,16 +169,13 @@ def cmd_train(args):
         note(args, f"kerasft: the validation loss was still falling at the last epoch ({first:.4f} -> {last:.4f} "
                     f"over {epochs} epochs): more epochs may help, e.g. --epochs {2 * epochs}"
                     + (" and a larger --time-limit" if args.time_limit else ""))
-    evaluation = kft.evaluate(model, data)
-    note(args, evaluation.summary())
     settings = {**_settings(args), "backbone": backbone}
-    exported = _export(args, model, data, evaluation, settings)
+    evaluation, exported = _evaluate_and_export(args, model, data, settings)
     (run_dir / "history.json").write_text(report.history_json(history))
     page = report.write_report(run_dir, evaluation=evaluation, history=history, data=data,
                                title=f"kerasft train: {backbone} on {data.name}",
                                details={**settings, "export": exported.path})
-    print(f"test {_headline(evaluation)}; exported to {exported.path} (SavedModel version {exported.version}); "
-          f"report {page}")
+    _print_result(evaluation, exported, page)
 
 
 def cmd_tune(args):
@@ -187,17 +198,14 @@ def cmd_tune(args):
     completed = sum(r["status"] == "COMPLETED" for r in search.results())
     members = search.best_models(min(args.top_k, completed))
     model = members[0] if len(members) == 1 else kft.ensemble(members, method=args.method, validation=data)
-    evaluation = kft.evaluate(model, data)
-    note(args, evaluation.summary())
     settings = {**_settings(args), "backbone": backbone, "search": str(search.directory), "members": len(members),
                 "method": args.method if len(members) > 1 else "best trial"}
-    exported = _export(args, model, data, evaluation, settings)
+    evaluation, exported = _evaluate_and_export(args, model, data, settings)
     run_dir = _run_folder(args.run_dir, Path(search.directory) / "report", args.overwrite)
     page = report.write_report(run_dir, evaluation=evaluation, search=search, data=data,
                                title=f"kerasft tune: {backbone} on {data.name}",
                                details={**settings, "export": exported.path})
-    print(f"test {_headline(evaluation)}; exported to {exported.path} (SavedModel version {exported.version}); "
-          f"report {page}")
+    _print_result(evaluation, exported, page)
 
 
 def cmd_auto(args):
