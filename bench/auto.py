@@ -25,7 +25,8 @@ def run(sample, time_limit, folder):
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     last = [line for line in result.stdout.splitlines() if "test accuracy" in line]
-    match = re.search(r"^(.*): test accuracy ([0-9.]+); exported to (\S+); report ([^;\s]+)", last[-1]) if last else None
+    result_line = r"^(.*): test accuracy ([0-9.]+); exported to (\S+); report ([^;\s]+)"
+    match = re.search(result_line, last[-1]) if last else None
     if result.returncode != 0 or not match:
         return {"sample": sample, "wall": wall, "error": (result.stderr or result.stdout).strip().splitlines()[-1:]}
     chosen = [line for line in result.stdout.splitlines() if "chose " in line]
