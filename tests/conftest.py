@@ -77,6 +77,23 @@ def tiny_bert():
     return tiny_bert_spec("tiny_bert", TINY_VOCAB)
 
 
+@pytest.fixture(scope="module")
+def tiny_bert4(tiny_bert):
+    """tiny_bert with 4 transformer layers, registered as 'tiny_bert4': a teacher backbone to cut students from."""
+    import dataclasses
+
+    import keras_hub
+
+    from kerasft import backbones
+
+    def build(pretrained, image_size=None):
+        return keras_hub.models.BertBackbone(vocabulary_size=len(TINY_VOCAB), num_layers=4, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=16, name="backbone")
+
+    yield backbones.register(dataclasses.replace(tiny_bert, name="tiny_bert4", build=build))
+    backbones.unregister("tiny_bert4")
+
+
 def _tiny_cnn(pretrained, image_size):
     import keras
 

@@ -19,6 +19,7 @@ from PIL import Image
 import kerasft as kft
 from conftest import TINY_VOCAB, write_tones
 from kerasft import cli
+from kerasft.cli import loading
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BACKBONES = {"minilm_l6": "tiny_bert", "efficientnet_lite0": "tiny_cnn"}
@@ -67,7 +68,8 @@ def _write_user_files(root):
 @pytest.mark.extended  # ~4 minutes of tiny trainings and exports: make test-all
 def test_every_snippet_of_the_readme_runs(tiny_bert, tiny_cnn, tiny_text_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "DEFAULT_BACKBONES", {"text": "tiny_bert", "image": "tiny_cnn", "audio": "tiny_cnn"})
+    for modality, backbone in {"text": "tiny_bert", "image": "tiny_cnn", "audio": "tiny_cnn"}.items():
+        monkeypatch.setitem(loading.DEFAULT_BACKBONES, modality, backbone)  # the dict the CLI reads
     _write_user_files(tmp_path)
     namespace = {"tiny_text": tiny_text_data,
                  "tiny_sound": kft.data.from_directory("commands", sample_rate=16000, duration=1.0)}

@@ -1,17 +1,15 @@
 """fine_tune's two phases on cached bottoms, its guards, time budget, BatchNorm modes, and evaluate's metrics."""
 
-import dataclasses
 import random
 import time
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import kerasft as kft
-from conftest import TINY_VOCAB, run_fresh
+from conftest import run_fresh
 from kerasft import augment, backbones, engine, features, models, training
 
 
@@ -151,17 +149,6 @@ def test_distilled_student_learns_from_the_teacher(tiny_bert, tiny_text_data, tm
     assert agreement >= 0.7
     student.save(tmp_path / "student.keras")  # only built-in losses and optimizers left in it
     keras.models.load_model(tmp_path / "student.keras")
-
-
-@pytest.fixture(scope="module")
-def tiny_bert4(tiny_bert):
-    """tiny_bert with 4 transformer layers, registered as 'tiny_bert4': a teacher backbone to cut students from."""
-    def build(pretrained, image_size=None):
-        return keras_hub.models.BertBackbone(vocabulary_size=len(TINY_VOCAB), num_layers=4, num_heads=2, hidden_dim=8,
-                                             intermediate_dim=16, max_sequence_length=16, name="backbone")
-
-    yield backbones.register(dataclasses.replace(tiny_bert, name="tiny_bert4", build=build))
-    backbones.unregister("tiny_bert4")
 
 
 def test_layer_dropped_student_starts_from_the_teachers_layers_and_loads_without_kerasft(tiny_bert4, tiny_text_data,
