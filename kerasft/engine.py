@@ -300,7 +300,7 @@ class Inputs:
             images = augmenter(tf.cast(images, "float32"))
             return preprocessor(images), tf.concat([labels, self.teacher(images, training=False)], axis=-1)
 
-        return (tf.data.Dataset.zip(self.data.train.map(lambda x, y: x), labels).cache()
+        return (features.filled_cache(tf.data.Dataset.zip(self.data.train.map(lambda x, y: x), labels))
                 .shuffle(self.data.size("train"), seed=seed).batch(batch_size)
                 .map(view))  # sequential: the draws follow the batches, so a seed repeats a run
 

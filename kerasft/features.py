@@ -103,7 +103,7 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
         ds = preprocessed.unbatch()
         if known >= 0:  # unbatch() forgets the size; Keras' progress bar needs it
             ds = ds.apply(tf.data.experimental.assert_cardinality(known))
-        ds = _filled(ds.cache())
+        ds = filled_cache(ds)
         if shuffle:
             ds = ds.shuffle(max(num_examples, 1), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -119,20 +119,21 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
         ds = ds.prefetch(tf.data.AUTOTUNE)
         store.release_with(ds)
         return ds
-    ds = _filled(dataset.cache()) if cache and fits["decoded"] else dataset
+    ds = filled_cache(dataset) if cache and fits["decoded"] else dataset
     if shuffle:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _filled(cached):
-    """`cached` (a `Dataset.cache()`) after one pass to its end, which is when tf.data keeps a cache.
+def filled_cache(dataset):
+    """`dataset.cache()` after one pass to its end, which is when tf.data keeps a cache.
 
     Keras ends each epoch after its known number of steps, just before the end
     of the data: a cache left to training is never kept, and every epoch (and
     the teardown of each fit's last iterator, which blocks) would preprocess
     the whole split again.
     """
+    cached = dataset.cache()
     for _ in cached.batch(_PREPROCESS_BATCH):
         pass
     return cached

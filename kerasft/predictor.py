@@ -247,13 +247,17 @@ def _newest_formats(folder):
 
 def _card(folder):
     """The model card in an export folder, or None."""
-    path = os.path.join(folder, CARD_FILE)
+    return _optional_json(os.path.join(folder, CARD_FILE), folder)
+
+
+def _optional_json(path, refused_as):
+    """A JSON file's content, None without the file; a corrupt one is refused naming `refused_as`."""
     if not os.path.isfile(path):
         return None
     try:
         return paths.read_json(path)
     except paths.CorruptFileError as error:
-        raise _refused(error, folder) from None
+        raise _refused(error, refused_as) from None
 
 
 def _refused(error, what):
@@ -283,9 +287,10 @@ def _keras_predictor(filename):
                                               "check.", filename), filename)
     _check_recorded(os.path.dirname(filename), [os.path.basename(filename), LABELS_FILE, LABEL_MAP_FILE])
     model = keras.models.load_model(filename, compile=False)
-    folder, multi_task = os.path.dirname(filename), isinstance(describe(model)[1], dict)
-    labels = (_read_label_map(os.path.join(folder, LABEL_MAP_FILE)) if multi_task
-              else _read_labels(os.path.join(folder, LABELS_FILE)))
+    folder = os.path.dirname(filename)
+    # A multi-task export's labels.json maps every target to its classes (its labels.txt: the first target's).
+    labels = (_optional_json(os.path.join(folder, LABEL_MAP_FILE), filename)
+              or _read_labels(os.path.join(folder, LABELS_FILE)))
     return _model_predictor(model, labels, filename)
 
 
@@ -322,7 +327,8 @@ def _saved_model_predictor(folder):
     (input_name,) = signatures["serving_default"].structured_input_signature[1]
     modality = {"text": "text", "audio": "audio"}.get(input_name, "image")
     if targets:  # the targets in the model's order, as its labels.json lists them
-        class_names = _read_label_map(os.path.join(folder, EXTRA_DIR, LABEL_MAP_FILE)) or {
+        label_map = os.path.join(folder, EXTRA_DIR, LABEL_MAP_FILE)
+        class_names = _optional_json(label_map, label_map) or {
             target: [str(i) for i in range(outputs[f"{target}_probabilities"].shape[-1])] for target in targets}
     else:
         class_names = _read_labels(os.path.join(folder, EXTRA_DIR, LABELS_FILE)) or [
@@ -357,13 +363,3 @@ def _read_labels(filename):
         return None
     with open(filename, encoding="utf-8") as file:
         return file.read().splitlines()
-
-
-def _read_label_map(filename):
-    """A multi-task model's `{target: class names}` from its labels.json, or None without one."""
-    if not os.path.isfile(filename):
-        return None
-    try:
-        return paths.read_json(filename)
-    except paths.CorruptFileError as error:
-        raise _refused(error, filename) from None

@@ -162,12 +162,13 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
         raise TrainingError(str(error)) from None
     if recipe.augmentation:
         augment.augmenter(model, recipe.augmentation, seed)  # refuses text models before any work
-    models.set_trainable(model, setting, description.block_pattern, batchnorm=recipe.batchnorm_for(
-        description.modality))
     loss = metrics = soft = None
     if teacher is not None:
         multitask.refuse("Distillation (fine_tune(teacher=...))", model=model)
         loss, metrics = _check_teacher(teacher, data, temperature, alpha)
+    models.set_trainable(model, setting, description.block_pattern, batchnorm=recipe.batchnorm_for(
+        description.modality))
+    if teacher is not None:
         soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0).astype("float32")
                 for split in ("train", "validation")}
         weights = None  # the soft targets already carry the teacher's view of the classes
