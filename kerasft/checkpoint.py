@@ -7,7 +7,7 @@ checkpoint_dir/
                                 the size and SHA-256 of every weights file below; its own checksum
   phase<N>.last-<k>.weights.h5  the last finished epoch: weights + optimizer state (the epoch is in run.json)
   phase<N>-<k>.weights.h5       a finished phase's final weights (phase 2: the network's)
-  phase<N>.best-<k>.weights.h5  the best epoch so far, so a resumed EarlyStopping can restore it
+  phase<N>.best-<k>.weights.h5  the best epoch so far, so a resumed early stopping can restore it
 ```
 Every file is written under a temporary name, flushed and renamed into
 place, and only then recorded in `run.json` (itself written the same way);
@@ -165,6 +165,7 @@ class Checkpoint:
         self.save_weights(model, f"phase{phase}")
         self._phase(phase)["finished"] = True
         self.drop_weights(f"phase{phase}.last")
+        self.drop_weights(f"phase{phase}.best")
         return self.history(phase)
 
     def restore(self, phase, model):

@@ -379,29 +379,60 @@ class _EarlyStopping(keras.callbacks.Callback):
     """Stops when the validation loss has not improved by `MIN_IMPROVEMENT` (relative) for `patience` epochs, and
     puts the best epoch's weights back at the end.
 
+    With a checkpoint it survives an interruption: it keeps the best epoch's
+    weights in the checkpoint, and a resumed phase takes up its best loss and
+    the epochs it has waited from the recorded epochs, so the run stops and
+    restores exactly as the uninterrupted one would.
+
     Args:
         patience: int. Epochs to wait (see `auto_patience`).
+        checkpoint: `kerasft.checkpoint.Checkpoint` or None.
+        phase: int. The phase it watches in `checkpoint`.
     """
 
-    def __init__(self, patience):
+    def __init__(self, patience, checkpoint=None, phase=None):
         super().__init__()
-        self.patience = patience
+        self.patience, self.checkpoint, self.phase = patience, checkpoint, phase
+
+    @property
+    def _recorded(self):
+        """The epochs of this phase an interrupted run finished (none without a checkpoint)."""
+        return self.checkpoint.epochs(self.phase) if self.checkpoint else []
+
+    def _judge(self, current):
+        """Counts an epoch; True when `current` is a better validation loss (then the new best)."""
+        if np.isfinite(current) and current < self.best * (1 - MIN_IMPROVEMENT):
+            self.best, self.wait = current, 0
+            return True
+        self.wait += 1
+        return False
+
+    def _replay(self):
+        self.best, self.best_weights, self.wait = math.inf, None, 0
+        for logs in self._recorded:
+            self._judge(logs.get("val_loss", math.nan))
+
+    def stopped_before_resume(self):
+        """True when the recorded epochs already made the phase stop (a kill came before it was finished)."""
+        self._replay()
+        return bool(self._recorded) and self.wait >= self.patience
 
     def on_train_begin(self, logs=None):
-        self.best, self.best_weights, self.wait = math.inf, None, 0
+        self._replay()
 
     def on_epoch_end(self, epoch, logs=None):
-        current = (logs or {}).get("val_loss", math.nan)
-        if np.isfinite(current) and current < self.best * (1 - MIN_IMPROVEMENT):
-            self.best, self.best_weights, self.wait = current, self.model.get_weights(), 0
-            return
-        self.wait += 1
+        if self._judge((logs or {}).get("val_loss", math.nan)):
+            self.best_weights = self.model.get_weights()
+            if self.checkpoint:
+                self.checkpoint.save_weights(self.model, f"phase{self.phase}.best")
         if self.wait >= self.patience:
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+        elif self.checkpoint and self.checkpoint.has_weights(f"phase{self.phase}.best"):  # best before a resume
+            self.checkpoint.load_weights(self.model, f"phase{self.phase}.best")
 
 
 def auto_patience(part, num_examples):
@@ -420,7 +451,8 @@ class PhaseResult:
 
 
 def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_weight=None, patience=0,
-              callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0, loss_weights=None):
+              callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0, loss_weights=None,
+              checkpoint=None, phase=None):
     """Fits `part` (a model sharing its layers with a classifier) for at most `epochs` with early stopping.
 
     Args:
@@ -432,7 +464,7 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
         class_weight: dict or None.
         patience: int. Epochs without a better validation loss before it stops; 0 trains every epoch (no early
             stopping, no restore).
-        callbacks: sequence of keras.callbacks.Callback. Extra ones (the user's, checkpoints).
+        callbacks: sequence of keras.callbacks.Callback. Extra ones (the user's).
         deadline: float or None. A `time.monotonic()` time no epoch should run past.
         name: str. Names the phase in progress lines.
         strategy: tf.distribute.Strategy or None. Compiles and fits under it.
@@ -440,11 +472,17 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
         keras_verbose: int. Keras' own progress output.
         loss_weights: dict or None. A multi-task part's `{target: weight}`; its metrics then skip the rows
             whose sample weight is 0 (missing labels).
+        checkpoint: `kerasft.checkpoint.Checkpoint` or None. Makes the phase resumable: each epoch is recorded,
+            and a resumed phase starts after its last recorded epoch with its early stopping where it was.
+        phase: int. The phase's number in `checkpoint`.
 
     Returns:
         A `PhaseResult`.
     """
-    stop = [_EarlyStopping(patience)] if patience else []
+    stop = [_EarlyStopping(patience, checkpoint, phase)] if patience else []
+    if stop and stop[0].stopped_before_resume():
+        epochs = len(checkpoint.epochs(phase))  # no epoch more: the phase only restores its best weights
+    resume = checkpoint.callbacks(phase) if checkpoint else []
     timer = [_Deadline(deadline, log)] if deadline is not None else []
     progress = [_Progress(name, epochs, log)] if log else []
     with distribute.training_scope(strategy):
@@ -454,7 +492,8 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
             part.compile(optimizer=optimizer(), loss=loss, loss_weights=loss_weights, weighted_metrics=metrics)
         history = part.fit(train, validation_data=validation, epochs=epochs, class_weight=class_weight,
                            shuffle=False, verbose=keras_verbose,
-                           callbacks=[*callbacks, keras.callbacks.TerminateOnNaN(), *stop, *timer, *progress])
+                           callbacks=[*callbacks, keras.callbacks.TerminateOnNaN(), *stop, *resume, *timer,
+                                      *progress])  # the best epoch's weights are kept before it is recorded
     # A compiled part would put its optimizer (one of them kerasft's own) and loss into the classifier's
     # `.keras` file, which then needs kerasft and warns on load: keep none.
     part.compiled = False
@@ -587,8 +626,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                 head, train_data, validation, epochs,
                 lambda: keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
                 class_weight=class_weight, patience=_patience(recipe, head, inputs),
-                callbacks=[*callbacks, *(checkpoint.callbacks(1) if checkpoint else [])], deadline=deadline,
-                name="phase 1", strategy=strategy, log=log, keras_verbose=keras_verbose, loss_weights=loss_weights)
+                callbacks=callbacks, deadline=deadline, name="phase 1", strategy=strategy, log=log,
+                keras_verbose=keras_verbose, loss_weights=loss_weights, checkpoint=checkpoint, phase=1)
             history = checkpoint.finish(1, head) if checkpoint else result.history
             if result.cut_short:
                 notes.append(f"time limit: phase 1 stopped {result.cut_short}")
@@ -613,9 +652,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
             result = run_phase(
                 part, train_data, validation, epochs, optimizer, loss, metrics, class_weight=class_weight,
                 patience=_patience(recipe, part, inputs),
-                callbacks=[*callbacks, *(checkpoint.callbacks(2) if checkpoint else [])],
-                deadline=deadline, name="phase 2", strategy=strategy, log=log, keras_verbose=keras_verbose,
-                loss_weights=loss_weights)
+                callbacks=callbacks, deadline=deadline, name="phase 2", strategy=strategy, log=log,
+                keras_verbose=keras_verbose, loss_weights=loss_weights, checkpoint=checkpoint, phase=2)
             history = checkpoint.finish(2, part) if checkpoint else result.history
             if result.cut_short:
                 notes.append(f"time limit: phase 2 stopped {result.cut_short}")

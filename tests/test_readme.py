@@ -22,11 +22,13 @@ from kerasft import cli
 from kerasft.cli import loading
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BACKBONES = {"minilm_l6": "tiny_bert", "efficientnet_lite0": "tiny_cnn"}
+BACKBONES = {"minilm_l6": "tiny_bert", "minilm_l3": "tiny_bert", "efficientnet_lite0": "tiny_cnn"}
 SAMPLES = {"kft.samples.bbc_news()": "tiny_text", "kft.samples.spoken_words()": "tiny_sound"}
 FEWER_TRIALS = {"max_trials=10": "max_trials=3", "--max-trials 10": "--max-trials 3"}
 SHORTER = {"kft.auto(data, time_limit=300)": 'kft.auto(data, time_limit=90, backbones_to_try=["tfidf", "tiny_bert"])',
-           "auto reviews.csv --time-limit 300": "auto reviews.csv --time-limit 90"}
+           "auto reviews.csv --time-limit 300": "auto reviews.csv --time-limit 90",
+           # The 2-layer tiny_bert teacher is cut to one layer (the README cuts 6-layer MiniLM to 3).
+           'student_layers=3, trainable="top:2"': 'student_layers=1, trainable="top:1"'}
 
 
 def _blocks(text):

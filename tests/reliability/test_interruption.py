@@ -95,3 +95,36 @@ def test_export_killed_mid_write_leaves_earlier_versions_whole_and_no_partial_on
 
     predictor = kft.load(folder / str(versions[-1]))  # the newest visible version serves
     assert predictor.predict(__import__("numpy").zeros((1, 32, 32, 3), "uint8")).shape == (1, 2)
+
+
+def test_a_phase_interrupted_after_its_best_epoch_stops_and_restores_as_the_uninterrupted_one(tiny_cnn, tmp_path):
+    import keras
+    import numpy as np
+
+    import kerasft as kft
+
+    # Random labels: the head overfits, so validation loss is best early and early stopping ends the phase.
+    rng = np.random.default_rng(1)
+    data = kft.data.from_arrays(rng.integers(0, 256, (96, 32, 32, 3), dtype="uint8"), rng.integers(0, 2, 96), seed=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # before the checkpoint records the epoch
+            if epoch == at:
+                raise KeyboardInterrupt
+
+    def run(checkpoint_dir=None, callbacks=None):
+        model = kft.build_classifier("tiny_cnn", data=data, seed=0)
+        history = kft.fine_tune(model, data, trainable="frozen", epochs=100, learning_rate=0.05, patience=4, verbose=0,
+                                checkpoint_dir=checkpoint_dir, callbacks=callbacks)
+        return history.history["val_loss"], model.get_weights()
+
+    reference, expected = run()
+    assert 5 <= len(reference) < 100, "the reference run must stop early (its best epoch, then 4 without progress)"
+    for at in (len(reference) - 3, len(reference) - 1):  # waiting mid-way; the stopping epoch run but not recorded
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / f"at{at}", [Interrupt()])
+        resumed, weights = run(tmp_path / f"at{at}")
+        # It stops at the same epoch (the epochs after the restart see another shuffle, so their losses differ),
+        assert len(resumed) == len(reference) and resumed[:at] == pytest.approx(reference[:at], abs=1e-6)
+        for w, w_expected in zip(weights, expected, strict=True):  # and restores the best one, recorded before
+            np.testing.assert_allclose(w, w_expected, atol=1e-6)
