@@ -311,7 +311,9 @@ def test_train_and_predict_on_a_folder_of_images(tiny_cnn, image_folder, tmp_pat
     assert code == 0 and len(labels) == 30
     assert labels.count("bright") >= 25
 
-    good, broken = image_folder / "dark" / "0.png", tmp_path / "broken.png"
+    good, broken = tmp_path / ("a-folder-with-a-long-name-" * 3) / "0.png", tmp_path / "broken.png"
+    good.parent.mkdir()
+    good.write_bytes((image_folder / "dark" / "0.png").read_bytes())  # its path is printed whole, however long
     broken.write_bytes(good.read_bytes()[:100])  # truncated mid-file
     code, out, err = run(capsys, "predict", tmp_path / "export", broken, good)
     assert code == 3

@@ -299,10 +299,12 @@ def cmd_predict(args):
             fields = {target: {"label": label, "score": round(score, 6)} for target, (label, score) in answers.items()}
             print(json.dumps({"input": item, **fields.pop(None, fields)}))
         else:
-            line = " ".join(item.split()) if predictor.modality == "text" else item
+            if predictor.modality == "text":  # the text itself, on one line and cut to 60 characters
+                item = " ".join(item.split())
+                item = item if len(item) <= 60 else item[:57] + "..."
             shown_answers = "\t".join(f"{label}\t{score:.4f}" if target is None else f"{target}={label}\t{score:.4f}"
                                       for target, (label, score) in answers.items())
-            print(f"{shown_answers}\t{line if len(line) <= 60 else line[:57] + '...'}")
+            print(f"{shown_answers}\t{item}")  # a file's whole path: a cut one could name another file
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
