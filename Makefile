@@ -31,13 +31,17 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check --select F,E9,E501 --line-length 120 kerasft tests bench recipes
 
+# One pytest process per core (at most 4: each holds its own TensorFlow), a test file per process at a time so
+# that a file's shared fixtures are built once. Tiny models spend most of a test in single-threaded Python.
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile
+
 # The fast tier (what CI runs): every behaviour, real pretrained assets on a few examples.
 test: install lint
-	$(PY) -m pytest tests -m "not extended"
+	$(PY) -m pytest tests -m "not extended" $(PARALLEL)
 
 # Everything, with the extended tier: end-to-end recipes, clusters, every backbone's export.
 test-all: install lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests $(PARALLEL)
 
 bench: install
 	$(PY) bench/fine_tune_speed.py

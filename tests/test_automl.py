@@ -11,9 +11,9 @@ from kerasft import automl, ensembling
 
 def test_auto_fuses_calibrates_and_exports_within_its_budget(tiny_bert, tiny_text_data, tmp_path):
     start = time.monotonic()
-    result = kft.auto(tiny_text_data, time_limit=150, backbones_to_try=["tfidf", "tiny_bert"],
+    result = kft.auto(tiny_text_data, time_limit=90, backbones_to_try=["tfidf", "tiny_bert"],
                       directory=tmp_path / "runs", export_path=tmp_path / "export", verbose=0)
-    assert time.monotonic() - start < 150 * 1.15
+    assert time.monotonic() - start < 90 * 1.15
     assert result.method in result.scores and "tfidf" in result.scores
     assert result.evaluation["accuracy"] >= 0.8 and "ece" in result.evaluation.metrics
     assert (tmp_path / "export" / "model.keras").is_file() and result.report.is_file()

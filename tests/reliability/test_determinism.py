@@ -32,7 +32,7 @@ def test_same_seed_same_split_weights_and_metrics(tiny_cnn, tiny_image_data):
 def test_same_seed_same_trials_in_the_same_order(tiny_bert, tiny_text_data, tmp_path):
     results = []
     for run in ("a", "b"):
-        search = kft.tune(tiny_text_data, "tiny_bert", tuner="random", max_trials=3, epochs=2, seed=5,
+        search = kft.tune(tiny_text_data, "tiny_bert", tuner="random", max_trials=2, epochs=2, seed=5,
                           space={"trainable": ["frozen", "top:1"]}, directory=tmp_path / run, verbose=0)
         results.append(search.results())
     drop = {"seconds", "peak_rss_mb"}
