@@ -17,18 +17,24 @@ import pytest
 from PIL import Image
 
 import kerasft as kft
-from conftest import TINY_VOCAB, write_tones
+from conftest import TINY_VOCAB, TONES, tone, write_tones
 from kerasft import cli
 from kerasft.cli import loading
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BACKBONES = {"minilm_l6": "tiny_bert", "minilm_l3": "tiny_bert", "efficientnet_lite0": "tiny_cnn"}
-SAMPLES = {"kft.samples.bbc_news()": "tiny_text", "kft.samples.spoken_words()": "tiny_sound"}
+SAMPLES = {"kft.samples.bbc_news()": "tiny_text", "kft.samples.spoken_words()": "tiny_sound",
+           'kft.samples.spoken_words(targets=("word", "speaker_sex"))':  # the two-target folder the README reads
+           'kft.data.from_directory("commands/", labels_file="speakers.csv", label_column=["word", "speaker_sex"])'}
 FEWER_TRIALS = {"max_trials=10": "max_trials=3", "--max-trials 10": "--max-trials 3"}
 SHORTER = {"kft.auto(data, time_limit=300)": 'kft.auto(data, time_limit=90, backbones_to_try=["tfidf", "tiny_bert"])',
            "auto reviews.csv --time-limit 300": "auto reviews.csv --time-limit 90",
-           # The 2-layer tiny_bert teacher is cut to one layer (the README cuts 6-layer MiniLM to 3).
-           'student_layers=3, trainable="top:2"': 'student_layers=1, trainable="top:1"'}
+           # A layer cut keeps at least 2 layers: the README's 6-layer MiniLM teacher is, here, a 4-layer tiny BERT.
+           'kft.distill(ens, "tiny_bert", data, student_layers=3, trainable="top:2"':
+           'kft.distill(kft.build_classifier("tiny_bert4", data=data), "tiny_bert4", data, student_layers=2, '
+           'trainable="top:1"',
+           # tiny_cnn has 2 blocks (EfficientNet-Lite0 has 7).
+           'data=voices, trainable="top:4")': 'data=voices, trainable="top:1")'}
 
 
 def _blocks(text):
@@ -53,28 +59,40 @@ def _command_lines(code):
 
 
 def _write_user_files(root):
-    """reviews.csv, holdout.csv, photos/ (cat, dog) and commands/ (hum, hiss), as the snippets name them."""
+    """reviews.csv, holdout.csv, tickets.csv (topic, urgency), photos/ (cat, dog), commands/ (hum, hiss) and
+    speakers.csv (their speaker_sex), as the snippets name them."""
     rng = np.random.default_rng(0)
     for name, count in (("reviews.csv", 60), ("holdout.csv", 12)):
         rows = [f'"the {("cat", "dog")[i % 2]}, {" ".join(rng.choice(TINY_VOCAB[13:], 3))} {i}",'
                 f'{("good", "bad")[i % 2]}' for i in range(count)]
         (root / name).write_text("\n".join(["text,label", *rows]) + "\n")
+    rows = [f'"the {("cat", "dog")[i % 2]} {" ".join(rng.choice(TINY_VOCAB[13:], 3))} {i}",{("cats", "dogs")[i % 2]},'
+            f'{("high", "low")[i % 3 == 0]}' for i in range(60)]
+    (root / "tickets.csv").write_text("\n".join(["text,topic,urgency", *rows]) + "\n")
     for name, level in (("cat", 60), ("dog", 180)):
         (root / "photos" / name).mkdir(parents=True)
         for i in range(1, 21):
             pixels = np.clip(level + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype("uint8")
             Image.fromarray(pixels).save(root / "photos" / name / f"{i}.jpg")
     write_tones(root / "commands", per_class=12)
+    (root / "speakers.csv").write_text("\n".join(["file,speaker_sex", *(
+        f"{word}/{i}.wav,{('female', 'male')[i % 2]}" for word in TONES for i in range(12))]) + "\n")
 
 
-@pytest.mark.extended  # ~4 minutes of tiny trainings and exports: make test-all
-def test_every_snippet_of_the_readme_runs(tiny_bert, tiny_cnn, tiny_text_data, tmp_path, monkeypatch, capsys):
+@pytest.mark.extended  # ~10 minutes of tiny trainings and exports: make test-all
+@pytest.mark.timeout(1500)
+def test_every_snippet_of_the_readme_runs(tiny_bert, tiny_bert4, tiny_cnn, tiny_text_data, tmp_path, monkeypatch,
+                                         capsys):
     monkeypatch.chdir(tmp_path)
     for modality, backbone in {"text": "tiny_bert", "image": "tiny_cnn", "audio": "tiny_cnn"}.items():
         monkeypatch.setitem(loading.DEFAULT_BACKBONES, modality, backbone)  # the dict the CLI reads
     _write_user_files(tmp_path)
     namespace = {"tiny_text": tiny_text_data,
-                 "tiny_sound": kft.data.from_directory("commands", sample_rate=16000, duration=1.0)}
+                 "tiny_sound": kft.data.from_directory("commands", sample_rate=16000, duration=1.0),
+                 # One-second clips with a word and a speaker_sex, as the multi-task snippet's `clips`.
+                 "clips": np.stack([tone(TONES[word], seconds=1.0, seed=i)[:16000] for i in range(12)
+                                    for word in TONES]),
+                 "word_labels": np.array(list(TONES) * 12), "sex_labels": np.array(["female", "male"] * 12)}
     python_blocks, commands = 0, set()
     for language, line, code in _blocks(README.read_text()):
         if language == "python":
