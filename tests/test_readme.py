@@ -105,8 +105,10 @@ def test_every_snippet_of_the_readme_runs(tiny_bert, tiny_bert4, tiny_cnn, tiny_
                 assert code_ == 0, (f"README.md line {line}: kerasft {shlex.join(argv)}", capsys.readouterr().err)
                 commands.add(argv[0])
     assert python_blocks >= 10
-    assert commands == {"train", "predict", "evaluate", "tune", "ensemble", "export"}
+    assert commands == {"train", "predict", "evaluate", "tune", "ensemble", "auto", "export"}
     # What the snippets promise: the quickstart's reload, --keep, and the run folders kept.
     assert (tmp_path / "saved_models" / "bbc_news" / "labels.txt").read_text().splitlines() == ["cats", "dogs"]
-    assert sorted(p.name for p in (tmp_path / "saved_models" / "reviews").iterdir() if p.name.isdigit()) == ["1", "2"]
+    # saved_models/reviews: version 1 by `train`, 2 by `auto`, 3 by `export --keep 3`.
+    assert sorted(p.name for p in (tmp_path / "saved_models" / "reviews").iterdir() if p.name.isdigit()) == ["1", "2",
+                                                                                                          "3"]
     assert (tmp_path / "runs" / "reviews" / "report.html").exists()
