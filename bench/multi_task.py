@@ -7,8 +7,8 @@ training. The single-task models train on the same clips and splits, each on one
 target (`data.for_target`). Every model gets the same recipe: the same backbone,
 input size, trainable setting, head shape and seed, and `fine_tune` with the
 same epochs, rates, patience and augmentation (the multi-task model's loss
-weights balanced on its first batch, the default; `--loss-weights equal` gives
-each target's loss weight 1, Keras' own default for a model of several outputs).
+weights 1 each, fine_tune's default; `--loss-weights balanced` weighs each
+target inversely to its loss on the first batch).
 
 Reported, in one run: test accuracy per target (the targets: the multi-task
 model within 1 point of each single-task model), training wall time, and
@@ -16,7 +16,7 @@ inference latency (median of repeated `predict` calls on 32 raw test clips)
 of the multi-task model against the two single-task models run one after the
 other (target: at most 0.6x). Writes a section of bench/BENCHMARKS.md.
 
-Usage: .venv/bin/python bench/multi_task.py [--epochs 8] [--repeats 5] [--loss-weights balanced|equal]
+Usage: .venv/bin/python bench/multi_task.py [--epochs 8] [--repeats 5] [--loss-weights equal|balanced]
 """
 
 import argparse
@@ -49,15 +49,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=8, help="most phase-2 epochs of every model")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--loss-weights", choices=("balanced", "equal"), default="balanced",
-                        help="the multi-task model's: fine_tune's default (balanced on the first batch) or 1 each")
+    parser.add_argument("--loss-weights", choices=("equal", "balanced"), default="equal",
+                        help="the multi-task model's: fine_tune's default (1 each) or balanced on the first batch")
     args = parser.parse_args()
     started = time.monotonic()
     data = kft.samples.spoken_words(seed=0, targets=TARGETS)
     print(data.summary(), flush=True)
 
-    equal = {t: 1.0 for t in TARGETS} if args.loss_weights == "equal" else None
-    multi, history, multi_seconds = train(data, args.epochs, equal)
+    multi, history, multi_seconds = train(data, args.epochs, "balanced" if args.loss_weights == "balanced" else None)
     multi_scores = kft.evaluate(multi, data)
     single = {}
     for target in TARGETS:
@@ -104,8 +103,8 @@ def main():
             "fine_tune_learning_rate=3e-4, patience=3, augmentation=0.5); latency: median of "
             f"{args.repeats} predict calls on 32 raw test clips; whole script {time.monotonic() - started:.0f} s, load "
             f"average {os.getloadavg()[0]:.1f} at its end")
-    title = "Multi-task learning (bench/multi_task.py)" if args.loss_weights == "balanced" else (
-        "Multi-task learning, equal loss weights (bench/multi_task.py --loss-weights equal)")
+    title = "Multi-task learning (bench/multi_task.py)" if args.loss_weights == "equal" else (
+        "Multi-task learning, balanced loss weights (bench/multi_task.py --loss-weights balanced)")
     write_section(title, "\n".join(rows + verdict), note)
     print("\n".join(rows + verdict))
 

@@ -183,6 +183,36 @@ def worker_path(path, strategy=None):
     return Path(path) / "workers" / f"{resolver.task_type}_{resolver.task_id}"
 
 
+def worker_share(strategy):
+    """`(workers, this worker's index)`: how a multi-worker strategy shares input, as `tf.distribute` numbers the
+    input pipelines (the chief first, then the workers); `(1, 0)` off a cluster."""
+    if not is_multi_worker(strategy):
+        return 1, 0
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
+    return chiefs + workers, (0 if resolver.task_type == "chief" else chiefs + resolver.task_id)
+
+
+def per_worker_dataset(strategy, dataset, largest, batch_size):
+    """A distributed dataset in which each worker reads its own `dataset` (batches for one replica each) and
+    every worker takes the same number of steps.
+
+    The all-reduce of a step needs every worker: a worker whose share is smaller than `largest`, the most
+    examples any worker holds, repeats its first batches up to the steps the largest share takes.
+
+    Args:
+        strategy: tf.distribute.Strategy. A multi-worker one.
+        dataset: tf.data.Dataset. This worker's batches of `batch_size`, in the order to read them.
+        largest: int. The most examples any worker's share holds.
+        batch_size: int. Examples per batch (per replica).
+    """
+    replicas = strategy.num_replicas_in_sync // worker_share(strategy)[0]  # on this worker: one batch each a step
+    steps = max(1, -(-largest // (batch_size * replicas)))
+    local = dataset.repeat().take(steps * replicas).prefetch(tf.data.AUTOTUNE)
+    return strategy.distribute_datasets_from_function(lambda context: local)
+
+
 def scaled_batch_size(batch_size, strategy=None, scale_batch=False):
     """The global batch size: `batch_size`, times the replica count when `scale_batch`."""
     if not isinstance(batch_size, int) or batch_size < 1:

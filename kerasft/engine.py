@@ -101,8 +101,9 @@ class Recipe:
         augmentation: float. Strength in [0, 1] of augmentation of the unfrozen phase's
             training input (images and audio; see `kerasft.augment`).
         seed: int. Seeds the shuffles and the augmentation.
-        loss_weights: dict or None. A multi-task model's `{target: weight}` (targets left out
-            weigh 1); None balances them on the first training batch (`kerasft.multitask`).
+        loss_weights: dict, "balanced" or None. A multi-task model's `{target: weight}` (targets
+            left out weigh 1); None weighs every target 1; "balanced" weighs them inversely to their
+            losses on the first training batch (`kerasft.multitask`).
     """
 
     trainable: str = "frozen"
@@ -119,7 +120,7 @@ class Recipe:
     batchnorm: str = "auto"
     augmentation: float = 0.0
     seed: int = 0
-    loss_weights: dict = None
+    loss_weights: object = None
 
     def __post_init__(self):
         models.parse_trainable(self.trainable)
@@ -146,10 +147,10 @@ class Recipe:
             models.check_batchnorm(self.batchnorm)
         if not _is_number(self.augmentation) or not 0 <= self.augmentation <= 1:
             raise RecipeError(f"augmentation is a strength in [0, 1]. Received: augmentation={self.augmentation!r}")
-        if self.loss_weights is not None and (not isinstance(self.loss_weights, dict) or not all(
+        if self.loss_weights not in (None, "balanced") and (not isinstance(self.loss_weights, dict) or not all(
                 isinstance(k, str) and _is_number(v) and math.isfinite(v) and v > 0
                 for k, v in self.loss_weights.items())):
-            raise RecipeError("loss_weights maps target names to numbers > 0 (or is None to balance them). "
+            raise RecipeError('loss_weights maps target names to numbers > 0, or is "balanced" (or None: 1 each). '
                               f"Received: loss_weights={self.loss_weights!r}")
         if self.augmentation and self.trainable == "frozen":
             raise RecipeError("augmentation applies to phase 2 (an unfrozen backbone); a frozen backbone trains only "
@@ -219,20 +220,39 @@ class Inputs:
             augmented training batch (audio is augmented as spectrograms, after each model's own front end,
             so there the student's augmented clips keep the teacher's probabilities of the clean clip).
         verbose: int. 1 prints what the feature cache did.
+        strategy: tf.distribute.Strategy or None. Under a `MultiWorkerMirroredStrategy` each worker reads,
+            caches and trains on its own shard of every split (`TaskData.shard`: its own files of TFRecord
+            data), and `datasets` gives distributed datasets in which every worker runs the same number of
+            steps (a worker with fewer examples repeats its first ones: the all-reduce needs every worker at
+            every step).
 
     Multi-task data gives batches of `(inputs, {target: targets}, {target: sample weights})`
     (`multitask.targets_and_weights`).
     """
 
     def __init__(self, model, data, cuts, augmented=False, cache_directory=None, spill_directory=None,
-                 block_pattern=None, soft_targets=None, class_weight=None, teacher=None, verbose=0):
-        self.model, self.data, self.teacher = model, data, teacher
+                 block_pattern=None, soft_targets=None, class_weight=None, teacher=None, verbose=0, strategy=None):
+        self.model, self.data, self.teacher = model, data, teacher  # `data`: sizes every worker agrees on
         self.block_pattern = block_pattern
-        if data.targets:
-            self.targets = {split: multitask.targets_and_weights(data, split, class_weight if split == "train"
+        self.distributed = strategy if distribute.is_multi_worker(strategy) else None
+        self.local, self._largest = data, {}
+        if self.distributed:
+            count, index = distribute.worker_share(strategy)
+            self.local = data.shard(count, index)
+            self._largest = {split: max(len(data.shard_positions(split, count, i)) for i in range(count))
+                             for split in ("train", "validation")}
+            if soft_targets is not None:
+                soft_targets = {split: soft_targets[split][data.shard_positions(split, count, index)]
+                                for split in soft_targets}
+            if verbose:
+                print_line(f"kerasft: worker {index} of {count} reads its shard: " + ", ".join(
+                    f"{self.local.size(split)} of {data.size(split)} {split}" for split in ("train", "validation")))
+        local = self.local
+        if local.targets:
+            self.targets = {split: multitask.targets_and_weights(local, split, class_weight if split == "train"
                                                                  else None) for split in ("train", "validation")}
         else:
-            self.targets = {split: heads.targets(data.task, data.num_classes, data.labels(split))
+            self.targets = {split: heads.targets(local.task, local.num_classes, local.labels(split))
                             for split in ("train", "validation")}
         if soft_targets is not None:
             self.targets = {split: np.concatenate([self.targets[split], soft_targets[split]], axis=-1)
@@ -241,7 +261,7 @@ class Inputs:
         needs_pipeline = "all" in cuts or (augmented and any(c != "frozen" for c in cuts))
         cached = [c for c in dict.fromkeys(cuts) if c != "all"]
         self.cache = features.FeatureCache(
-            model, data, cuts=cached, directory=cache_directory, spill_directory=spill_directory,
+            model, local, cuts=cached, directory=cache_directory, spill_directory=spill_directory,
             block_pattern=block_pattern, verbose=verbose,
             preprocessed={s: self.preprocessed(s) for s in ("train", "validation")} if needs_pipeline else None,
         ) if cached else None
@@ -250,29 +270,49 @@ class Inputs:
     def preprocessed(self, split):
         """A split tokenized or decoded once (cached by tf.data): batches of 64 `(input, label)` in order."""
         if split not in self._preprocessed:
-            self._preprocessed[split] = features.preprocess(self.model, getattr(self.data, split), 64,
-                                                            num_examples=self.data.size(split))
+            self._preprocessed[split] = features.preprocess(self.model, getattr(self.local, split), 64,
+                                                            num_examples=self.local.size(split))
         return self._preprocessed[split]
 
-    def datasets(self, cut, batch_size, seed, augmentation=0.0):
+    def datasets(self, cut, batch_size, seed, augmentation=0.0, class_weight=None):
         """`(train, validation)`: batches of `(inputs at the cut, targets)`; train reshuffled (seeded) per pass.
 
         Args:
             cut: str. `"frozen"`, `"top:N"` or `"all"` (the preprocessed input of the whole network).
-            batch_size: int. Training examples per batch (validation batches hold 64).
+            batch_size: int. Training examples per batch (validation batches hold 64); global under a strategy.
             seed: int. Seed of the shuffle and the augmentation.
             augmentation: float. Strength of the augmentation of the training input (not at "frozen").
+            class_weight: dict or None. One target's `{class id: weight}`, folded into the training batches
+                as sample weights (for a distributed dataset, which Keras' `fit` takes no class_weight for).
         """
+        validation_batch = 64
+        if self.distributed:  # each replica reads its own batches: per-replica sizes
+            replicas = self.distributed.num_replicas_in_sync
+            batch_size, validation_batch = max(1, batch_size // replicas), max(1, validation_batch // replicas)
+        train, validation = self._batches(cut, batch_size, validation_batch, seed, augmentation)
+        if class_weight:
+            table = tf.constant([class_weight.get(i, 1.0) for i in range(self.local.num_classes)], "float32")
+            train = train.map(lambda x, y: (x, y, tf.gather(table, tf.argmax(y, -1))))
+        if self.distributed:
+            train, validation = (distribute.per_worker_dataset(self.distributed, ds, self._largest[split], size)
+                                 for ds, split, size in ((train, "train", batch_size),
+                                                         (validation, "validation", validation_batch)))
+        else:
+            train, validation = train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+        return train, validation
+
+    def _batches(self, cut, batch_size, validation_batch, seed, augmentation):
+        """This worker's `(train, validation)` batches (`datasets`)."""
         augmented = bool(augmentation) and cut != "frozen"
         if cut in self.cached_cuts and not augmented:
             train = self.cache.dataset(cut, "train", batch_size, shuffle=True, seed=seed, labels=self.targets["train"])
         else:
-            if augmented and self.teacher is not None and self.data.modality == "image":
+            if augmented and self.teacher is not None and self.local.modality == "image":
                 train = self._taught_views(batch_size, seed, augmentation)
             else:
                 pipeline = self._pipeline("train")
                 buffer = features.shuffle_buffer(features.example_bytes(pipeline.element_spec, batched=False),
-                                                 self.data.size("train"))  # the whole split when it fits in memory
+                                                 self.local.size("train"))  # the whole split when it fits in memory
                 train = pipeline.shuffle(buffer, seed=seed).batch(batch_size)
                 if augmented:  # sequential: the draws follow the batches, so a seed repeats a run
                     augmenter = augment.augmenter(self.model, augmentation, seed)
@@ -280,33 +320,33 @@ class Inputs:
             if cut != "all":
                 train = features.Bottom(self.model, [cut], self.block_pattern).map(train, cut)
         if cut in self.cached_cuts:  # validation is never augmented: computed once
-            validation = self.cache.dataset(cut, "validation", 64, labels=self.targets["validation"])
+            validation = self.cache.dataset(cut, "validation", validation_batch, labels=self.targets["validation"])
         else:
-            validation = self._pipeline("validation").batch(64)
+            validation = self._pipeline("validation").batch(validation_batch)
             if cut != "all":
                 validation = features.Bottom(self.model, [cut], self.block_pattern).map(validation, cut)
-        if self.data.targets:  # (inputs, (targets, weights)) -> (inputs, targets, weights), as Keras takes them
+        if self.local.targets:  # (inputs, (targets, weights)) -> (inputs, targets, weights), as Keras takes them
             train, validation = (ds.map(lambda x, y: (x, *y)) for ds in (train, validation))
-        return train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+        return train, validation
 
     def _taught_views(self, batch_size, seed, augmentation):
         """Shuffled training batches of raw images augmented once for both models: the student's preprocessed
         view, and as targets the one-hot labels beside the teacher's probabilities of that same view."""
         augmenter = augment.augmenter(self.model, augmentation, seed)
         preprocessor = self.model.get_layer("preprocessor")
-        labels = tf.data.Dataset.from_tensor_slices(self.targets["train"][:, :self.data.num_classes])
+        labels = tf.data.Dataset.from_tensor_slices(self.targets["train"][:, :self.local.num_classes])
 
         def view(images, labels):
             images = augmenter(tf.cast(images, "float32"))
             return preprocessor(images), tf.concat([labels, self.teacher(images, training=False)], axis=-1)
 
-        return (features.filled_cache(tf.data.Dataset.zip(self.data.train.map(lambda x, y: x), labels))
-                .shuffle(self.data.size("train"), seed=seed).batch(batch_size)
+        return (features.filled_cache(tf.data.Dataset.zip(self.local.train.map(lambda x, y: x), labels))
+                .shuffle(self.local.size("train"), seed=seed).batch(batch_size)
                 .map(view))  # sequential: the draws follow the batches, so a seed repeats a run
 
     def _pipeline(self, split):
         """The preprocessed split, unbatched, with this recipe's targets in place of its labels."""
-        size = self.data.size(split)
+        size = self.local.size(split)
         inputs = self.preprocessed(split).unbatch().map(lambda x, y: x)
         return (tf.data.Dataset.zip(inputs, tf.data.Dataset.from_tensor_slices(self.targets[split]))
                 .apply(tf.data.experimental.assert_cardinality(size)))
@@ -604,7 +644,9 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
         with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
             head = head_part(part)
     loss_weights = merged.loss_weights = multitask.check_loss_weights(recipe.loss_weights, task) if multi else None
-    if multi and loss_weights is None:  # balanced on the first phase's first batch, before any phase or restore
+    # Keras' fit takes no class_weight for a distributed dataset: the weights then ride in the batches.
+    folded, class_weight = (class_weight, None) if inputs.distributed else (None, class_weight)
+    if loss_weights == "balanced":  # on the first phase's first batch, before any phase or restore
         first = (head, inputs.datasets("frozen", recipe.batch_size, recipe.seed)[0]) if head_epochs != 0 else (
             part, inputs.datasets(recipe.trainable, recipe.batch_size, recipe.seed, recipe.augmentation)[0])
         loss_weights, initial = multitask.balanced_loss_weights(*first, loss)
@@ -619,7 +661,7 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
             history = checkpoint.history(1)
             _log(log, f"kerasft: phase 1 restored from {checkpoint.directory}")
         else:
-            train_data, validation = inputs.datasets("frozen", recipe.batch_size, recipe.seed)
+            train_data, validation = inputs.datasets("frozen", recipe.batch_size, recipe.seed, class_weight=folded)
             _log(log, f"kerasft: phase 1, the head on frozen features (at most {epochs} epochs, learning rate "
                       f"{recipe.learning_rate:g})")
             result = run_phase(
@@ -641,7 +683,7 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
             history = checkpoint.history(2)
         else:
             train_data, validation = inputs.datasets(recipe.trainable, recipe.batch_size, recipe.seed,
-                                                     recipe.augmentation)
+                                                     recipe.augmentation, class_weight=folded)
             epochs = recipe.epochs or UNFROZEN_EPOCHS
             _log(log, f"kerasft: phase 2, {recipe.trainable} of the backbone at learning rate {rate:g} (layer decay "
                       f"{recipe.layer_decay}, at most {epochs} epochs)")

@@ -117,10 +117,11 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
         backbone: str or None. The backbone a search's hyperparameters were
             found for (`Search.best_hyperparameters`): checked against the model's.
         head: kft.Head or None. Likewise, the head shape: checked against the model's.
-        loss_weights: dict or None. A multi-task model's `{target: weight}`
-            (targets left out weigh 1); None weighs each target inversely to
-            its loss on the first training batch, so each starts with an
-            equal share (the weights average 1; `history.loss_weights`).
+        loss_weights: dict, "balanced" or None. A multi-task model's
+            `{target: weight}` (targets left out weigh 1); None weighs each
+            target 1; "balanced" weighs each inversely to its loss on the
+            first training batch, so each starts with an equal share (the
+            weights average 1). The weights used: `history.loss_weights`.
 
     Returns:
         A `keras.callbacks.History` whose `history` holds both phases'
@@ -156,7 +157,11 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
                                layer_decay=layer_decay, weight_decay=weight_decay, label_smoothing=label_smoothing,
                                patience=patience, class_weight=class_weight, batchnorm=batchnorm,
                                augmentation=augmentation, seed=seed, loss_weights=loss_weights)
-        multitask.check_loss_weights(recipe.loss_weights, description.tasks)
+        if multitask.check_loss_weights(recipe.loss_weights, description.tasks) == "balanced" and (
+                distribute.is_multi_worker(strategy)):
+            raise multitask.MultiTaskError(
+                'loss_weights="balanced" is measured on the first training batch, which differs per worker; under '
+                "several workers pass the weights as a dict (the default weighs each target 1).")
         weights = engine.class_weight(recipe.class_weight, data)
     except (engine.RecipeError, models.ClassifierError, multitask.MultiTaskError) as error:
         raise TrainingError(str(error)) from None
@@ -184,7 +189,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     multi = description.tasks is not None
     inputs = engine.Inputs(model, data, cuts=cuts, augmented=bool(recipe.augmentation),
                            block_pattern=description.block_pattern, soft_targets=soft, teacher=teacher,
-                           class_weight=weights if multi else None, verbose=verbose)
+                           class_weight=weights if multi else None, verbose=verbose, strategy=strategy)
     with distribute.training_scope(strategy):  # a model made outside a strategy cannot fit under it
         part = (description.network if setting == "all"
                 else features.split_network(model, setting, description.block_pattern)[1])

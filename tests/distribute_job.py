@@ -7,8 +7,9 @@ Usage: python tests/distribute_job.py <job> <output folder> [index]
              tiny CNN, save its weights to <out>/weights_<index>.npz, export to <out>/export
   tune       one process of a KerasTuner chief/worker search (KERASTUNER_* set by the caller) over
              <out>/runs; the chief writes <out>/chief.json with the best model's predictions
-  records    one worker of a MultiWorkerMirroredStrategy fitting the tiny CNN classifier (Keras' fit) on the
-             TFRecord shards in <out>/shards; save its weights to <out>/weights_<index>.npz
+  records    one worker of a MultiWorkerMirroredStrategy fine-tuning the tiny CNN (`top:1`: the feature cache of
+             its own shard in both phases) on the TFRecord shards in <out>/shards; save its weights to
+             <out>/weights_<index>.npz
 """
 
 import json
@@ -65,12 +66,10 @@ elif job == "records":
     index = int(sys.argv[3])
     data = kft.data.from_tfrecord(os.path.join(out, "shards"))
     keras.utils.set_random_seed(0)
-    model = kft.build_classifier("tiny_cnn", data=data, head=kft.Head(dropout=0.0), strategy=strategy)
-    # Keras' fit on the TaskData's own pipelines (the classifier preprocesses inside): what a user writes, and
-    # the input reaches the strategy as the TaskData made it, so autosharding decides what each worker reads.
-    with kft.distribute.training_scope(strategy):
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-        history = model.fit(data.train.batch(16), validation_data=data.validation.batch(16), epochs=2, verbose=0)
+    model = kft.build_classifier("tiny_cnn", data=data, trainable="top:1", head=kft.Head(dropout=0.0),
+                                 strategy=strategy)
+    history = kft.fine_tune(model, data, epochs=2, warmup_epochs=2, batch_size=16, patience=0, verbose=1,
+                            class_weight={0: 1.0, 1: 2.0})  # the strategy: the model's; weights ride in the batches
     np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
     with open(os.path.join(out, f"worker_{index}.json"), "w") as f:
         json.dump({"replicas": strategy.num_replicas_in_sync, "history": history.history}, f)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -235,8 +236,13 @@ def test_two_workers_on_tfrecord_shards_each_read_only_their_files_and_end_ident
                       if ".tfrecord" in line and "= -1" not in line}) for trace in traces]
     assert opened == [["train-00000-of-00002.tfrecord", "validation-00000-of-00002.tfrecord"],
                       ["train-00001-of-00002.tfrecord", "validation-00001-of-00002.tfrecord"]]
+    for i, log in enumerate(logs):  # fine_tune's feature cache (both phases' cuts) holds each worker's own shard
+        text = log.read_text()
+        assert f"worker {i} of 2 reads its shard: 44 of 88 train, 10 of 20 validation" in text
+        assert re.search(r"computed the features at frozen \(.*\), top:1 \(.*\) over 44 train \+ 10 validation", text)
     reports = [json.loads((tmp_path / f"worker_{i}.json").read_text()) for i in range(2)]
     assert [r["replicas"] for r in reports] == [2, 2]
+    assert reports[0]["history"]["phase"] == [1, 1, 2, 2]
     for key in ("loss", "val_loss"):  # reduced across the workers
         assert reports[0]["history"][key] == reports[1]["history"][key]
     first, second = np.load(tmp_path / "weights_0.npz"), np.load(tmp_path / "weights_1.npz")

@@ -189,19 +189,25 @@ def test_build_classifier_refuses_per_target_settings_that_do_not_fit(tiny_bert,
         kft.build_classifier("tiny_bert", data=tiny_text_data, head={"label": kft.Head()})
 
 
-def test_fine_tune_trains_every_target_with_balanced_loss_weights(trained, tickets):
+def test_fine_tune_trains_every_target_with_equal_loss_weights(trained, tickets):
     history = trained.history.history
     assert history["phase"][-1] == 2 and {"val_animal_accuracy", "val_colour_accuracy", "val_loss"} <= set(history)
-    weights = trained.history.loss_weights
-    assert math.isclose(sum(weights.values()) / 2, 1.0)
-    # A fresh head starts near ln 2 (binary) and ln 3 (three classes): the weights even them out.
-    assert 1.2 < weights["animal"] / weights["colour"] < 1.9
+    assert trained.history.loss_weights == {"animal": 1.0, "colour": 1.0}
     result = kft.evaluate(trained.model, tickets)
     assert result["animal"]["accuracy"] >= 0.9 and result["colour"]["accuracy"] >= 0.8
     carried = int((tickets.labels("test", "colour") >= 0).sum())
     assert result["colour"]["num_examples"] == carried < tickets.size("test") == result["animal"]["num_examples"]
     assert "target 'colour':" in result.summary()
     assert result.metrics["animal"]["accuracy"] == result["animal"]["accuracy"]
+
+
+def test_balanced_loss_weights_give_each_target_an_equal_share_of_the_first_loss(tiny_bert, tickets):
+    model = kft.build_classifier("tiny_bert", data=tickets, seed=0)
+    history = kft.fine_tune(model, tickets, epochs=1, loss_weights="balanced", verbose=0)
+    weights = history.loss_weights
+    assert math.isclose(sum(weights.values()) / 2, 1.0)
+    # A fresh head starts near ln 2 (binary) and ln 3 (three classes): the weights even them out.
+    assert 1.2 < weights["animal"] / weights["colour"] < 1.9
 
 
 def test_missing_labels_are_masked_out_of_the_loss_and_the_metrics(trained, tickets):
@@ -242,6 +248,8 @@ def test_bad_loss_weights_and_mismatched_data_are_refused_before_any_work(traine
         kft.fine_tune(trained.model, tickets, loss_weights={"size": 1.0}, verbose=0)
     with pytest.raises(training.TrainingError, match=r"loss_weights maps target names to numbers > 0"):
         kft.fine_tune(trained.model, tickets, loss_weights={"animal": -1.0}, verbose=0)
+    with pytest.raises(training.TrainingError, match=r'or is "balanced".*Received: loss_weights=\'equal\''):
+        kft.fine_tune(trained.model, tickets, loss_weights="equal", verbose=0)
     with pytest.raises(training.TrainingError, match=r"The model has the targets \['animal', 'colour'\] but the "
                                                      r"data .* has one target"):
         kft.fine_tune(trained.model, tiny_text_data, verbose=0)

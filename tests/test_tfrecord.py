@@ -77,6 +77,28 @@ def test_shards_split_by_file_and_the_folder_appears_whole(tiny_image_data, tmp_
     assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.FILE
 
 
+def test_a_shard_holds_whole_files_as_tf_distribute_shares_them_and_the_shards_partition_each_split(
+        tiny_image_data, tmp_path):
+    data = kft.data.from_tfrecord(tiny_image_data.to_tfrecord(tmp_path / "shards", shards=4))
+    for split in SPLITS:
+        numbers = data._examples(split).inputs  # the records' numbers, in the order the split is read
+        files = data.source.file_of(numbers)
+        rank = {file: i for i, file in enumerate(sorted(set(files)))}  # the split's files, in order
+        parts = [data.shard_positions(split, 3, i) for i in range(3)]
+        np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(data.size(split)))
+        for i, part in enumerate(parts):  # worker i of 3: files i, i + 3, ... whole
+            assert {rank[f] % 3 for f in files[part]} <= {i} and set(files[part]) == {
+                f for f in files if rank[f] % 3 == i}
+    mine = data.shard(3, 1)
+    assert mine.size("train") == len(data.shard_positions("train", 3, 1)) > 0
+    np.testing.assert_array_equal(mine.labels("train"), data.labels("train")[data.shard_positions("train", 3, 1)])
+    assert [int(y) for _, y in mine.train] == list(mine.labels("train"))  # its pipeline reads its records
+    in_memory = tiny_image_data.shard(2, 1)  # not read from files: every other example
+    np.testing.assert_array_equal(in_memory.labels("validation"), tiny_image_data.labels("validation")[1::2])
+    with pytest.raises(DataError, match=r"index in \[0, count\). Received: count=2, index=2"):
+        tiny_image_data.shard(2, 2)
+
+
 def _write(path, records):
     with tf.io.TFRecordWriter(str(path)) as writer:
         for features in records:

@@ -282,6 +282,56 @@ class TaskData:
                             f"{list(self.targets)} (multi-task data is not written to TFRecord files yet).")
         return tfrecord.write(self, folder, shards)
 
+    def shard_positions(self, split, count, index):
+        """The positions (in `labels(split)` order) of the examples of `split` that worker `index` of `count` reads.
+
+        Data read from TFRecord files is shared by FILE, as `tf.distribute`
+        shares it (`AutoShardPolicy.FILE`): of the files holding the split, in
+        order, worker i takes files i, i + count, ...; so each worker opens only
+        its own files. Other data is shared by example: positions i, i + count, ...
+
+        Args:
+            split: str. "train", "validation" or "test".
+            count: int. Workers.
+            index: int. This worker, in [0, count).
+        """
+        if not (isinstance(count, int) and isinstance(index, int) and 0 <= index < count):
+            raise DataError(f"shard needs a worker count >= 1 and an index in [0, count). Received: count={count!r}, "
+                            f"index={index!r}")
+        examples = self._examples(split)
+        if self.input_kind != "records":
+            return np.arange(index, len(examples), count)
+        files = self.source.file_of(examples.inputs)
+        rank = np.searchsorted(np.unique(files), files)  # each record's file, counted among the split's files
+        return np.flatnonzero(rank % count == index)
+
+    def shard(self, count, index):
+        """Returns the share of every split that worker `index` of `count` reads (`shard_positions`).
+
+        Under a `MultiWorkerMirroredStrategy`, `fine_tune` trains each worker
+        on its own shard (its feature cache holds only its examples).
+
+        Args:
+            count: int. Workers.
+            index: int. This worker, in [0, count).
+
+        Example:
+
+        ```python
+        mine = data.shard(2, 0)   # worker 0 of 2: the even files (TFRecord data) or the even examples
+        ```
+        """
+        splits = {split: self._splits[split].take(self.shard_positions(split, count, index)) for split in SPLITS}
+        return self._with_splits(splits, f"shard {index} of {count} of {self.name}")
+
+    def _with_splits(self, splits, note):
+        """This data with other examples per split (their subsets), the same classes, settings and source."""
+        report = dataclasses.replace(self.report, notes=self.report.notes + [note])
+        return TaskData(splits, name=self.name, modality=self.modality, task=self.task,
+                        class_names=self.class_names, input_kind=self.input_kind,
+                        image_size=self.image_size, sample_rate=self.sample_rate, duration=self.duration,
+                        report=report, source=self.source, targets=self.targets, stratify=self.stratify)
+
     def subset(self, train=None, validation=None, test=None, seed=0):
         """Returns a smaller TaskData: a stratified, seeded sample of each split.
 
@@ -313,16 +363,8 @@ class TaskData:
                 raise DataError(f"subset() sizes must be >= 0. Received: {split}={count}")
             index = sample_index(*self._stratified(split), count, rng)
             splits[split] = examples.take(np.sort(index))
-        report = dataclasses.replace(
-            self.report,
-            notes=self.report.notes
-            + [f"subset (seed {seed}) of {self.name}: " + ", ".join(
-                f"{s}={len(splits[s])}/{len(self._splits[s])}" for s in SPLITS)],
-        )
-        return TaskData(splits, name=self.name, modality=self.modality, task=self.task,
-                        class_names=self.class_names, input_kind=self.input_kind,
-                        image_size=self.image_size, sample_rate=self.sample_rate, duration=self.duration,
-                        report=report, source=self.source, targets=self.targets, stratify=self.stratify)
+        return self._with_splits(splits, f"subset (seed {seed}) of {self.name}: " + ", ".join(
+            f"{s}={len(splits[s])}/{len(self._splits[s])}" for s in SPLITS))
 
     def for_target(self, target):
         """Returns the data of one target of multi-task data: the same splits, labelled by it alone.

@@ -288,9 +288,13 @@ class RecordSource:
         file = int(np.searchsorted(self.offsets, number, side="right")) - 1
         return f"{self.files[file]} record {number - self.offsets[file]}"
 
+    def file_of(self, numbers):
+        """The index (in `files`) of the file holding each record of `numbers`."""
+        return np.searchsorted(self.offsets, np.asarray(numbers, np.int64), side="right") - 1
+
     def _records(self, numbers):
         """`(file indices, dataset of (record number, serialized record))` of the files holding `numbers`."""
-        holding = np.unique(np.searchsorted(self.offsets, numbers, side="right") - 1) if len(numbers) else []
+        holding = np.unique(self.file_of(numbers)) if len(numbers) else []
         offsets = tf.constant(self.offsets)
         files = tf.data.Dataset.from_tensor_slices((tf.constant(holding, tf.int64),
                                                     tf.constant([self.files[i] for i in holding], tf.string)))
