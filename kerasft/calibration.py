@@ -12,6 +12,7 @@ probabilities with no extra layer and no runtime code:
 classifier, soup     the head's "predictions" Dense                      kft.calibrate(model, data)
 stacking ensemble    the combiner's "predictions" Dense                  kft.calibrate, or ensemble(calibrate=True)
 mean / weighted      one T for all members, in each member's head copy   kft.ensemble(..., calibrate=True)
+multi-task model     one T per multiclass or binary target, in its head  kft.calibrate(model, multi_task_data)
 ```
 `kft.evaluate` reports the expected calibration error (`ece`), and the run
 report draws the reliability diagram.
@@ -41,7 +42,10 @@ def calibrate(model, data, verbose=1):
         model: keras.Model. A multiclass or binary kerasft classifier, soup or
             stacking ensemble (one softmax output layer). A mean or weighted
             ensemble averages several heads: calibrate it with
-            `kft.ensemble(..., calibrate=True)`.
+            `kft.ensemble(..., calibrate=True)`. A multi-task model gets one
+            temperature per multiclass or binary target, each fitted on the
+            validation examples that carry that target (the others are left as
+            they are).
         data: TaskData (its validation split is used) or a tf.data.Dataset of
             unbatched `(raw input, label)`.
         verbose: int. 1 prints the temperature and the validation ECE before
@@ -53,18 +57,47 @@ def calibrate(model, data, verbose=1):
     Example:
     >>> model = kft.calibrate(model, data)
     >>> kft.evaluate(model, data)["ece"]
+    >>> kft.evaluate(multi_task_model, multi_task_data)["speaker_sex"]["ece"]
     """
-    multitask.refuse("kft.calibrate", model=model, data=data)
-    output = _softmax_output(model)
+    targets = _target_outputs(model, data)
     validation = _validation(data)
-    result = evaluation.evaluate(model, validation)
-    temperature = fit_temperature([result.probabilities], result.labels)
-    output.set_weights([w / temperature for w in output.get_weights()])
-    if verbose:
-        after = evaluation.calibration_error(scaled([result.probabilities], temperature), result.labels)
-        print(f"kerasft: temperature {temperature:.3f} fitted on {len(result.labels)} validation examples; "
-              f"validation ECE {result['ece']:.4f} -> {after:.4f}", flush=True)
+    try:
+        result = evaluation.evaluate(model, validation)
+    except evaluation.EvaluationError as error:
+        raise CalibrationError(str(error)) from None
+    results = result.targets if targets else {None: result}
+    for target, output in (targets or {None: _softmax_output(model)}).items():
+        scores = results[target]
+        temperature = fit_temperature([scores.probabilities], scores.labels)
+        output.set_weights([w / temperature for w in output.get_weights()])
+        if verbose:
+            after = evaluation.calibration_error(scaled([scores.probabilities], temperature), scores.labels)
+            print(f"kerasft: {f'target {target!r}: ' if target else ''}temperature {temperature:.3f} fitted on "
+                  f"{len(scores.labels)} validation examples; validation ECE {scores['ece']:.4f} -> {after:.4f}",
+                  flush=True)
     return model
+
+
+def _target_outputs(model, data):
+    """A multi-task model's `{target: its "predictions" Dense}` for the targets with softmax outputs; None for a
+    one-target model (refused with multi-task data)."""
+    try:
+        heads_of = heads.target_heads(model)
+    except ValueError as error:
+        raise CalibrationError(str(error)) from None
+    if heads_of is None:
+        multitask.refuse("kft.calibrate of a model with one target", data=data)
+        return None
+    if hasattr(data, "targets") and list(data.targets or []) != list(heads_of):
+        raise CalibrationError(f"The model's targets are {list(heads_of)} but the data ({data.name}) has "
+                               f"{'the targets ' + str(list(data.targets)) if data.targets else 'one target'}.")
+    tasks = heads.tasks_of(model)
+    softmax = {target: head.get_layer("predictions") for target, head in heads_of.items()
+               if tasks[target] in ("multiclass", "binary")}
+    if not softmax:
+        raise CalibrationError(f"Temperature scaling calibrates softmax probabilities; none of model {model.name!r}'s "
+                               f"targets has them: {tasks}.")
+    return softmax
 
 
 def check_calibratable(task, what):

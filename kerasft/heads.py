@@ -209,6 +209,12 @@ def tasks_of(model):
     of one tensor per target, each from the `"<target>_head"` inside its `"head"`
     (see `build_multi_head`); any other model gives None.
     """
+    heads = target_heads(model)
+    return None if heads is None else {target: _task_of_layers(head) for target, head in heads.items()}
+
+
+def target_heads(model):
+    """A multi-task model's `{target: its "<target>_head" model}` in output order, else None (see `tasks_of`)."""
     if not isinstance(getattr(model, "output", None), dict):
         return None
     head = next((layer for layer in keras_internals.flatten_layers(model)
@@ -216,7 +222,7 @@ def tasks_of(model):
     if head is None:
         raise ValueError(f"Model {model.name!r} outputs a dict {list(model.output)} but holds no 'head' model with "
                          "one '<target>_head' per output: not a kerasft multi-task model.")
-    return {target: _task_of_layers(head.get_layer(f"{target}_head")) for target in model.output}
+    return {target: head.get_layer(f"{target}_head") for target in model.output}
 
 
 def _task_of_layers(model):

@@ -4,7 +4,8 @@ Usage: python tests/distribute_job.py <job> <output folder> [index]
   mirrored   fine-tune the tiny CNN under the default strategy and under a MirroredStrategy over two
              logical CPUs; save both loss curves to <out>/mirrored.json
   worker     one worker of a MultiWorkerMirroredStrategy (TF_CONFIG set by the caller): fine-tune the
-             tiny CNN on its uneven share of the examples, save its weights to <out>/weights_<index>.npz, export to <out>/export
+             tiny CNN on its uneven share of the examples, save its weights to <out>/weights_<index>.npz,
+             export to <out>/export
   tune       one process of a KerasTuner chief/worker search (KERASTUNER_* set by the caller) over
              <out>/runs; the chief writes <out>/chief.json with the best model's predictions
   records    one worker of a MultiWorkerMirroredStrategy fine-tuning the tiny CNN (`top:1`: the feature cache of

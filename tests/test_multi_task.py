@@ -12,7 +12,7 @@ import pytest
 
 import kerasft as kft
 from conftest import TINY_VOCAB, run_fresh
-from kerasft import engine, features, models, multitask, training
+from kerasft import calibration, engine, features, models, multitask, training
 from kerasft.serving import ExportError
 from kerasft.data import DataError
 
@@ -263,7 +263,6 @@ def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, ticke
     refused = r"takes models and data with one target; this one is multi-task, with the targets \['animal', 'colour'\]"
     for call in (lambda: kft.tune(tickets, backbone="tiny_bert"),
                  lambda: kft.ensemble([model, model]),
-                 lambda: kft.calibrate(model, tickets),
                  lambda: kft.distill(model, "tiny_bert", tickets),
                  lambda: kft.auto(tickets, time_limit=60)):
         with pytest.raises(multitask.MultiTaskError, match=refused):
@@ -365,6 +364,35 @@ def test_load_predicts_a_dict_per_target_and_names_what_a_model_lacks(exported, 
                                                   for i in exported.expected["colour"].argmax(-1)]
     with pytest.raises(ExportError, match=r"has the targets \['animal', 'colour'\]; it cannot predict 'size'"):
         predictor.predict_labels(exported.texts, target="size")
+
+
+def test_calibrate_fits_a_temperature_per_target_on_the_rows_that_carry_it(exported, tickets, tiny_text_data,
+                                                                             capsys):
+    model = keras.models.load_model(exported.work / "model" / "model.keras")  # a copy: the fixture stays as trained
+    validation = tickets.validation.map(lambda x, y: x).batch(64)
+    labels = {target: tickets.labels("validation", target) for target in ("animal", "colour")}
+
+    def nll(outputs, target):
+        carried = labels[target] >= 0
+        rows = outputs[target][carried]
+        return -np.mean(np.log(rows[np.arange(len(rows)), labels[target][carried]]))
+
+    before = model.predict(validation, verbose=0)
+    kft.calibrate(model, tickets)
+    after = model.predict(validation, verbose=0)
+    printed = capsys.readouterr().out
+    for target in ("animal", "colour"):
+        np.testing.assert_array_equal(after[target].argmax(-1), before[target].argmax(-1))  # no prediction changes
+        assert nll(after, target) <= nll(before, target) + 1e-6  # T = 1 was among the temperatures tried
+        carried = int((labels[target] >= 0).sum())
+        assert f"target {target!r}: temperature" in printed and f"fitted on {carried} validation examples" in printed
+    assert (labels["colour"] < 0).any()  # the colour temperature saw only the rows with a colour
+    with pytest.raises(calibration.CalibrationError, match=r"The model's targets are \['animal', 'colour'\] but "
+                                                              r"the data .* has one target"):
+        kft.calibrate(model, tiny_text_data)
+    single = kft.build_classifier("tiny_bert", data=tickets.for_target("colour"))
+    with pytest.raises(multitask.MultiTaskError, match=r"this one is multi-task, with the targets"):
+        kft.calibrate(single, tickets)
 
 
 def test_litert_refuses_a_multi_task_model_before_writing(trained, tickets, tmp_path):
