@@ -24,6 +24,14 @@ in copies of their heads; the combiner's own for stacking (fitted on its
 cross-validated predictions, not on the ones it was fitted to).
 Every result is a plain functional `keras.Model` from raw input to
 probabilities that `keras.models.load_model` reads without kerasft.
+
+Multi-task members (one head per target, `kerasft.multitask`) combine per
+output: `"mean"` averages each target's outputs over the members (the result
+outputs `{target: outputs}` like its members), and the soups average weights as
+for one target (`"greedy_soup"` scores a soup by the mean of its targets'
+validation scores). `"weighted"`, `"stacking"` and `calibrate=True` fit one
+target's outputs and refuse them (calibrate a soup with `kft.calibrate`: one
+temperature per target).
 """
 
 import contextlib
@@ -91,10 +99,10 @@ def ensemble(members, method="mean", validation=None, name="ensemble", strategy=
 
 
 def _combine(members, method, validation, name, calibrate):
-    task = heads.task_of(members[0])
     if method in ("uniform_soup", "greedy_soup"):
         soup = _uniform_soup(members, name) if method == "uniform_soup" else _greedy_soup(members, validation, name)
         return calibration.calibrate(soup, validation, verbose=0) if calibrate else soup
+    task = heads.tasks_of(members[0]) or heads.task_of(members[0])
     if method == "stacking":
         return _stack(members, validation, task, name, calibrate)
     weights = np.full(len(members), 1 / len(members))
@@ -112,18 +120,18 @@ def _combine(members, method, validation, name, calibrate):
 def _check_members(members, method, validation, calibrate):
     if method not in METHODS:
         raise EnsembleError(f"Unknown method {method!r}; expected one of {METHODS}.")
-    multitask.refuse("kft.ensemble's validation data", data=validation)
     members = list(members) if isinstance(members, (list, tuple)) else None
     if not members:
         raise EnsembleError("ensemble() needs a non-empty list of classifiers.")
     for i, member in enumerate(members):
-        if isinstance(member, keras.Model):
-            multitask.refuse(f"kft.ensemble (and its soups; member {i})", model=member)
         if not isinstance(member, keras.Model) or not models.is_classifier(member):
             raise EnsembleError(
                 f"Member {i} is not a kerasft classifier (a keras.Model with 'preprocessor' and 'network' "
                 f"layers, from kft.build_classifier). Received: {type(member).__name__}"
             )
+    if any(heads.tasks_of(member) is not None for member in members):
+        return _check_multi_task_members(members, method, validation, calibrate)
+    multitask.refuse("kft.ensemble's validation data", data=validation)
     first = members[0]
     for i, member in enumerate(members[1:], start=1):
         if member.input.dtype != first.input.dtype or member.output.shape[-1] != first.output.shape[-1]:
@@ -156,6 +164,39 @@ def _check_members(members, method, validation, calibrate):
                                 "are multilabel models. Use method='mean' or 'weighted'.")
         _check_stacking_size(_labels(validation), task, first.output.shape[-1],
                              getattr(validation, "class_names", None))
+    return members
+
+
+def _check_multi_task_members(members, method, validation, calibrate):
+    """Multi-task members: the same targets, tasks, outputs and classes; a method that combines per output."""
+    if method not in ("mean", "uniform_soup", "greedy_soup") or (calibrate and method == "mean"):
+        asked = f"method={method!r}" if method not in ("mean", "uniform_soup", "greedy_soup") else "calibrate=True"
+        raise EnsembleError(f"{asked} fits one target's outputs; these are multi-task models. Combine them with "
+                            "method='mean', 'uniform_soup' or 'greedy_soup', then kft.calibrate the result (a soup "
+                            "gets one temperature per target).")
+
+    def described(model):
+        tasks = heads.tasks_of(model)
+        return tasks and {t: (tasks[t], model.output[t].shape[-1]) for t in tasks}
+
+    first, names = described(members[0]), models.class_names_of(members[0])
+    for i, member in enumerate(members[1:], start=1):
+        if described(member) != first:
+            raise EnsembleError(f"Member {i} has the targets (task, outputs) {described(member) or 'one target'}; "
+                                f"member 0 has {first or 'one target'}. Members must solve the same tasks.")
+        if names and models.class_names_of(member) and models.class_names_of(member) != names:
+            raise EnsembleError(f"Member {i} was built for the classes {models.class_names_of(member)}; member 0 "
+                                f"for {names}. Members must predict the same classes in the same order.")
+    if hasattr(validation, "targets"):  # a TaskData: the same targets (and classes, when the members know them)
+        targets = validation.targets or {}
+        held = {t: list(target.class_names) for t, target in targets.items()}
+        if list(held) != list(first) or (names and {t: list(n) for t, n in names.items()} != held):
+            raise EnsembleError(f"The members' targets are {list(first)} (classes {names}); the validation data "
+                                f"({validation.name}) has " + (f"the targets {held}." if held else "one target."))
+    if method == "greedy_soup" or calibrate:
+        if validation is None:
+            raise EnsembleError(f"{'calibrate=True' if calibrate else 'method=greedy_soup'} needs validation= data "
+                                "(a TaskData) to fit on. Received: validation=None")
     return members
 
 
@@ -203,9 +244,12 @@ def _labels(validation):
 
 
 def _validation_score(model, validation):
-    """Accuracy, or minus the mean absolute error for regression: higher is better (greedy soups)."""
+    """Accuracy, or minus the mean absolute error for regression: higher is better (greedy soups). A multi-task
+    model: the mean of its targets' scores."""
     result = evaluation.evaluate(model, _validation_dataset(validation))
-    return result.metrics.get("accuracy", -result.metrics.get("mae", 0.0))
+    scores = [metrics.get("accuracy", -metrics.get("mae", 0.0)) for metrics in (
+        result.metrics.values() if isinstance(result, evaluation.MultiTaskEvaluation) else [result.metrics])]
+    return float(np.mean(scores))
 
 
 # === Probability averages and stacking ===
@@ -277,20 +321,29 @@ def _predict(model, validation):
 
 
 def _average(members, weights, name, temperature=1.0):
+    multi = heads.tasks_of(members[0]) is not None
+
     def member_head(i, head):
+        if multi:  # member 0's head keeps its name "head": the ensemble reads as multi-task (heads.tasks_of)
+            return head if i == 0 else _renamed(head, f"head_{i}")
         if temperature == 1.0:
             return _renamed(head, f"head_{i}")
         return heads.output_copy(head, f"head_{i}", temperature=temperature)
 
+    def combine(outputs, prefix=""):
+        if len(outputs) == 1:
+            return outputs[0]
+        if np.allclose(weights, weights[0]):
+            return keras.layers.Average(name=f"{prefix}mean")(outputs)
+        return keras.layers.Add(name=f"{prefix}weighted_sum")(
+            [keras.layers.Rescaling(float(w), name=f"{prefix}weight_{i}")(o)
+             for i, (w, o) in enumerate(zip(weights, outputs))])
+
     raw, outputs = _graph(members, member_head)
-    if len(outputs) == 1:
-        combined = outputs[0]
-    elif np.allclose(weights, weights[0]):
-        combined = keras.layers.Average(name="mean")(outputs)
-    else:
-        combined = keras.layers.Add(name="weighted_sum")(
-            [keras.layers.Rescaling(float(w), name=f"weight_{i}")(o) for i, (w, o) in enumerate(zip(weights, outputs))])
-    return keras.Model(raw, combined, name=name)
+    if multi:  # each target's outputs averaged over the members, under the target's name
+        return keras.Model(raw, {target: combine([o[target] for o in outputs], f"{target}_")
+                                 for target in outputs[0]}, name=name)
+    return keras.Model(raw, combine(outputs), name=name)
 
 
 def _fit_weights(outputs, labels, task):
@@ -393,8 +446,10 @@ def _soup_mismatch(member, reference):
         return (f"different architectures ({len(shapes)} vs {len(expected)} weights; weight {where} ({path}) has "
                 f"shape {shapes[where] if where < len(shapes) else None}, the other's "
                 f"{expected[where] if where < len(expected) else None})")
-    # A member loaded from disk has no vocabulary in its config (KerasHub keeps it in assets).
-    if _config(member, ignore=("name", "vocabulary")) != _config(reference, ignore=("name", "vocabulary")):
+    # A member loaded from disk has no vocabulary in its config (KerasHub keeps it in assets); initializer and
+    # dropout seeds (members built with other seeds) say nothing about the trained weights.
+    ignore = ("name", "vocabulary", "seed")
+    if _config(member, ignore=ignore) != _config(reference, ignore=ignore):
         return "same weight shapes but a different configuration (e.g. head activation, dropout or preprocessing)"
     return None
 

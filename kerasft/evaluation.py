@@ -144,7 +144,7 @@ def _outputs(model, dataset, batch_size):
         batches = dataset.batch(batch_size)
         if batches.cardinality() != 0:
             probabilities.append(model.predict(batches.map(lambda x, y: x), verbose=0))
-            labels.extend(y.numpy() for _, y in batches)
+            labels.extend(tf.nest.map_structure(lambda t: t.numpy(), y) for _, y in batches)
     if not probabilities:
         raise EvaluationError("evaluate() received an empty dataset.")
     return (tf.nest.map_structure(lambda *parts: np.concatenate(parts), *probabilities),

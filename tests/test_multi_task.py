@@ -12,7 +12,7 @@ import pytest
 
 import kerasft as kft
 from conftest import TINY_VOCAB, run_fresh
-from kerasft import calibration, engine, features, models, multitask, training
+from kerasft import calibration, engine, ensembling, features, heads, models, multitask, training
 from kerasft.serving import ExportError
 from kerasft.data import DataError
 
@@ -262,7 +262,6 @@ def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, ticke
     model = trained.model
     refused = r"takes models and data with one target; this one is multi-task, with the targets \['animal', 'colour'\]"
     for call in (lambda: kft.tune(tickets, backbone="tiny_bert"),
-                 lambda: kft.ensemble([model, model]),
                  lambda: kft.distill(model, "tiny_bert", tickets),
                  lambda: kft.auto(tickets, time_limit=60)):
         with pytest.raises(multitask.MultiTaskError, match=refused):
@@ -393,6 +392,63 @@ def test_calibrate_fits_a_temperature_per_target_on_the_rows_that_carry_it(expor
     single = kft.build_classifier("tiny_bert", data=tickets.for_target("colour"))
     with pytest.raises(multitask.MultiTaskError, match=r"this one is multi-task, with the targets"):
         kft.calibrate(single, tickets)
+
+
+@pytest.fixture(scope="module")
+def second(tiny_bert, tickets):
+    """Another multi-task classifier of the same backbone and head shape, fine-tuned from another head seed."""
+    keras.utils.set_random_seed(1)
+    model = kft.build_classifier("tiny_bert", data=tickets, head=kft.Head(units=(32,), dropout=0.0),
+                                 trainable="top:1", seed=1)
+    kft.fine_tune(model, tickets, epochs=1, warmup_epochs=30, learning_rate=1e-2, patience=10, verbose=0)
+    return model
+
+
+def test_a_mean_ensemble_of_multi_task_models_averages_each_target_and_reloads(trained, second, tickets, tmp_path):
+    members = [trained.model, second]
+    mean = kft.ensemble(members, method="mean")
+    texts = np.array(tickets.inputs("test")[:8], dtype=object)
+    outputs, alone = mean.predict(texts, verbose=0), [m.predict(texts, verbose=0) for m in members]
+    assert heads.tasks_of(mean) == {"animal": "binary", "colour": "multiclass"}
+    for target in ("animal", "colour"):
+        np.testing.assert_allclose(outputs[target], (alone[0][target] + alone[1][target]) / 2, atol=1e-6)
+    assert kft.evaluate(mean, tickets)["colour"]["num_examples"] > 0
+    kft.export(mean, tmp_path / "mean", data=tickets)
+    reloaded = keras.models.load_model(tmp_path / "mean" / "model.keras")
+    for target, values in reloaded.predict(texts, verbose=0).items():
+        np.testing.assert_allclose(values, outputs[target], atol=1e-6)
+    served = kft.load(sorted((tmp_path / "mean").glob("[0-9]*"))[-1]).predict_labels(texts)  # the SavedModel
+    for target, (labels, scores) in served.items():
+        names = tickets.targets[target].class_names
+        assert list(labels) == [names[i] for i in outputs[target].argmax(-1)]
+        np.testing.assert_allclose(scores, outputs[target].max(-1), atol=1e-5)
+
+
+def test_soups_of_multi_task_models_average_weights_and_greedy_keeps_the_best(trained, second, tickets):
+    members = [trained.model, second]
+    soup = kft.ensemble(members, method="uniform_soup")
+    for got, a, b in zip(soup.get_weights(), trained.model.get_weights(), second.get_weights()):
+        np.testing.assert_allclose(got, (a + b) / 2, atol=1e-6)
+    assert list(soup.output) == ["animal", "colour"]
+    greedy = kft.ensemble(members, method="greedy_soup", validation=tickets, calibrate=True)
+    scores = [ensembling._validation_score(m, tickets) for m in members]
+    assert ensembling._validation_score(greedy, tickets) >= max(scores) - 1e-9
+
+
+def test_multi_task_ensembles_refuse_what_fits_one_target_and_mismatched_members(trained, tickets, tiny_text_data):
+    with pytest.raises(ensembling.EnsembleError, match=r"method='weighted' fits one target's outputs; these are "
+                                                       r"multi-task models. Combine them with method='mean'"):
+        kft.ensemble([trained.model, trained.model], method="weighted", validation=tickets)
+    with pytest.raises(ensembling.EnsembleError, match="calibrate=True fits one target's outputs"):
+        kft.ensemble([trained.model, trained.model], validation=tickets, calibrate=True)
+    single = kft.build_classifier("tiny_bert", data=tickets.for_target("colour"))
+    with pytest.raises(ensembling.EnsembleError, match=r"Member 1 has the targets \(task, outputs\) one target; "
+                                                       r"member 0 has \{'animal': \('binary', 2\)"):
+        kft.ensemble([trained.model, single])
+    with pytest.raises(ensembling.EnsembleError, match=r"Member 1 has the targets .*'animal'.*member 0 has one target"):
+        kft.ensemble([single, trained.model])
+    with pytest.raises(ensembling.EnsembleError, match=r"the validation data \(.*\) has one target"):
+        kft.ensemble([trained.model, trained.model], method="greedy_soup", validation=tiny_text_data)
 
 
 def test_litert_refuses_a_multi_task_model_before_writing(trained, tickets, tmp_path):
