@@ -78,7 +78,7 @@ class PlainHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         model = kft.build_classifier("minilm_l6", data=self.data, head=kft.Head(dropout=0.1), seed=0)
         model.compile(keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 3e-2, sampling="log")),
-                      "sparse_categorical_crossentropy", ["accuracy"])
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
     def fit(self, hp, model, **kwargs):
