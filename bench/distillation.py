@@ -4,7 +4,9 @@ One run per data set, each writing its section of bench/BENCHMARKS.md:
 - BBC News (`kft.samples.bbc_news()`, stratified 70/15/15, 128 tokens). Teacher: the mean ensemble of
   3 MiniLM-L6 members, each fine-tuned with its top layer unfrozen (`top:1`), seeds 0-2 and heads of 0,
   128 and 256 hidden units. Students: `minilm_l3` (paraphrase-MiniLM-L3-v2) and MiniLM-L6 cut to 3
-  layers from the first member's backbone (`student_layers=3`: its layers 0, 3 and 5).
+  layers from the first member's backbone (`student_layers=3`: its layers 0, 3 and 5). `--fused-teacher`:
+  the teacher also fuses a TF-IDF member (`tfidf`), weighted on validation (bench/fusion.py: fusion beats
+  each kind alone), so the teacher knows more than a student can learn from the labels.
 - Fashion-MNIST (2000 train / 500 validation / 2000 test, 28x28 upscaled to 96x96). Teacher: the mean
   ensemble of 3 EfficientNet-Lite2 members (`top:3`, seeds 0-2). Student: `efficientnet_lite0`, with and
   without augmentation of its training images (strength 0.5; distilled, the teacher labels each
@@ -16,7 +18,7 @@ least disturbed round), test accuracy, training time; then each distilled studen
 <= 0.6x the teacher's latency at batch 32, within 1.5 points of its test accuracy, better than the
 same student on the labels alone.
 
-Usage: .venv/bin/python bench/distillation.py [--data bbc_news|fashion_mnist] [--quick]
+Usage: .venv/bin/python bench/distillation.py [--data bbc_news|fashion_mnist] [--quick] [--fused-teacher]
 (--quick: a small subset and 1 epoch per phase, to check the script end to end; writes nothing)
 """
 
@@ -72,8 +74,9 @@ def quick_fit(fit, quick):
     return {**fit, "epochs": 1, "warmup_epochs": 1} if quick else fit
 
 
-def teacher_of(data, setting, quick):
-    """The mean ensemble of the members, each fine-tuned with its own seed and head."""
+def teacher_of(data, setting, quick, fused=False):
+    """The mean ensemble of the members, each fine-tuned with its own seed and head; `fused`: with a TF-IDF member
+    beside them, weighted on validation (model fusion: kerasft's most accurate text model, bench/fusion.py)."""
     members = []
     for seed, head in enumerate(setting["members"]):
         fit = dict(quick_fit(setting["member_fit"], quick))
@@ -81,7 +84,11 @@ def teacher_of(data, setting, quick):
                                       seed=seed, **setting["build"])
         kft.fine_tune(member, data, seed=seed, verbose=0, **fit)
         members.append(member)
-    return kft.ensemble(members, method="mean"), members
+    if not fused:
+        return kft.ensemble(members, method="mean"), members
+    classic = kft.build_classifier("tfidf", data=data, seed=0)
+    kft.fine_tune(classic, data, seed=0, verbose=0)
+    return kft.ensemble(members + [classic], method="weighted", validation=data), members
 
 
 def students_of(teacher, members, data, setting, quick):
@@ -131,13 +138,16 @@ def measure(models_by_label, data, rounds=5):
             for label, (model, seconds) in models_by_label.items()}
 
 
-def run(name, quick):
+def run(name, quick, fused=False):
     setting = SETTINGS[name]
     data = setting["load"]()
     if quick:
         data = data.subset(**setting["quick_sizes"], seed=0)
-    (teacher, members), seconds = timed(lambda: teacher_of(data, setting, quick))
+    (teacher, members), seconds = timed(lambda: teacher_of(data, setting, quick, fused))
     teacher_label = f"teacher: mean of 3 {setting['teacher']} ({setting['member_fit']['trainable']})"
+    if fused:
+        teacher_label = (f"teacher: 3 {setting['teacher']} ({setting['member_fit']['trainable']}) and tfidf, weighted "
+                         "on validation")
     figures = measure({teacher_label: (teacher, seconds), **students_of(teacher, members, data, setting, quick)},
                       data)
     params, latency, latency_one, accuracy, _ = figures[teacher_label]
@@ -161,8 +171,10 @@ def run(name, quick):
     print(body, flush=True)
     if not quick:
         build = ", ".join(f"{k}={v}" for k, v in setting["build"].items())
+        source = (" from a fused teacher (bench/distillation.py --fused-teacher)" if fused
+                  else " (bench/distillation.py)")
         write_section(
-            f"Distillation into smaller students: {setting['title']} (bench/distillation.py)", body,
+            f"Distillation into smaller students: {setting['title']}{source}", body,
             f"{data.name}: {data.size('train')} train / {data.size('validation')} validation / {data.size('test')} "
             f"test, {build}; teacher members {setting['member_fit']}; every student {setting['student_fit']}, "
             f"head {setting['student_head']}, seed 0, distilled at temperature 2, alpha 0.5")
@@ -172,9 +184,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", choices=sorted(SETTINGS), help="one data set (default: both)")
     parser.add_argument("--quick", action="store_true", help="a small subset, 1 epoch per phase; writes nothing")
+    parser.add_argument("--fused-teacher", action="store_true",
+                        help="text: the teacher also fuses a TF-IDF member (weighted on validation)")
     args = parser.parse_args()
+    if args.fused_teacher and args.data != "bbc_news":
+        parser.error("--fused-teacher fuses a TF-IDF member: it needs --data bbc_news")
     for name in [args.data] if args.data else list(SETTINGS):
-        run(name, args.quick)
+        run(name, args.quick, args.fused_teacher)
 
 
 if __name__ == "__main__":
