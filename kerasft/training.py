@@ -141,7 +141,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     _check_task_data(data)
     _check_fits(model, data)
     description = models.describe(model)
-    _check_recipe_source(description, backbone, head)
+    _check_recipe_source(model, description, backbone, head)
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
                                    or not time_limit > 0):
         raise TrainingError(f"time_limit is a number of seconds > 0. Received: time_limit={time_limit!r}")
@@ -202,7 +202,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     return history
 
 
-def _check_recipe_source(description, backbone, head):
+def _check_recipe_source(model, description, backbone, head):
     """A search's hyperparameters name the backbone and head they were found for: the model must have them."""
     if backbone is not None and (description.spec is None or description.spec.name != backbone):
         raise TrainingError(
@@ -210,11 +210,16 @@ def _check_recipe_source(description, backbone, head):
             f"{description.spec.name if description.spec else description.backbone.name!r}. Build it with "
             f"kft.build_classifier({backbone!r}, data=data, head=hyperparameters['head'], "
             "seed=hyperparameters['seed']).")
-    if head is not None and heads.Head.of(description.head) != head:
-        raise TrainingError(
-            f"These hyperparameters are for a head {head}, but the model's head is "
-            f"{heads.Head.of(description.head)}. Build the model with kft.build_classifier(..., head=...) of that "
-            "head.")
+    if head is None:
+        return
+    found = {target: heads.Head.of(part) for target, part in (heads.target_heads(model) or {
+        None: description.head}).items()}  # a multi-task model: each target's head
+    for target, shape in found.items():
+        if shape != head:
+            raise TrainingError(
+                f"These hyperparameters are for a head {head}, but the model's head "
+                f"{'' if target is None else f'of target {target!r} '}is {shape}. Build the model with "
+                "kft.build_classifier(..., head=...) of that head.")
 
 
 def _check_task_data(data):

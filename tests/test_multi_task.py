@@ -261,8 +261,7 @@ def test_bad_loss_weights_and_mismatched_data_are_refused_before_any_work(traine
 def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, tickets):
     model = trained.model
     refused = r"takes models and data with one target; this one is multi-task, with the targets \['animal', 'colour'\]"
-    for call in (lambda: kft.tune(tickets, backbone="tiny_bert"),
-                 lambda: kft.distill(model, "tiny_bert", tickets),
+    for call in (lambda: kft.distill(model, "tiny_bert", tickets),
                  lambda: kft.auto(tickets, time_limit=60)):
         with pytest.raises(multitask.MultiTaskError, match=refused):
             call()
@@ -449,6 +448,28 @@ def test_multi_task_ensembles_refuse_what_fits_one_target_and_mismatched_members
         kft.ensemble([single, trained.model])
     with pytest.raises(ensembling.EnsembleError, match=r"the validation data \(.*\) has one target"):
         kft.ensemble([trained.model, trained.model], method="greedy_soup", validation=tiny_text_data)
+
+
+def test_tune_scores_every_target_and_its_best_recipe_retrains_through_fine_tune(tiny_bert, tickets, tmp_path):
+    search = kft.tune(tickets, "tiny_bert", tuner="random", max_trials=3, epochs=3, directory=tmp_path, verbose=0,
+                      space={"learning_rate": (1e-2, 1e-1, "log"), "trainable": ["frozen", "top:1"]})
+    best = search.tuner.oracle.get_best_trials(1)[0]
+    scores = {name: best.metrics.get_last_value(name) for name in ("val_animal_accuracy", "val_colour_accuracy")}
+    assert best.score == pytest.approx(sum(scores.values()) / 2)  # the objective: the targets' mean accuracy
+    assert all(row["status"] == "COMPLETED" for row in search.results())
+    hp = search.best_hyperparameters(1)[0]
+    model = kft.build_classifier(hp["backbone"], data=tickets, head=hp["head"], seed=hp["seed"])
+    kft.fine_tune(model, tickets, verbose=0, **hp)  # the same recipe: the same validation scores
+    result = kft.evaluate(model, tickets.validation)
+    for name, score in scores.items():
+        assert abs(result[name.split("_")[1]]["accuracy"] - score) <= 1e-4
+    assert heads.tasks_of(search.best_models(1)[0]) == {"animal": "binary", "colour": "multiclass"}
+    colour = kft.tune(tickets, "tiny_bert", tuner="random", max_trials=1, epochs=1, directory=tmp_path / "colour",
+                      objective="val_colour_accuracy", space={"trainable": "frozen"}, verbose=0)
+    assert colour.objective.name == "val_colour_accuracy"
+    with pytest.raises(kft.tuning.TuningError, match=r"not logged by a trial of a multi-task search; a trial logs "
+                                                     r".*val_animal_accuracy"):
+        kft.tune(tickets, "tiny_bert", objective="val_size_accuracy", directory=tmp_path / "x", verbose=0)
 
 
 def test_litert_refuses_a_multi_task_model_before_writing(trained, tickets, tmp_path):

@@ -6,8 +6,9 @@ from pathlib import Path
 import keras
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 
-from kerasft import backbones, distribute, engine, features, heads, keras_internals, models
+from kerasft import backbones, distribute, engine, features, heads, keras_internals, models, multitask
 from kerasft.tuning.space import TuningError, declare, discrete, sample, search_space
 
 
@@ -57,6 +58,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
                  scale_batch=False, deadline=None, verbose=0):
         super().__init__(name="transfer")
         self.data, self.epochs, self.seed, self.verbose, self.deadline = data, epochs, seed, verbose, deadline
+        self.tasks = multitask.targets_of(data)  # a multi-task search: {target: task}
         self.spec = backbones.get(backbone)
         self.cache_directory = None if isinstance(cache_features, bool) else Path(cache_features)
         self.spill_directory = spill_directory
@@ -201,7 +203,8 @@ class TransferHyperModel(keras_tuner.HyperModel):
             augmented = any(discrete(self.rules.get("augmentation", 0.0)))
             self._inputs = engine.Inputs(self.reference, self.data, cuts=["frozen", *self.cuts], augmented=augmented,
                                          cache_directory=self.cache_directory, spill_directory=self.spill_directory,
-                                         block_pattern=self.description.block_pattern, verbose=self.verbose)
+                                         block_pattern=self.description.block_pattern, verbose=self.verbose,
+                                         class_weight=engine.class_weight("auto", self.data) if self.tasks else None)
         return self._inputs
 
     def fit(self, hp, model, *args, **kwargs):
@@ -227,16 +230,19 @@ class TransferHyperModel(keras_tuner.HyperModel):
         budget = kwargs["epochs"] - kwargs.get("initial_epoch", 0) if "tuner/epochs" in hp.values else None
         recipe = self.recipe(values, epochs=budget, warm=warm)
         callbacks, save = keras_internals.tuner_callbacks(kwargs.get("callbacks", []))
-        loss, metrics = heads.loss_and_metrics(self.data.task, recipe.label_smoothing)
-        history, self.notes = engine.train(
-            model, self.inputs, recipe, self.data.modality, self.data.task,
-            block_pattern=self.description.block_pattern, class_weight=engine.class_weight(recipe.class_weight,
-                                                                                          self.data),
+        loss, metrics = (multitask.losses_and_metrics(self.tasks, recipe.label_smoothing) if self.tasks
+                         else heads.loss_and_metrics(self.data.task, recipe.label_smoothing))
+        history, self.notes = engine.train(  # a multi-task search's class weights are in its Inputs
+            model, self.inputs, recipe, self.data.modality, self.tasks or self.data.task,
+            block_pattern=self.description.block_pattern,
+            class_weight=None if self.tasks else engine.class_weight(recipe.class_weight, self.data),
             loss=loss, metrics=metrics, callbacks=callbacks, deadline=self.deadline, strategy=self.strategy,
             log=engine.print_line if self.verbose > 1 else None)
         if save is not None:
             save(model)
         self.epochs_run = len(history.history.get("phase", []))
+        if self.tasks:
+            return _final_target_metrics(model, self.inputs, recipe, loss, metrics, history, self.tasks)
         return _final_metrics(model, self.inputs, recipe, loss, metrics, history)
 
 
@@ -246,18 +252,53 @@ def _cost_order(cut):
     return math.inf if depth is None else depth
 
 
-def _final_metrics(part, inputs, recipe, loss, metrics, history):
-    """The validation metrics of the model as it ends (restored, maybe rolled back) and its best epoch's training
-    metrics: what KerasTuner ranks, and what `kft.fine_tune` with the same recipe ends with."""
+def _final_validation(part, inputs, recipe, history):
+    """The model as it ends (restored, maybe rolled back; the head alone when that is what trained last) and its
+    validation split: `(targets, predictions, sample weights or None)`, arrays (dicts of them per target)."""
     _, validation = inputs.datasets(recipe.trainable, recipe.batch_size, recipe.seed)
     if not recipe.unfrozen or history.history["phase"][-1] == 1:
         part = engine.head_part(part)
         _, validation = inputs.datasets("frozen", recipe.batch_size, recipe.seed)
-    targets, predictions = [], []
-    for x, y in validation:
-        predictions.append(keras.ops.convert_to_numpy(part(x, training=False)))
-        targets.append(y.numpy())
-    targets, predictions = np.concatenate(targets), np.concatenate(predictions)
+    targets, predictions, weights = [], [], []
+    for batch in validation:
+        predictions.append(tf.nest.map_structure(keras.ops.convert_to_numpy, part(batch[0], training=False)))
+        targets.append(tf.nest.map_structure(lambda t: t.numpy(), batch[1]))
+        weights.append(tf.nest.map_structure(lambda t: t.numpy(), batch[2]) if len(batch) > 2 else None)
+    joined = [tf.nest.map_structure(lambda *parts: np.concatenate(parts), *values) if values[0] is not None
+              else None for values in (targets, predictions, weights)]
+    return tuple(joined)
+
+
+def _final_target_metrics(part, inputs, recipe, losses, metrics, history, tasks):
+    """`_final_metrics` of a multi-task trial: each target's, on the rows that carry it, and their mean
+    (`val_accuracy`: the classification targets' accuracies; else `val_mae`: the regression targets' errors)."""
+    targets, predictions, weights = _final_validation(part, inputs, recipe, history)
+    final, loss = {}, 0.0  # the search runs fine_tune's default loss weights: 1 each
+    for target in tasks:
+        loss += float(keras.ops.convert_to_numpy(losses[target](targets[target], predictions[target],
+                                                               sample_weight=weights[target])))
+        metric = metrics[target][0]
+        metric.reset_state()
+        metric.update_state(targets[target], predictions[target], sample_weight=weights[target])
+        final[f"val_{target}_{metric.name}"] = float(keras.ops.convert_to_numpy(metric.result()))
+    final["val_loss"] = loss
+    losses_seen = history.history.get("val_loss", [])
+    best = int(np.nanargmin(losses_seen)) if losses_seen else -1
+    for key, values in history.history.items():
+        if not key.startswith("val_") and key != "phase":
+            final[key] = float(values[best])
+    mean = "accuracy" if any(t != "regression" for t in tasks.values()) else "mae"
+    for prefix in ("val_", ""):
+        scores = [final.get(f"{prefix}{t}_{mean}", math.nan) for t, task in tasks.items()
+                  if (task == "regression") == (mean == "mae")]
+        final[f"{prefix}{mean}"] = float(np.mean(scores))
+    return final
+
+
+def _final_metrics(part, inputs, recipe, loss, metrics, history):
+    """The validation metrics of the model as it ends (restored, maybe rolled back) and its best epoch's training
+    metrics: what KerasTuner ranks, and what `kft.fine_tune` with the same recipe ends with."""
+    targets, predictions, _ = _final_validation(part, inputs, recipe, history)
     metric = metrics[0]
     metric.reset_state()
     metric.update_state(targets, predictions)

@@ -267,7 +267,6 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
     """
     # === Arguments, before any work ===
     start = time.monotonic()
-    multitask.refuse("kft.tune", data=data)
     if tuner not in TUNERS:
         raise TuningError(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
     if not is_int(max_trials) or max_trials < 1:
@@ -285,7 +284,7 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
     if not backbones.takes(spec, data.modality):
         raise TuningError(f"Backbone {spec.name!r} takes {spec.modality} input but the data is {data.modality}. "
                           f"Pick one of kft.backbones.names({data.modality!r}).")
-    objective = _objective(objective, data.task)
+    objective = _objective(objective, data.task, multitask.targets_of(data))
     if cache_features is False or not (isinstance(cache_features, (bool, str))
                                        or isinstance(cache_features, os.PathLike)):
         raise TuningError('cache_features must be True, "disk" or a folder (trials that augment recompute their '
@@ -382,10 +381,20 @@ def _hyperband_factor(epochs, max_trials):
     return factor, counts[factor]
 
 
-def _objective(objective, task):
-    """Checks that a trial logs the objective; returns it as KerasTuner takes it."""
+def _objective(objective, task, tasks=None):
+    """Checks that a trial logs the objective; returns it as KerasTuner takes it.
+
+    A multi-task search (`tasks`: `{target: task}`) logs each target's metric (`val_<target>_accuracy`,
+    `val_<target>_mae`) and `val_accuracy`, the mean of its classification targets' accuracies (`val_mae`, the
+    mean of the regression targets' errors, when none is a classification target).
+    """
     metric = "mae" if task == "regression" else "accuracy"
     logged = ["loss", "val_loss", metric, f"val_{metric}"]
+    if tasks:
+        metric = "accuracy" if any(t != "regression" for t in tasks.values()) else "mae"
+        logged = ["loss", "val_loss", metric, f"val_{metric}"] + [
+            f"{prefix}{target}_{'mae' if t == 'regression' else 'accuracy'}" for target, t in tasks.items()
+            for prefix in ("val_", "")]
     if isinstance(objective, keras_tuner.Objective):
         names = [objective.name]
     elif isinstance(objective, (list, tuple)):
@@ -394,8 +403,10 @@ def _objective(objective, task):
         names = [objective]
     unknown = [name for name in names if name not in logged]
     if unknown:
-        raise TuningError(f"objective={objective!r} is not logged by a trial of a {task} search; "
-                          f"a trial logs {', '.join(logged)}.")
+        raise TuningError(f"objective={objective!r} is not logged by a trial of a "
+                          f"{'multi-task' if tasks else task} search; a trial logs {', '.join(logged)}.")
+    if tasks and isinstance(objective, str):  # KerasTuner knows no direction for a target's metric name
+        return keras_tuner.Objective(objective, "max" if objective.endswith("accuracy") else "min")
     return objective
 
 
