@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from kerasft import (backbones, calibration, ensembling, evaluation, exporting, features, models, multitask, report,
                      training)
@@ -31,10 +32,14 @@ BACKBONES = {"text": ("tfidf", "minilm_l6"), "image": ("efficientnet_lite0", "mo
              "audio": ("efficientnet_lite0", "mobilenet_v2")}
 # Share of the budget kept for fusing, calibrating, evaluating and exporting.
 FINISH_SHARE = 0.25
-# Share of the budget one network's frozen features may take (the rest of its share goes to trials).
+# Share of the budget the networks' frozen features may take together (the rest goes to trials).
 FEATURE_SHARE = 0.3
 # Members each search contributes to the fusions.
 MEMBERS_PER_SEARCH = 3
+# The probe times this many batches of 32 end to end; a share of its rate is what a whole split sustains here
+# (a search's feature pass over 29,000 Fashion-MNIST images ran at well under the probe's 323 examples/s of one
+# batch, and overran its share by half).
+PROBE_BATCHES, PROBE_DISCOUNT = 3, 0.5
 # Images this small or smaller are seen at SMALL_IMAGE_SIZE (upscaling them to 224 buys nothing).
 SMALL_IMAGE, SMALL_IMAGE_SIZE = 64, (96, 96)
 # How fusions rank when their validation accuracy ties: the simplest first.
@@ -168,11 +173,13 @@ def _fit_to_budget(data, names, time_limit, seed, log):
         if height and height <= SMALL_IMAGE:
             build_args["image_size"] = SMALL_IMAGE_SIZE
             notes.append(f"images of {height} pixels seen at {SMALL_IMAGE_SIZE[0]}x{SMALL_IMAGE_SIZE[1]}")
-    network = next((n for n in names if backbones.get(n).adapt is None), None)
-    if network is None:
+    networks = [n for n in names if backbones.get(n).adapt is None]
+    if not networks:
         return data, build_args, notes
+    network = networks[0]
     rate = _probe(data, network, build_args, seed)
-    budget = FEATURE_SHARE * time_limit * rate  # examples whose frozen features fit the share
+    budget = FEATURE_SHARE * time_limit * rate / len(networks)  # examples whose frozen features, computed by each
+    # network's search, fit the share
     smallest = int((20 * max(data.num_classes, 2) + min(data.size("test"), 500)) / rate * 3 + 30)
     if time_limit < smallest:
         raise AutoError(f"time_limit={time_limit:g} s is too small for {data.name!r}: {network} runs at about "
@@ -183,8 +190,9 @@ def _fit_to_budget(data, names, time_limit, seed, log):
     if train + validation > budget:
         sizes["train"] = max(int(budget * 0.8), 20 * data.num_classes)
         sizes["validation"] = max(int(budget * 0.2), 10 * data.num_classes)
-    if test > FINISH_SHARE / 3 * time_limit * rate:
-        sizes["test"] = max(int(FINISH_SHARE / 3 * time_limit * rate), 10 * data.num_classes)
+    tested = FINISH_SHARE / 3 * time_limit * rate / len(networks)  # the test split goes through every network
+    if test > tested:
+        sizes["test"] = max(int(tested), 10 * data.num_classes)
     sizes = {split: n for split, n in sizes.items() if n < data.size(split)}
     if sizes:
         data = data.subset(seed=seed, **sizes)
@@ -201,14 +209,17 @@ def _stored_height(data):
 
 
 def _probe(data, backbone, build_args, seed):
-    """Examples per second the backbone's frozen features take here (one batch of 32, after a first call)."""
+    """Examples per second the backbone's frozen features take here, end to end (read, decode, preprocess, bottom)
+    over `PROBE_BATCHES` batches of 32 after a first one, times `PROBE_DISCOUNT`."""
     model = models.build_classifier(backbone, data=data, seed=seed, **build_args)
-    batch = next(iter(features.preprocess(model, data.train.take(32), 32, cache=False)))[0]
+    batches = features.preprocess(model, data.train.take(32 * (PROBE_BATCHES + 1)), 32, cache=False)
     bottom = features.Bottom(model, ["frozen"])
-    bottom(batch)
-    start = time.perf_counter()
-    bottom(batch)
-    return 32 / max(time.perf_counter() - start, 1e-3)
+    iterator = iter(batches)
+    bottom(next(iterator)[0])  # traces
+    start, seen = time.perf_counter(), 0
+    for x, _ in iterator:  # reading the outputs waits for them
+        seen += len(tf.nest.flatten(tf.nest.map_structure(np.asarray, bottom(x)))[0])
+    return PROBE_DISCOUNT * max(seen, 32) / max(time.perf_counter() - start, 1e-3)
 
 
 def _members(data, names, build_args, search_deadline, run_dir, seed, verbose, log):
