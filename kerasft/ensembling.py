@@ -102,12 +102,12 @@ def _combine(members, method, validation, name, calibrate):
     if method in ("uniform_soup", "greedy_soup"):
         soup = _uniform_soup(members, name) if method == "uniform_soup" else _greedy_soup(members, validation, name)
         return calibration.calibrate(soup, validation, verbose=0) if calibrate else soup
-    task = heads.tasks_of(members[0]) or heads.task_of(members[0])
+    weights = np.full(len(members), 1 / len(members))
+    if method == "mean" and not calibrate:  # the only probability average of multi-task members
+        return _average(members, weights, name)
+    task = heads.task_of(members[0])
     if method == "stacking":
         return _stack(members, validation, task, name, calibrate)
-    weights = np.full(len(members), 1 / len(members))
-    if method == "mean" and not calibrate:
-        return _average(members, weights, name)
     outputs, labels = _validation_outputs(members, validation, task)
     if task in _CLASSES:
         outputs = [np.exp(o) for o in outputs]
@@ -129,20 +129,15 @@ def _check_members(members, method, validation, calibrate):
                 f"Member {i} is not a kerasft classifier (a keras.Model with 'preprocessor' and 'network' "
                 f"layers, from kft.build_classifier). Received: {type(member).__name__}"
             )
+    _check_inputs(members)
     if any(heads.tasks_of(member) is not None for member in members):
         return _check_multi_task_members(members, method, validation, calibrate)
     multitask.refuse("kft.ensemble's validation data", data=validation)
     first = members[0]
     for i, member in enumerate(members[1:], start=1):
-        if member.input.dtype != first.input.dtype or member.output.shape[-1] != first.output.shape[-1]:
-            raise EnsembleError(
-                f"Member {i} takes {member.input.dtype} input with {member.output.shape[-1]} outputs; member 0 "
-                f"takes {first.input.dtype} with {first.output.shape[-1]}. Members must solve the same task."
-            )
-        if models.modality_of(first) == "audio" and audio.sample_rate_of(member) != audio.sample_rate_of(first):
-            (rate, samples), (first_rate, first_samples) = audio.sample_rate_of(member), audio.sample_rate_of(first)
-            raise EnsembleError(f"Member {i} takes clips of {samples} samples at {rate} Hz; member 0 takes "
-                                f"{first_samples} at {first_rate} Hz. Audio members must take one length and rate.")
+        if member.output.shape[-1] != first.output.shape[-1]:
+            raise EnsembleError(f"Member {i} has {member.output.shape[-1]} outputs; member 0 has "
+                                f"{first.output.shape[-1]}. Members must solve the same task.")
         if heads.task_of(member) != heads.task_of(first):
             raise EnsembleError(f"Member {i} is a {heads.task_of(member)} model; member 0 is "
                                 f"{heads.task_of(first)}. Members must solve the same task.")
@@ -165,6 +160,19 @@ def _check_members(members, method, validation, calibrate):
         _check_stacking_size(_labels(validation), task, first.output.shape[-1],
                              getattr(validation, "class_names", None))
     return members
+
+
+def _check_inputs(members):
+    """Members take one kind of raw input (and audio members one clip length and rate)."""
+    first = members[0]
+    for i, member in enumerate(members[1:], start=1):
+        if member.input.dtype != first.input.dtype:
+            raise EnsembleError(f"Member {i} takes {member.input.dtype} input; member 0 takes {first.input.dtype}. "
+                                "Members must solve the same task.")
+        if models.modality_of(first) == "audio" and audio.sample_rate_of(member) != audio.sample_rate_of(first):
+            (rate, samples), (first_rate, first_samples) = audio.sample_rate_of(member), audio.sample_rate_of(first)
+            raise EnsembleError(f"Member {i} takes clips of {samples} samples at {rate} Hz; member 0 takes "
+                                f"{first_samples} at {first_rate} Hz. Audio members must take one length and rate.")
 
 
 def _check_multi_task_members(members, method, validation, calibrate):
