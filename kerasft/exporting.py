@@ -66,7 +66,7 @@ a hidden `.tmp-...` name (TF Serving stops seeing it whole, never
 half-deleted), and deleted once the lock is released. The version just
 written and any newer one (TF Serving may be loading it) are never touched.
 
-A LiteRT export (one target only) is checked before anything is written: each file runs
+A LiteRT export is checked before anything is written (a multi-task model's every target): each file runs
 through the interpreter on the data's test split beside the Keras model, its
 parity report goes into the card (and is printed), and a file that loses more
 than `max_accuracy_drop` accuracy fails the whole export (`kerasft.litert`).
@@ -206,9 +206,6 @@ def _export(model, path, class_names, version, data, metrics, hyperparameters, f
         raise ExportError(f"quantize={quantize!r} applies to LiteRT files, but formats={formats} writes none. "
                           "Add 'litert' to formats.")
     modality, task, num_outputs = describe(model)
-    if "litert" in formats and isinstance(task, dict):
-        raise ExportError(f"LiteRT files hold models with one target; this multi-task model has the targets "
-                          f"{list(task)}. Pass formats=('keras', 'saved_model').")
     if "litert" in formats and modality == "audio":
         raise ExportError("LiteRT files hold text and image models only; an audio model exports as .keras and "
                           "SavedModel. Pass formats=('keras', 'saved_model').")

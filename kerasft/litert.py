@@ -13,7 +13,7 @@ text   the classifier's "network": backbone, pooling, head
        in:  token_ids, segment_ids, padding_mask int32[batch, sequence_length] (the network's inputs)
        the tokenizer runs outside: vocab.txt and tokenizer_settings.json are written beside the file,
        and kerasft.load rebuilds the model's KerasHub preprocessor from them (same ids)
-both   out: probabilities float32[batch, outputs]
+both   out: probabilities float32[batch, outputs]; a multi-task model: <target>_probabilities per target
 ```
 
 Quantizations (`QUANTIZATIONS`), each written as its own file (`filename`):
@@ -59,6 +59,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasft import features, keras_internals, tokenizing
+from kerasft.data.targets import present
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 METADATA_NAME = "kerasft"
@@ -117,8 +118,9 @@ def prepare(model, data, task, class_names, resize=None, quantize=None, calibrat
         data: TaskData. Its test split (the validation split when the test
             split is empty) checks every file; its training split
             calibrates int8.
-        task: str. `"multiclass"`, `"binary"`, `"multilabel"` or `"regression"`.
-        class_names: list of str. Output names, embedded in each file.
+        task: str. `"multiclass"`, `"binary"`, `"multilabel"` or `"regression"`; a multi-task
+            model's `{target: task}` (every target's outputs are checked on the rows that carry it).
+        class_names: list of str (a multi-task model's `{target: names}`). Output names, embedded in each file.
         resize: keras.layers.Resizing or None. The layer that sets an image
             model's input size (the largest in an ensemble); None for text.
         quantize: str, tuple of str or None. Quantized files to write besides
@@ -140,16 +142,17 @@ def prepare(model, data, task, class_names, resize=None, quantize=None, calibrat
     source = _Source.of(model, resize)
     _check_data(data, source.modality, task)
     if "int8" in quantizations:
-        if task == "regression":
+        if "regression" in (task.values() if isinstance(task, dict) else [task]):
             raise LiteRTError("int8 needs an accuracy to guard it, which a regression model has not. Use "
                               "quantize='float16' or 'dynamic' for a regression model. Received: quantize='int8'")
         calibration = _check_calibration(calibration, data, source.modality)
     if not isinstance(max_accuracy_drop, numbers.Real) or not 0 <= max_accuracy_drop <= 1:
         raise LiteRTError("max_accuracy_drop must be a fraction in [0, 1] (0.01 = 1 accuracy point). "
                           f"Received: {max_accuracy_drop!r}")
+    multi = isinstance(task, dict)
     metadata = {"format": METADATA_NAME, "version": _METADATA_VERSION, "modality": source.modality, "task": task,
-                "class_names": list(class_names), "inputs": source.input_specs(), "output": OUTPUT,
-                **source.metadata()}
+                "class_names": {t: list(n) for t, n in class_names.items()} if multi else list(class_names),
+                "inputs": source.input_specs(), "output": _output_names(task), **source.metadata()}
 
     # === Convert: one temporary SavedModel, one converter run per quantization ===
     contents = {}
@@ -172,7 +175,9 @@ def prepare(model, data, task, class_names, resize=None, quantize=None, calibrat
     files.update(source.side_files())
     card = {"runtime": {"interpreter": f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}",
                         "latency_threads": LATENCY_THREADS},
-            "inputs": metadata["inputs"], "output": {OUTPUT: f"float32[batch, {len(class_names)}]"},
+            "inputs": metadata["inputs"],
+            "output": ({_output_names(task)[t]: f"float32[batch, {len(n)}]" for t, n in class_names.items()} if multi
+                       else {OUTPUT: f"float32[batch, {len(class_names)}]"}),
             **source.card(), "max_accuracy_drop": max_accuracy_drop,
             "calibration": _describe_calibration(calibration) if "int8" in quantizations else None,
             "files": {report["file"]: report for report in reports.values()}}
@@ -196,13 +201,31 @@ def check_quantize(quantize):
     return tuple(q for q in QUANTIZATIONS if q == "float32" or q in asked)
 
 
+def _output_names(task):
+    """The file's output tensor name: `OUTPUT`, or a multi-task model's `{target: "<target>_probabilities"}`."""
+    return {target: f"{target}_{OUTPUT}" for target in task} if isinstance(task, dict) else OUTPUT
+
+
+def _named(outputs):
+    """A batch of model outputs as the file's named output tensors (`_output_names`)."""
+    if isinstance(outputs, dict):
+        return {f"{target}_{OUTPUT}": value for target, value in outputs.items()}
+    return {OUTPUT: outputs}
+
+
 def _check_data(data, modality, task):
     if not all(hasattr(data, a) for a in ("test", "validation", "train", "size", "modality")):
         raise LiteRTError("A LiteRT export needs data= (a kft TaskData): each file is checked against the Keras "
                           f"model on its test split. Received: data={type(data).__name__}")
     if data.modality != modality:
         raise LiteRTError(f"The model takes {modality} input but the data is {data.modality} ({data.name}).")
-    if task != data.task and {task, data.task} != {"multiclass", "binary"}:
+    if isinstance(task, dict) or data.targets:
+        held = {t: target.task for t, target in (data.targets or {}).items()}
+        if not isinstance(task, dict) or list(held) != list(task) or any(
+                held[t] != task[t] and {held[t], task[t]} != {"multiclass", "binary"} for t in task):
+            raise LiteRTError(f"The model's targets are {task!r} but the data's ({data.name}) are "
+                              f"{held or data.task!r}.")
+    elif task != data.task and {task, data.task} != {"multiclass", "binary"}:
         raise LiteRTError(f"The model's task is {task!r} but the data's is {data.task!r} ({data.name}).")
     if not data.size("test") and not data.size("validation"):
         raise LiteRTError(f"The test and validation splits of {data.name} are empty; a LiteRT export is checked "
@@ -260,7 +283,7 @@ class _Source:
         with tempfile.TemporaryDirectory(prefix="kerasft-litert-") as folder:
             archive = keras.export.ExportArchive()
             archive.track(self.graph)
-            archive.add_endpoint("serving_default", lambda inputs: {OUTPUT: self.reference(inputs)},
+            archive.add_endpoint("serving_default", lambda inputs: _named(self.reference(inputs)),
                                  input_signature=[specs])
             archive.write_out(folder, verbose=False)
             yield folder
@@ -291,7 +314,7 @@ class _ImageSource(_Source):
         resized = dataset.map(lambda x, y: (self.resize(tf.cast(x, tf.float32)), y),
                               num_parallel_calls=tf.data.AUTOTUNE)
         for x, y in resized.batch(batch_size).prefetch(tf.data.AUTOTUNE):
-            yield {IMAGE_INPUT: x.numpy()}, y.numpy()
+            yield {IMAGE_INPUT: x.numpy()}, tf.nest.map_structure(np.asarray, y)
 
     def metadata(self):
         return {"resize": self.resize.get_config()}
@@ -346,7 +369,7 @@ class _TextSource(_Source):
     def batches(self, dataset, batch_size):
         """`(file inputs, labels)` numpy batches from unbatched `(text, label)`, tokenized by the model."""
         for x, y in features.preprocess(self.model, dataset, batch_size, cache=False):
-            yield {name: x[name].numpy().astype("int32") for name in self.names}, y.numpy()
+            yield {name: x[name].numpy().astype("int32") for name in self.names}, tf.nest.map_structure(np.asarray, y)
 
     def settings(self):
         """The tokenizer settings a device-side tokenizer needs (tokenizer_settings.json)."""
@@ -475,18 +498,40 @@ def _parity(source, contents, dataset, task):
     runners = {q: LiteRTModel(content, num_threads=LATENCY_THREADS) for q, content in contents.items()}
     keras_outputs, outputs, labels, timed = [], {q: [] for q in contents}, [], []
     for inputs, y in source.batches(dataset, _BATCH_SIZE):
-        keras_outputs.append(np.asarray(reference(inputs)))
+        keras_outputs.append(tf.nest.map_structure(np.asarray, reference(inputs)))
         for quantization, runner in runners.items():
             outputs[quantization].append(runner.run(inputs))
         labels.append(y)
+        rows = len(next(iter(inputs.values())))
         timed += [{name: x[i:i + 1] for name, x in inputs.items()}
-                  for i in range(min(len(y), _LATENCY_EXAMPLES - len(timed)))]
-    keras_probabilities, labels = np.concatenate(keras_outputs), np.concatenate(labels)
+                  for i in range(min(rows, _LATENCY_EXAMPLES - len(timed)))]
+    keras_probabilities, labels = _joined(keras_outputs), _joined(labels)
     latency = _latency_ms({"keras": reference, **{q: runner.run for q, runner in runners.items()}}, timed)
-    return {q: {"quantization": q, "size_bytes": len(content), "examples": len(labels),
-                **_compare(task, keras_probabilities, np.concatenate(outputs[q]), labels),
+    return {q: {"quantization": q, "size_bytes": len(content), "examples": len(tf.nest.flatten(labels)[0]),
+                **_compare_targets(task, keras_probabilities, _joined(outputs[q]), labels),
                 "latency_ms": latency[q], "keras_latency_ms": latency["keras"]}
             for q, content in contents.items()}
+
+
+def _joined(batches):
+    """Batches of arrays (or of dicts of them) as one array (or dict)."""
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *batches)
+
+
+def _compare_targets(task, keras_probabilities, litert_probabilities, labels):
+    """`_compare`; a multi-task model's per target on the rows that carry it (`targets`), with the largest
+    accuracy drop and probability difference of any target at the top."""
+    if not isinstance(task, dict):
+        return _compare(task, keras_probabilities, litert_probabilities, labels)
+    targets = {}
+    for target, kind in task.items():
+        carried = present(labels[target], kind)
+        targets[target] = _compare(kind, keras_probabilities[target][carried], litert_probabilities[target][carried],
+                                   labels[target][carried])
+    drops = [r["accuracy_drop"] for r in targets.values() if "accuracy_drop" in r]
+    return {"targets": targets, "max_probability_difference": max(r["max_probability_difference"]
+                                                                   for r in targets.values()),
+            **({"accuracy_drop": max(drops)} if drops else {})}
 
 
 def _compare(task, keras_probabilities, litert_probabilities, labels):
@@ -539,6 +584,11 @@ def _latency_ms(calls, examples):
 
 
 def _guard(report, max_accuracy_drop, calibration):
+    if "targets" in report:  # a multi-task model: each target's accuracy
+        whole = {key: value for key, value in report.items() if key != "targets"}
+        for target, scores in report["targets"].items():
+            _guard({**whole, **scores, "file": f"{report['file']} target {target!r}"}, max_accuracy_drop, calibration)
+        return
     drop = report.get("accuracy_drop")
     if drop is None or drop <= max_accuracy_drop + 1e-9:
         return
@@ -564,6 +614,10 @@ def parity_table(reports):
         reports: dict. Quantization -> report, as in `Prepared.reports`.
     """
     first = next(iter(reports.values()))
+    if "targets" in first:  # a multi-task model: a row per file and target
+        reports = {f"{q} {target}": {**report, **scores, "file": f"{report.get('file', filename(q))} [{target}]"}
+                   for q, report in reports.items() for target, scores in report["targets"].items()}
+        first = next(iter(reports.values()))
     accuracy = "keras_accuracy" in first
     metric_header = f"{'accuracy':>9}{'keras':>8}{'agree':>8}" if accuracy else f"{'mae':>9}{'keras':>8}"
     lines = [(f"kerasft LiteRT parity on the {first.get('split', 'test')} split ({first['examples']} examples; "
@@ -571,7 +625,7 @@ def parity_table(reports):
              f"{'file':<22}{'size':>10}  {metric_header}{'max |dp|':>10}{'latency':>10}{'keras':>9}"]
     for quantization, report in reports.items():
         metrics = (f"{report['litert_accuracy']:>9.4f}{report['keras_accuracy']:>8.4f}{report['top1_agreement']:>8.1%}"
-                   if accuracy else f"{report['litert_mae']:>9.4g}{report['keras_mae']:>8.4g}")
+                   if "keras_accuracy" in report else f"{report['litert_mae']:>9.4g}{report['keras_mae']:>8.4g}")
         lines.append(f"{report.get('file', filename(quantization)):<22}{report['size_bytes'] / 1e6:>8.2f}MB  {metrics}"
                      f"{report['max_probability_difference']:>10.2e}{report['latency_ms']:>8.2f}ms"
                      f"{report['keras_latency_ms']:>7.2f}ms")
@@ -596,8 +650,8 @@ class LiteRTModel:
     Attributes:
         metadata: dict. The embedded `"kerasft"` metadata.
         modality: str. `"image"` or `"text"`.
-        task: str. The classifier's task.
-        class_names: list of str. Output names, in order.
+        task: str. The classifier's task (a multi-task model's `{target: task}`).
+        class_names: list of str. Output names, in order (a multi-task model's `{target: names}`).
         quantization: str. One of `QUANTIZATIONS`.
 
     Example:
@@ -632,15 +686,18 @@ class LiteRTModel:
         return self._preprocess(inputs)
 
     def run(self, inputs):
-        """Returns the file's output for its own input tensors (numpy dict, as `metadata["inputs"]` lists).
+        """Returns the file's output for its own input tensors (numpy dict, as `metadata["inputs"]` lists); a
+        multi-task model's `{target: output}`.
 
         Args:
             inputs: dict. Input name -> numpy batch.
         """
-        return self._signature(**inputs)[self.metadata["output"]]
+        outputs, names = self._signature(**inputs), self.metadata["output"]
+        return {target: outputs[name] for target, name in names.items()} if isinstance(names, dict) else outputs[names]
 
     def predict(self, inputs, batch_size=32):
-        """Returns the probabilities (regression: the values) for raw inputs, float32 `(N, outputs)`.
+        """Returns the probabilities (regression: the values) for raw inputs, float32 `(N, outputs)`; a
+        multi-task model's `{target: probabilities}`.
 
         Args:
             inputs: list of str (text); numpy array `(N, H, W, 3)` or list of
@@ -651,7 +708,7 @@ class LiteRTModel:
                   for start in range(0, len(inputs), batch_size)]
         if not chunks:
             raise LiteRTError("predict() received no inputs.")
-        return np.concatenate(chunks)
+        return _joined(chunks)
 
     def _image_preprocessing(self):
         resize = keras.layers.Resizing.from_config(self.metadata["resize"])

@@ -12,7 +12,7 @@ import pytest
 
 import kerasft as kft
 from conftest import TINY_VOCAB, run_fresh
-from kerasft import calibration, engine, ensembling, features, heads, models, multitask, training
+from kerasft import calibration, engine, ensembling, features, heads, litert, models, multitask, training
 from kerasft.serving import ExportError
 from kerasft.data import DataError
 
@@ -472,11 +472,35 @@ def test_tune_scores_every_target_and_its_best_recipe_retrains_through_fine_tune
         kft.tune(tickets, "tiny_bert", objective="val_size_accuracy", directory=tmp_path / "x", verbose=0)
 
 
-def test_litert_refuses_a_multi_task_model_before_writing(trained, tickets, tmp_path):
-    with pytest.raises(ExportError, match=r"LiteRT files hold models with one target; this multi-task model has the "
-                                          r"targets \['animal', 'colour'\]"):
-        kft.export(trained.model, tmp_path / "lite", data=tickets, formats=("litert",))
-    assert not (tmp_path / "lite").exists()
+def test_litert_files_hold_every_target_and_load_back_per_target(exported, tickets, tmp_path, capsys):
+    model = keras.models.load_model(exported.work / "model" / "model.keras")
+    written = kft.export(model, tmp_path / "lite", data=tickets, formats=("litert",), quantize="dynamic").litert
+    assert sorted(written) == ["dynamic", "float32"]
+    printed = capsys.readouterr().out
+    assert "model.tflite [animal]" in printed and "model_dynamic.tflite [colour]" in printed  # parity per target
+    card = json.loads((tmp_path / "lite" / "model_card.json").read_text())
+    assert set(card["litert"]["output"]) == {"animal_probabilities", "colour_probabilities"}
+    assert set(card["litert"]["files"]["model.tflite"]["targets"]) == {"animal", "colour"}
+    texts = exported.texts[:6]
+    lite = kft.load(tmp_path / "lite" / "model.tflite")
+    outputs = lite.predict(texts)
+    for target in ("animal", "colour"):  # float32: the Keras model's probabilities
+        np.testing.assert_allclose(outputs[target], exported.expected[target][:6], atol=1e-4)
+    labels = lite.predict_labels(texts)
+    assert set(labels) == {"animal", "colour"} and len(labels["colour"][0]) == 6
+    with pytest.raises(litert.LiteRTError, match=r"The model's targets are .* but the data's .* are 'multiclass'"):
+        kft.export(model, tmp_path / "other", data=tickets.for_target("colour"), formats=("litert",))
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_litert_file_that_loses_one_targets_accuracy_is_refused_naming_the_target():
+    scores = {"animal": {"keras_accuracy": 1.0, "litert_accuracy": 1.0, "accuracy_drop": 0.0, "top1_agreement": 1.0},
+              "colour": {"keras_accuracy": 0.9, "litert_accuracy": 0.8, "accuracy_drop": 0.1, "top1_agreement": 0.9}}
+    report = {"file": "model_int8.tflite", "quantization": "int8", "split": "test", "examples": 10, "targets": scores}
+    with pytest.raises(litert.AccuracyDropError, match=r"model_int8.tflite target 'colour' \(int8\) is 10.0 accuracy "
+                                                       r"points below the Keras model"):
+        litert._guard(report, 0.01, None)
+    litert._guard(report, 0.2, None)  # within the tolerance: accepted
 
 
 def test_for_target_gives_one_targets_data_on_the_same_splits(tickets):
