@@ -213,7 +213,8 @@ class Inputs:
         spill_directory: str, Path or None. Where a cut too big for memory goes.
         block_pattern: str or None. The backbone's block regex.
         soft_targets: dict or None. Split -> `(N, C)` teacher probabilities in the data's order
-            (distillation): the targets become `[one-hot labels, teacher probabilities]`.
+            (distillation): the targets become `[one-hot labels, teacher probabilities]`. Multi-task data:
+            split -> `{target: (N, C)}` for the distilled targets.
         class_weight: dict or None. Multi-task data: `{target: {class id: weight} or None}` (`class_weight`),
             folded into the training sample weights (Keras takes no class_weight for several outputs).
         teacher: keras.Model or None. The teacher of `soft_targets`, on raw input: on images it labels every
@@ -242,8 +243,9 @@ class Inputs:
             self._largest = {split: max(len(data.shard_positions(split, count, i)) for i in range(count))
                              for split in ("train", "validation")}
             if soft_targets is not None:
-                soft_targets = {split: soft_targets[split][data.shard_positions(split, count, index)]
-                                for split in soft_targets}
+                soft_targets = {split: tf.nest.map_structure(
+                    lambda a, rows=data.shard_positions(split, count, index): a[rows], soft_targets[split])
+                    for split in soft_targets}
             if verbose:
                 print_line(f"kerasft: worker {index} of {count} reads its shard: " + ", ".join(
                     f"{self.local.size(split)} of {data.size(split)} {split}" for split in ("train", "validation")))
@@ -254,7 +256,11 @@ class Inputs:
         else:
             self.targets = {split: heads.targets(local.task, local.num_classes, local.labels(split))
                             for split in ("train", "validation")}
-        if soft_targets is not None:
+        if soft_targets is not None and local.targets:  # (targets, weights): each distilled target's widened
+            self.targets = {split: ({t: np.concatenate([y, soft_targets[split][t]], axis=-1) if t in soft_targets[split]
+                                     else y for t, y in targets.items()}, weights)
+                            for split, (targets, weights) in self.targets.items()}
+        elif soft_targets is not None:
             self.targets = {split: np.concatenate([self.targets[split], soft_targets[split]], axis=-1)
                             for split in self.targets}
         self._preprocessed = {}

@@ -169,13 +169,19 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
         augment.augmenter(model, recipe.augmentation, seed)  # refuses text models before any work
     loss = metrics = soft = None
     if teacher is not None:
-        multitask.refuse("Distillation (fine_tune(teacher=...))", model=model)
         loss, metrics = _check_teacher(teacher, data, temperature, alpha)
+        if data.targets and recipe.augmentation and data.modality == "image":
+            raise TrainingError("Distilling a multi-task teacher labels the training images once, so it takes no "
+                                "augmentation (augmented distillation has one target). Received: augmentation="
+                                f"{recipe.augmentation}")
     models.set_trainable(model, setting, description.block_pattern, batchnorm=recipe.batchnorm_for(
         description.modality))
     if teacher is not None:
-        soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0).astype("float32")
+        soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0)
                 for split in ("train", "validation")}
+        soft = {split: ({t: p.astype("float32") for t, p in probabilities.items()
+                         if data.targets[t].task in ("multiclass", "binary")}  # the distilled targets
+                        if data.targets else probabilities.astype("float32")) for split, probabilities in soft.items()}
         weights = None  # the soft targets already carry the teacher's view of the classes
     checkpoint = None
     if checkpoint_dir is not None:
@@ -323,7 +329,6 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
     >>> student = kft.distill(ens, "efficientnet_lite0", images, trainable="top:3", augmentation=0.5)
     """
     _check_task_data(data)
-    multitask.refuse("kft.distill", model=teacher, data=data)
     _check_teacher(teacher, data, temperature, alpha)  # before the student loads any weights
     spec = backbones.get(student_backbone)
     if student_layers is not None:
@@ -345,9 +350,49 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
 
 
 def _check_teacher(teacher, data, temperature, alpha):
-    """The distillation loss and metrics, once the teacher is known to solve the data's task and classes."""
+    """The distillation loss and metrics, once the teacher is known to solve the data's task and classes.
+
+    Multi-task data and teacher: `{target: loss}` and `{target: metrics}`; each multiclass or binary target
+    learns from the teacher's probabilities, the others from their labels alone.
+    """
+    if data.targets is not None or heads.tasks_of(teacher) is not None:
+        return _check_multi_task_teacher(teacher, data, temperature, alpha)
     if data.task not in ("multiclass", "binary"):
         raise TrainingError(f"Distillation needs a multiclass or binary task. Received: {data.task!r}")
+    _check_teacher_input(teacher, data)
+    if teacher.output.shape[-1] != data.num_classes:
+        raise TrainingError(f"The teacher outputs {teacher.output.shape[-1]} classes but the data has "
+                            f"{data.num_classes} ({data.class_names}): a student learns the teacher's task, so "
+                            "distil on data of that task and its classes.")
+    if heads.task_of(teacher) not in ("multiclass", "binary"):
+        raise TrainingError(f"The teacher is a {heads.task_of(teacher)} model but the data is {data.task}: a student "
+                            "learns the teacher's task.")
+    _check_softening(temperature, alpha)
+    return _Distillation(data.num_classes, temperature, alpha), [_distilled_accuracy(data.num_classes)]
+
+
+def _check_multi_task_teacher(teacher, data, temperature, alpha):
+    _check_teacher_input(teacher, data)
+    tasks = heads.tasks_of(teacher)
+    expected = {name: (target.task, target.num_outputs) for name, target in (data.targets or {}).items()}
+    found = tasks and {name: (task, teacher.output[name].shape[-1]) for name, task in tasks.items()}
+    if found != expected:
+        raise TrainingError(f"The teacher's targets (task, outputs) are {found or 'one target'} but the data's are "
+                            f"{expected or 'one target'} ({data.name}): a student learns the teacher's targets.")
+    distilled = [name for name, (task, _) in expected.items() if task in ("multiclass", "binary")]
+    if not distilled:
+        raise TrainingError(f"Distillation needs a multiclass or binary target; the data's are {expected}.")
+    _check_softening(temperature, alpha)
+    losses, metrics = multitask.losses_and_metrics(tasks)
+    for name in distilled:
+        outputs = expected[name][1]
+        losses[name] = _Distillation(outputs, temperature, alpha,  # over the rows that carry the target
+                                     reduction="mean_with_sample_weight", name=f"{name}_distillation")
+        metrics[name] = [_distilled_accuracy(outputs)]
+    return losses, metrics
+
+
+def _check_teacher_input(teacher, data):
     try:
         modality = models.modality_of(teacher)  # refuses anything but a keras.Model on one raw input
         models.check_clips(teacher, data)
@@ -356,29 +401,39 @@ def _check_teacher(teacher, data, temperature, alpha):
                             f"{error}") from None
     if modality != data.modality:
         raise TrainingError(f"The teacher takes {modality} input but the data is {data.modality} ({data.name}).")
-    if teacher.output.shape[-1] != data.num_classes:
-        raise TrainingError(f"The teacher outputs {teacher.output.shape[-1]} classes but the data has "
-                            f"{data.num_classes} ({data.class_names}): a student learns the teacher's task, so "
-                            "distil on data of that task and its classes.")
-    if heads.task_of(teacher) not in ("multiclass", "binary"):
-        raise TrainingError(f"The teacher is a {heads.task_of(teacher)} model but the data is {data.task}: a student "
-                            "learns the teacher's task.")
+
+
+def _check_softening(temperature, alpha):
     if not temperature > 0 or not 0.0 <= alpha <= 1.0:
         raise TrainingError(f"temperature must be > 0 and alpha in [0, 1]. Received: temperature={temperature}, "
                             f"alpha={alpha}")
-    classes = data.num_classes
 
-    def distillation_loss(y_true, y_pred):
+
+class _Distillation(keras.losses.Loss):
+    """The loss on targets `[one-hot labels, teacher probabilities]` (`classes` columns each): alpha x the
+    labels' cross-entropy + (1 - alpha) x temperature^2 x the softened distributions' (Hinton et al., 2015).
+    Used while the student trains only (the classifier keeps no loss)."""
+
+    def __init__(self, classes, temperature, alpha, reduction="sum_over_batch_size", name="distillation"):
+        super().__init__(name=name, reduction=reduction)
+        self.classes, self.temperature, self.alpha = classes, temperature, alpha
+
+    def call(self, y_true, y_pred):
         # Both models output probabilities; log-probabilities are logits up to a constant.
+        classes, temperature = self.classes, self.temperature
         hard, teacher_probabilities = y_true[:, :classes], y_true[:, classes:]
         log_student = keras.ops.log(keras.ops.clip(y_pred, 1e-7, 1.0))
         hard_term = -keras.ops.sum(hard * log_student, axis=-1)
         soft_teacher = keras.ops.softmax(keras.ops.log(keras.ops.clip(teacher_probabilities, 1e-7, 1.0)) / temperature)
         soft_student = keras.ops.log_softmax(log_student / temperature, axis=-1)
         soft_term = -keras.ops.sum(soft_teacher * soft_student, axis=-1) * temperature**2
-        return alpha * hard_term + (1 - alpha) * soft_term
+        return self.alpha * hard_term + (1 - self.alpha) * soft_term
+
+
+def _distilled_accuracy(classes):
+    """Accuracy against the one-hot labels in the first `classes` columns of distillation targets."""
 
     def accuracy(y_true, y_pred):
         return keras.ops.cast(keras.ops.argmax(y_true[:, :classes], -1) == keras.ops.argmax(y_pred, -1), "float32")
 
-    return distillation_loss, [accuracy]
+    return accuracy

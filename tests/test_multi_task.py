@@ -261,10 +261,27 @@ def test_bad_loss_weights_and_mismatched_data_are_refused_before_any_work(traine
 def test_what_takes_one_target_refuses_a_multi_task_model_clearly(trained, tickets):
     model = trained.model
     refused = r"takes models and data with one target; this one is multi-task, with the targets \['animal', 'colour'\]"
-    for call in (lambda: kft.distill(model, "tiny_bert", tickets),
-                 lambda: kft.auto(tickets, time_limit=60)):
+    for call in (lambda: kft.auto(tickets, time_limit=60),):
         with pytest.raises(multitask.MultiTaskError, match=refused):
             call()
+
+
+def test_distillation_teaches_every_classification_target_of_a_multi_task_student(trained, tickets, tiny_text_data):
+    teacher = trained.model
+    student = kft.distill(teacher, "tiny_bert", tickets, head=kft.Head(units=(32,), dropout=0.0), epochs=60,
+                          learning_rate=1e-2, alpha=0.0, verbose=0)  # the teacher's probabilities alone
+    assert heads.tasks_of(student) == {"animal": "binary", "colour": "multiclass"}
+    texts = np.array(tickets.inputs("validation"), dtype=object)
+    taught, learnt = teacher.predict(texts, verbose=0), student.predict(texts, verbose=0)
+    for target in ("animal", "colour"):  # it learnt the teacher's answers, not only the labels it had
+        agreement = np.mean(taught[target].argmax(-1) == learnt[target].argmax(-1))
+        assert agreement >= 0.8, (target, agreement)
+    with pytest.raises(training.TrainingError, match=r"The teacher's targets \(task, outputs\) are one target but "
+                                                     r"the data's are \{'animal'"):
+        kft.distill(kft.build_classifier("tiny_bert", data=tickets.for_target("colour")), "tiny_bert", tickets)
+    with pytest.raises(training.TrainingError, match=r"The teacher's targets .*'animal'.* but the data's are one "
+                                                     r"target"):
+        kft.distill(teacher, "tiny_bert", tiny_text_data)
 
 
 def test_a_single_target_model_is_not_read_against_multi_task_data(tiny_bert, tickets, tmp_path):
