@@ -5,8 +5,9 @@ plan     the backbones that install offline for the data's modality, cheapest fi
          TF-IDF member, then MiniLM; images and sound: EfficientNet-Lite0, then MobileNetV2); a probe
          of the first network's speed sizes what fits: splits too big for the budget are sampled
          (stratified), small images are seen at 96x96 instead of 224x224
-members  the classic member trains once (seconds); each network is searched (`kft.tune`, successive
-         halving: frozen trials first, deeper ones as time allows) with its share of what remains
+members  the classic member trains once (seconds, on the whole training split); each network is searched
+         (`kft.tune`, successive halving: frozen trials first, deeper ones as time allows) with its share of
+         what remains, on the sample
 fuse     every member alone, their mean, fitted weights and a stacking combiner, each scored on
          validation honestly (cross-fitted where fitted: `ensembling.validation_scores`); the best wins
 finish   calibration folded into the model, test evaluation, export, report
@@ -113,8 +114,9 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
             print(f"kerasft auto [{time.monotonic() - start:.0f} s spent, {max(0.0, deadline - time.monotonic()):.0f} "
                   f"s left]: {message}", flush=True)
 
+    whole = data
     data, build_args, notes = _fit_to_budget(data, names, time_limit, seed, log)
-    members, skipped = _members(data, names, build_args, deadline - FINISH_SHARE * time_limit, run_dir, seed,
+    members, skipped = _members(data, whole, names, build_args, deadline - FINISH_SHARE * time_limit, run_dir, seed,
                                 verbose, log)
     notes += skipped
 
@@ -222,8 +224,13 @@ def _probe(data, backbone, build_args, seed):
     return PROBE_DISCOUNT * max(seen, 32) / max(time.perf_counter() - start, 1e-3)
 
 
-def _members(data, names, build_args, search_deadline, run_dir, seed, verbose, log):
-    """Trains or searches each backbone in turn; returns `({name: model}, notes)`."""
+def _members(data, whole, names, build_args, search_deadline, run_dir, seed, verbose, log):
+    """Trains or searches each backbone in turn; returns `({name: model}, notes)`.
+
+    A classic member trains in seconds on the whole training split (`whole`; its validation split holds the
+    sampled one, so what fusions are fitted and chosen on stays unseen); the networks search on `data`, the
+    sample their budget allows.
+    """
     members, notes = {}, []
     for index, backbone in enumerate(names):
         left = search_deadline - time.monotonic()
@@ -234,9 +241,9 @@ def _members(data, names, build_args, search_deadline, run_dir, seed, verbose, l
             continue
         spec = backbones.get(backbone)
         if spec.adapt is not None:  # a classic member: one fine_tune, seconds
-            log(f"training the classic member {backbone}")
-            model = models.build_classifier(backbone, data=data, seed=seed)
-            training.fine_tune(model, data, learning_rate=1e-2, seed=seed, time_limit=share, verbose=0)
+            log(f"training the classic member {backbone} on all {whole.size('train')} training examples")
+            model = models.build_classifier(backbone, data=whole, seed=seed)
+            training.fine_tune(model, whole, learning_rate=1e-2, seed=seed, time_limit=share, verbose=0)
             members[backbone] = model
             continue
         log(f"searching {backbone} for up to {share:.0f} s")
