@@ -8,6 +8,7 @@ modules at once.
 """
 
 import contextlib
+import json
 import warnings
 
 import keras
@@ -15,6 +16,7 @@ import keras_tuner
 import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as tf_trainer
 from keras.src.saving import saving_lib
+from keras_tuner.src import utils as keras_tuner_utils
 from keras_tuner.src.backend import io as keras_tuner_io
 from keras_tuner.src.distribute import utils as keras_tuner_distribute
 from keras_tuner.src.engine import tuner_utils
@@ -158,6 +160,33 @@ def tuner_callbacks(callbacks):
         keras_tuner_io.remove_temp_dir_with_filepath(path, model.distribute_strategy)
 
     return others, save
+
+
+@contextlib.contextmanager
+def atomic_tuner_state():
+    """While inside, KerasTuner's JSON state files (oracle.json, each trial.json) on a local disk are written
+    beside and renamed into place.
+
+    KerasTuner writes them in place through its private `utils.save_json`, so a search killed while it writes
+    leaves an empty oracle.json that no resume can read (seen: a search killed with SIGKILL on a loaded
+    machine; the resume failed in json.loads). Remote paths (`gs://...`) keep KerasTuner's own writer.
+    """
+    from kerasft import paths
+
+    original = keras_tuner_utils.save_json
+
+    def save_json(path, obj):
+        if "://" in str(path):
+            return original(path, obj)
+        text = json.dumps(obj)
+        paths.write_atomic(path, text)
+        return text
+
+    keras_tuner_utils.save_json = save_json
+    try:
+        yield
+    finally:
+        keras_tuner_utils.save_json = original
 
 
 class TunerHooks:

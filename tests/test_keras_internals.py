@@ -1,6 +1,8 @@
 """The private Keras / KerasHub / KerasTuner names kerasft relies on still exist, at the versions checked."""
 
 import importlib.metadata
+import json
+import os
 
 import keras
 import keras_tuner
@@ -26,9 +28,10 @@ def test_installed_versions_are_the_ones_the_internals_were_checked_on(module):
 def test_every_private_name_still_resolves():
     from keras.src.backend.tensorflow import trainer
     from keras.src.saving import saving_lib
+    from keras_tuner.src import utils as keras_tuner_utils
     from keras_tuner.src.backend import io
     from keras_tuner.src.distribute import utils
-    from keras_tuner.src.engine import tuner_utils
+    from keras_tuner.src.engine import stateful, tuner_utils
 
     inputs = keras.Input((3,))
     outputs = keras.layers.Dense(2)(inputs)
@@ -41,6 +44,7 @@ def test_every_private_name_still_resolves():
         (keras_tuner.oracles.HyperbandOracle, "_get_size"), (keras_tuner.oracles.HyperbandOracle, "_get_num_brackets"),
         (trainer, "reduce_per_replica"), (trainer.TensorFlowTrainer, "_maybe_symbolic_build"),
         (tf.distribute.get_strategy().extended, "_in_multi_worker_mode"), (model, "_initial_epoch"),
+        (keras_tuner_utils, "save_json"), (stateful, "utils"),
     ] if not hasattr(owner, name)]
     assert not missing, f"private names gone from the installed versions: {missing}"
 
@@ -80,3 +84,16 @@ def test_vocabulary_in_config_leaves_the_callers_tokenizer_as_it_was(tiny_bert):
         assert tokenizer.get_config()["vocabulary"][:3] == ["[PAD]", "[UNK]", "[CLS]"]
     assert "get_config" not in vars(tokenizer)
     assert tokenizer.get_config().get("vocabulary") is None
+
+
+def test_kerastuner_state_is_written_whole_while_a_search_runs(tmp_path):
+    from keras_tuner.src import utils as keras_tuner_utils
+    from keras_tuner.src.engine import stateful
+
+    original = keras_tuner_utils.save_json
+    state = tmp_path / "oracle.json"
+    with keras_internals.atomic_tuner_state():
+        assert stateful.utils.save_json is not original  # what Oracle.save and Trial.save call
+        stateful.utils.save_json(str(state), {"trials": [1, 2]})
+    assert json.loads(state.read_text()) == {"trials": [1, 2]} and os.listdir(tmp_path) == ["oracle.json"]
+    assert keras_tuner_utils.save_json is original

@@ -318,13 +318,15 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
         if not (project_dir / "kerasft_search.json").exists():
             paths.write_atomic(project_dir / "kerasft_search.json", json.dumps(key, indent=1))
 
-        # === KerasTuner ===
-        search_tuner = _make_tuner(tuner, hypermodel, objective, max_trials, epochs, seed, directory, project_name,
-                                   strategy, deadline, verbose)
-        done = sum(t.status == "COMPLETED" for t in getattr(search_tuner.oracle, "trials", {}).values())
-        if verbose and done:
-            print(f"kerasft: resuming {project_dir}: {done} trials completed, up to {max_trials} in all", flush=True)
-        search_tuner.search(callbacks=list(callbacks or []), verbose=0 if verbose < 2 else 1)
+        # === KerasTuner (its state files written whole: a killed search resumes) ===
+        with keras_internals.atomic_tuner_state():
+            search_tuner = _make_tuner(tuner, hypermodel, objective, max_trials, epochs, seed, directory,
+                                       project_name, strategy, deadline, verbose)
+            done = sum(t.status == "COMPLETED" for t in getattr(search_tuner.oracle, "trials", {}).values())
+            if verbose and done:
+                print(f"kerasft: resuming {project_dir}: {done} trials completed, up to {max_trials} in all",
+                      flush=True)
+            search_tuner.search(callbacks=list(callbacks or []), verbose=0 if verbose < 2 else 1)
 
     search = Search(search_tuner)
     rows = search.results()
