@@ -13,6 +13,7 @@ classifier, soup     the head's "predictions" Dense                      kft.cal
 stacking ensemble    the combiner's "predictions" Dense                  kft.calibrate, or ensemble(calibrate=True)
 mean / weighted      one T for all members, in each member's head copy   kft.ensemble(..., calibrate=True)
 multi-task model     one T per multiclass or binary target, in its head  kft.calibrate(model, multi_task_data)
+multi-task ensemble  one T per such target, in the members' head copies  kft.ensemble(..., calibrate=True)
 ```
 `kft.evaluate` reports the expected calibration error (`ece`), and the run
 report draws the reliability diagram.

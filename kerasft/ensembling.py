@@ -26,12 +26,12 @@ Every result is a plain functional `keras.Model` from raw input to
 probabilities that `keras.models.load_model` reads without kerasft.
 
 Multi-task members (one head per target, `kerasft.multitask`) combine per
-output: `"mean"` averages each target's outputs over the members (the result
-outputs `{target: outputs}` like its members), and the soups average weights as
-for one target (`"greedy_soup"` scores a soup by the mean of its targets'
-validation scores). `"weighted"`, `"stacking"` and `calibrate=True` fit one
-target's outputs and refuse them (calibrate a soup with `kft.calibrate`: one
-temperature per target).
+output: the result outputs `{target: outputs}` like its members. `"mean"` and
+`"weighted"` average each target's outputs (weighted: each target's own
+weights), `"stacking"` fits one combiner per target, and `calibrate=True` one
+temperature per multiclass or binary target, each on the validation rows that
+carry that target; the soups average weights as for one target
+(`"greedy_soup"` scores a soup by the mean of its targets' validation scores).
 """
 
 import contextlib
@@ -44,6 +44,7 @@ import numpy as np
 import scipy.optimize
 
 from kerasft import audio, calibration, distribute, evaluation, features, heads, keras_internals, models, multitask
+from kerasft.data.targets import present
 
 METHODS = ("mean", "weighted", "stacking", "uniform_soup", "greedy_soup")
 # Stacking chooses its combiner's regularization by cross-validation over this many folds of the validation split,
@@ -103,12 +104,15 @@ def _combine(members, method, validation, name, calibrate):
         soup = _uniform_soup(members, name) if method == "uniform_soup" else _greedy_soup(members, validation, name)
         return calibration.calibrate(soup, validation, verbose=0) if calibrate else soup
     weights = np.full(len(members), 1 / len(members))
-    if method == "mean" and not calibrate:  # the only probability average of multi-task members
-        return _average(members, weights, name)
-    task = heads.task_of(members[0])
+    tasks = heads.tasks_of(members[0])
+    if method == "mean" and not calibrate:
+        return _average(members, {target: weights for target in tasks} if tasks else weights, name)
+    task = tasks or heads.task_of(members[0])
     if method == "stacking":
         return _stack(members, validation, task, name, calibrate)
-    outputs, labels = _validation_outputs(members, validation, task)
+    _, _, outputs, labels = _validation_outputs(members, validation, task)
+    if tasks:
+        return _average_targets(members, method, outputs, labels, name, calibrate)
     if task in _CLASSES:
         outputs = [np.exp(o) for o in outputs]
     if method == "weighted":
@@ -176,12 +180,7 @@ def _check_inputs(members):
 
 
 def _check_multi_task_members(members, method, validation, calibrate):
-    """Multi-task members: the same targets, tasks, outputs and classes; a method that combines per output."""
-    if method not in ("mean", "uniform_soup", "greedy_soup") or (calibrate and method == "mean"):
-        asked = f"method={method!r}" if method not in ("mean", "uniform_soup", "greedy_soup") else "calibrate=True"
-        raise EnsembleError(f"{asked} fits one target's outputs; these are multi-task models. Combine them with "
-                            "method='mean', 'uniform_soup' or 'greedy_soup', then kft.calibrate the result (a soup "
-                            "gets one temperature per target).")
+    """Multi-task members: the same targets, tasks, outputs and classes; validation data with those targets."""
 
     def described(model):
         tasks = heads.tasks_of(model)
@@ -201,10 +200,26 @@ def _check_multi_task_members(members, method, validation, calibrate):
         if list(held) != list(first) or (names and {t: list(n) for t, n in names.items()} != held):
             raise EnsembleError(f"The members' targets are {list(first)} (classes {names}); the validation data "
                                 f"({validation.name}) has " + (f"the targets {held}." if held else "one target."))
-    if method == "greedy_soup" or calibrate:
-        if validation is None:
-            raise EnsembleError(f"{'calibrate=True' if calibrate else 'method=greedy_soup'} needs validation= data "
-                                "(a TaskData) to fit on. Received: validation=None")
+    if method == "greedy_soup" and validation is None:
+        raise EnsembleError("method='greedy_soup' needs validation= data (a TaskData) to score soups on. "
+                            "Received: validation=None")
+    if method in ("weighted", "stacking") or (calibrate and method != "greedy_soup"):
+        needs = f"method={method!r}" if method in ("weighted", "stacking") else "calibrate=True"
+        if not getattr(validation, "targets", None):
+            raise EnsembleError(f"{needs} needs validation= data with the members' targets {list(first)} (a "
+                                f"multi-task TaskData) to fit on. Received: validation={type(validation).__name__}")
+    tasks = {target: task for target, (task, _) in first.items()}
+    if calibrate and not set(tasks.values()) & set(_CLASSES):
+        raise EnsembleError(f"calibrate=True fits a temperature per multiclass or binary target; the members' "
+                            f"targets are {tasks}.")
+    if method == "stacking":
+        for target, (task, outputs) in first.items():
+            if task == "multilabel":
+                raise EnsembleError(f"method='stacking' fits a multiclass, binary or regression combiner per "
+                                    f"target; the target {target!r} is multilabel. Use method='mean' or 'weighted'.")
+            labels = validation.labels("validation", target)
+            _check_stacking_size(labels[present(labels, task)], task, outputs,
+                                 validation.targets[target].class_names, f"target {target!r}: ")
     return members
 
 
@@ -225,10 +240,10 @@ def _check_classes(members, validation):
                             f"{len(data_names)}: {list(data_names)}.")
 
 
-def _check_stacking_size(labels, task, num_classes, class_names):
+def _check_stacking_size(labels, task, num_classes, class_names, prefix=""):
     if task == "regression":
         if len(labels) < MIN_REGRESSION:
-            raise EnsembleError(f"The validation split has {len(labels)} examples; stacking needs at least "
+            raise EnsembleError(f"{prefix}The validation split has {len(labels)} examples; stacking needs at least "
                                 f"{MIN_REGRESSION} to cross-validate its combiner over {FOLDS} folds.")
         return
     counts = np.bincount(np.asarray(labels, dtype="int64"), minlength=num_classes)
@@ -236,7 +251,7 @@ def _check_stacking_size(labels, task, num_classes, class_names):
         names = list(class_names or range(num_classes))
         few = {str(names[c]): int(counts[c]) for c in np.flatnonzero(counts < MIN_PER_CLASS)}
         raise EnsembleError(
-            f"The validation split has {len(labels)} examples, and too few of some classes: {few}; stacking "
+            f"{prefix}The validation split has {len(labels)} examples, and too few of some classes: {few}; stacking "
             f"needs at least {MIN_PER_CLASS} of every class ({MIN_PER_CLASS * num_classes} for {num_classes} "
             f"classes) to cross-validate its combiner over {FOLDS} folds.")
 
@@ -310,15 +325,30 @@ def _log_probability_head(i, head):
     return heads.output_copy(head, f"head_{i}", activation="log_softmax", output_name="log_probabilities")
 
 
-def _validation_outputs(members, validation, task):
-    """Each member's outputs on the validation split, over shared bottoms in one pass, and the labels.
+def _output_head(task):
+    """`_graph`'s `member_head` giving what combiners fit on: log-probabilities for multiclass and binary heads,
+    outputs otherwise; for multi-task members (`task` is `{target: task}`), a dict of them per target."""
+    if not isinstance(task, dict):
+        return _log_probability_head if task in _CLASSES else (lambda i, head: _renamed(head, f"head_{i}"))
+    return lambda i, head: _per_target(head, f"head_{i}", lambda target, own: heads.output_copy(
+        own, own.name, activation="log_softmax", output_name="log_probabilities") if task[target] in _CLASSES else own)
 
-    Multiclass and binary members give log-probabilities (`log_softmax`, exact
-    where a probability underflows), the others their outputs.
+
+def _validation_outputs(members, validation, task):
+    """The members' graph (`_graph` with `_output_head`), its outputs on the validation split (over shared bottoms,
+    in one pass) and the labels.
+
+    Returns `(raw, outputs, predicted, labels)`: `predicted` a list of arrays,
+    one per member; for multi-task members (`task` is `{target: task}`),
+    `{target: that list}` and labels `{target: (task, labels)}`, the labels of
+    rows without a target marked missing (`kerasft.data.targets`).
     """
-    member_head = _log_probability_head if task in _CLASSES else (lambda i, head: _renamed(head, f"head_{i}"))
-    raw, outputs = _graph(members, member_head)
-    return _predict(keras.Model(raw, outputs), validation), _labels(validation)
+    raw, outputs = _graph(members, _output_head(task))
+    if not isinstance(task, dict):
+        return raw, outputs, _predict(keras.Model(raw, outputs), validation), _labels(validation)
+    predicted = _predict(keras.Model(raw, [o[target] for o in outputs for target in task]), validation)
+    return (raw, outputs, {target: predicted[j::len(task)] for j, target in enumerate(task)},
+            {target: (kind, validation.labels("validation", target)) for target, kind in task.items()})
 
 
 def _predict(model, validation):
@@ -329,16 +359,26 @@ def _predict(model, validation):
 
 
 def _average(members, weights, name, temperature=1.0):
-    multi = heads.tasks_of(members[0]) is not None
+    """The (weighted) average of the members' outputs, logits divided by `temperature` in copies of their heads.
+
+    Multi-task members: `weights` and `temperature` are `{target: ...}`, and
+    each target's outputs are averaged under the target's name.
+    """
+    tasks = heads.tasks_of(members[0])
+    if tasks and not isinstance(temperature, dict):
+        temperature = dict.fromkeys(tasks, temperature)
 
     def member_head(i, head):
-        if multi:  # member 0's head keeps its name "head": the ensemble reads as multi-task (heads.tasks_of)
-            return head if i == 0 else _renamed(head, f"head_{i}")
-        if temperature == 1.0:
-            return _renamed(head, f"head_{i}")
-        return heads.output_copy(head, f"head_{i}", temperature=temperature)
+        # Member 0's head keeps its name "head": the ensemble reads as multi-task (heads.tasks_of).
+        name = "head" if tasks and i == 0 else f"head_{i}"
+        if tasks and any(t != 1.0 for t in temperature.values()):
+            return _per_target(head, name, lambda target, own: own if temperature[target] == 1.0 else (
+                heads.output_copy(own, own.name, temperature=temperature[target])))
+        if tasks or temperature == 1.0:
+            return head if name == "head" else _renamed(head, name)
+        return heads.output_copy(head, name, temperature=temperature)
 
-    def combine(outputs, prefix=""):
+    def combine(outputs, weights, prefix=""):
         if len(outputs) == 1:
             return outputs[0]
         if np.allclose(weights, weights[0]):
@@ -348,10 +388,30 @@ def _average(members, weights, name, temperature=1.0):
              for i, (w, o) in enumerate(zip(weights, outputs))])
 
     raw, outputs = _graph(members, member_head)
-    if multi:  # each target's outputs averaged over the members, under the target's name
-        return keras.Model(raw, {target: combine([o[target] for o in outputs], f"{target}_")
-                                 for target in outputs[0]}, name=name)
-    return keras.Model(raw, combine(outputs), name=name)
+    if tasks:
+        return keras.Model(raw, {target: combine([o[target] for o in outputs], weights[target], f"{target}_")
+                                 for target in tasks}, name=name)
+    return keras.Model(raw, combine(outputs, weights), name=name)
+
+
+def _per_target(head, name, rebuild):
+    """A multi-task head rebuilt from `rebuild(target, its "<target>_head")` for every target, under `name`."""
+    features = keras.Input(shape=head.input.shape[1:], name="features")
+    return keras.Model(features, {target: rebuild(target, head.get_layer(f"{target}_head"))(features)
+                                  for target in head.output}, name=name)
+
+
+def _average_targets(members, method, outputs, labels, name, calibrate):
+    """Multi-task members: each target's weights and temperature fitted on the validation rows that carry it."""
+    weights, temperature = {}, {}
+    for target, (task, target_labels) in labels.items():
+        rows = present(target_labels, task)
+        held = [np.exp(o[rows]) if task in _CLASSES else o[rows] for o in outputs[target]]
+        weights[target] = (_fit_weights(held, target_labels[rows], task) if method == "weighted"
+                           else np.full(len(members), 1 / len(members)))
+        temperature[target] = (calibration.fit_temperature(held, target_labels[rows], weights[target])
+                               if calibrate and task in _CLASSES else 1.0)
+    return _average(members, weights, name, temperature)
 
 
 def _fit_weights(outputs, labels, task):
@@ -385,17 +445,36 @@ def _fit_weights(outputs, labels, task):
 
 
 def _stack(members, validation, task, name, calibrate):
-    """Member outputs joined -> a "predictions" Dense fitted on the validation split (see `_fit_combiner`)."""
-    member_head = _log_probability_head if task in _CLASSES else (lambda i, head: _renamed(head, f"head_{i}"))
-    raw, outputs = _graph(members, member_head)
-    inputs = np.concatenate(_predict(keras.Model(raw, outputs), validation), axis=-1)
-    kernel, bias = _fit_combiner(inputs, _labels(validation), task, calibrate)
+    """Member outputs joined -> a "predictions" Dense fitted on the validation split (see `_fit_combiner`).
+
+    Multi-task members: one such combiner per target, fitted on the rows that
+    carry it, each in its `"<target>_head"` inside a `"head"` (`heads.tasks_of`).
+    """
+    raw, outputs, predicted, labels = _validation_outputs(members, validation, task)
+    if not isinstance(task, dict):
+        return keras.Model(raw, _combiner(outputs, np.concatenate(predicted, axis=-1), labels, task, calibrate),
+                           name=name)
+    joined, combined = {}, {}
+    for target, (kind, target_labels) in labels.items():
+        rows = present(target_labels, kind)
+        inputs = np.concatenate([o[rows] for o in predicted[target]], axis=-1)
+        joined[target] = keras.Input(shape=(inputs.shape[-1],), name=f"{target}_member_outputs")
+        combined[target] = keras.Model(joined[target], _combiner(
+            [joined[target]], inputs, target_labels[rows], kind, calibrate), name=f"{target}_head")(joined[target])
+    head = keras.Model(joined, combined, name="head")
+    return keras.Model(raw, head({target: keras.layers.Concatenate(name=f"{target}_member_outputs")(
+        [o[target] for o in outputs]) if len(outputs) > 1 else outputs[0][target] for target in task}), name=name)
+
+
+def _combiner(outputs, inputs, labels, task, calibrate):
+    """The "predictions" Dense fitted on `inputs` (the validation values of `outputs`), applied to `outputs` joined."""
+    kernel, bias = _fit_combiner(inputs, labels, task, calibrate)
     joined = keras.layers.Concatenate(name="member_outputs")(outputs) if len(outputs) > 1 else outputs[0]
     combiner = keras.layers.Dense(len(bias), activation="softmax" if task in _CLASSES else None, dtype="float32",
                                   name="predictions")
     combined = combiner(joined)
     combiner.set_weights([kernel, bias])
-    return keras.Model(raw, combined, name=name)
+    return combined
 
 
 def _fit_combiner(inputs, labels, task, calibrate):
@@ -530,7 +609,7 @@ def validation_scores(members, validation):
     with contextlib.ExitStack() as stack:
         for member in members:
             stack.enter_context(keras_internals.vocabulary_in_config(member))
-        log_probabilities, labels = _validation_outputs(members, validation, task)
+        _, _, log_probabilities, labels = _validation_outputs(members, validation, task)
     labels = np.asarray(labels).astype("int64")
     probabilities = [np.exp(o) for o in log_probabilities]
 

@@ -452,12 +452,62 @@ def test_soups_of_multi_task_models_average_weights_and_greedy_keeps_the_best(tr
     assert ensembling._validation_score(greedy, tickets) >= max(scores) - 1e-9
 
 
-def test_multi_task_ensembles_refuse_what_fits_one_target_and_mismatched_members(trained, tickets, tiny_text_data):
-    with pytest.raises(ensembling.EnsembleError, match=r"method='weighted' fits one target's outputs; these are "
-                                                       r"multi-task models. Combine them with method='mean'"):
-        kft.ensemble([trained.model, trained.model], method="weighted", validation=tickets)
-    with pytest.raises(ensembling.EnsembleError, match="calibrate=True fits one target's outputs"):
-        kft.ensemble([trained.model, trained.model], validation=tickets, calibrate=True)
+def _validation_nll(model, data, target):
+    labels = data.labels("validation", target)
+    rows = labels >= 0
+    probabilities = model.predict(np.array(data.inputs("validation"), dtype=object), verbose=0)[target]
+    return -np.mean(np.log(probabilities[rows, labels[rows]]))
+
+
+def test_weighted_ensembles_of_multi_task_models_fit_weights_and_a_temperature_per_target(trained, second, tickets):
+    members = [trained.model, second]
+    weighted = kft.ensemble(members, method="weighted", validation=tickets)
+    texts = np.array(tickets.inputs("test")[:8], dtype=object)
+    outputs, alone = weighted.predict(texts, verbose=0), [m.predict(texts, verbose=0) for m in members]
+    assert heads.tasks_of(weighted) == {"animal": "binary", "colour": "multiclass"}
+    for target in ("animal", "colour"):  # each target's own weights on the simplex (or an equal-weight mean)
+        names = [layer.name for layer in weighted.layers]
+        weights = ([float(weighted.get_layer(f"{target}_weight_{i}").scale) for i in range(2)]
+                   if f"{target}_weight_0" in names else [0.5, 0.5])
+        assert sum(weights) == pytest.approx(1.0, abs=1e-6) and min(weights) >= 0
+        np.testing.assert_allclose(outputs[target], weights[0] * alone[0][target] + weights[1] * alone[1][target],
+                                   atol=1e-6)
+    calibrated = kft.ensemble(members, method="weighted", validation=tickets, calibrate=True)
+    for target in ("animal", "colour"):  # the temperature is fitted on the rows that carry the target
+        assert _validation_nll(calibrated, tickets, target) <= _validation_nll(weighted, tickets, target) + 1e-4
+    for member in members:  # the members' own heads are left as they were
+        np.testing.assert_allclose(member.predict(texts, verbose=0)["colour"], alone[members.index(member)]["colour"],
+                                   atol=1e-6)
+
+
+def test_a_stacked_multi_task_ensemble_has_a_combiner_per_target_and_serves_every_target(trained, second, tmp_path):
+    texts, animals, colours = _ticket_texts(n=150)
+    colours = [None if i % 7 == 0 else c for i, c in enumerate(colours)]
+    wide = kft.data.from_arrays(texts, {"animal": animals, "colour": colours}, validation_split=0.3, test_split=0.1)
+    stacked = kft.ensemble([trained.model, second], method="stacking", validation=wide, calibrate=True)
+    assert heads.tasks_of(stacked) == {"animal": "binary", "colour": "multiclass"}
+    assert stacked.get_layer("head").get_layer("colour_head").get_layer("predictions").kernel.shape == (6, 3)
+    scores = kft.evaluate(stacked, wide)
+    assert scores["animal"]["accuracy"] >= 0.9 and scores["colour"]["accuracy"] >= 0.9
+    kft.export(stacked, tmp_path / "stacked", data=wide)
+    sample = np.array(wide.inputs("test")[:8], dtype=object)
+    outputs = stacked.predict(sample, verbose=0)
+    reloaded = keras.models.load_model(tmp_path / "stacked" / "model.keras")
+    for target, values in reloaded.predict(sample, verbose=0).items():
+        np.testing.assert_allclose(values, outputs[target], atol=1e-6)
+    served = kft.load(sorted((tmp_path / "stacked").glob("[0-9]*"))[-1]).predict_labels(sample)  # the SavedModel
+    for target, (labels, _) in served.items():
+        names = wide.targets[target].class_names
+        assert list(labels) == [names[i] for i in outputs[target].argmax(-1)]
+
+
+def test_multi_task_ensembles_refuse_what_they_cannot_fit_and_mismatched_members(trained, tickets, tiny_text_data):
+    with pytest.raises(ensembling.EnsembleError, match=r"target 'colour': The validation split has 18 examples, "
+                                                       r"and too few of some classes: \{'green': 4\}; stacking"):
+        kft.ensemble([trained.model, trained.model], method="stacking", validation=tickets)
+    with pytest.raises(ensembling.EnsembleError, match=r"method='weighted' needs validation= data with the members' "
+                                                       r"targets \['animal', 'colour'\] .*Received: validation=None"):
+        kft.ensemble([trained.model, trained.model], method="weighted")
     single = kft.build_classifier("tiny_bert", data=tickets.for_target("colour"))
     with pytest.raises(ensembling.EnsembleError, match=r"Member 1 has the targets \(task, outputs\) one target; "
                                                        r"member 0 has \{'animal': \('binary', 2\)"):
