@@ -12,6 +12,9 @@ fuse     every member alone, their mean, fitted weights and a stacking combiner,
          validation honestly (cross-fitted where fitted: `ensembling.validation_scores`); the best wins
 finish   calibration folded into the model, test evaluation, export, report
 ```
+Multi-task data (every target multiclass or binary) goes the same way: each
+member has a head per target, the fusions combine per target, and every score
+is the mean of the targets' accuracies (as `kft.tune`'s objective).
 A share of the budget is kept for fusing and finishing; every search stops
 starting trials that would not end in time, so the call ends within about
 15% of `time_limit`.
@@ -58,7 +61,8 @@ class AutoResult:
     Attributes:
         model: keras.Model. The chosen model (a member or a fusion, calibrated) on raw input.
         method: str. What it is: `"<backbone> #<rank>"` for a member, else the fusion method.
-        evaluation: kerasft.evaluation.Evaluation. On the test split (or the sample of it `notes` names).
+        evaluation: kerasft.evaluation.Evaluation (multi-task data: a `MultiTaskEvaluation`). On the test split
+            (or the sample of it `notes` names).
         exported: kerasft.exporting.Exported. Where it was written.
         report: Path. The report's HTML file.
         scores: dict. Every candidate's validation accuracy (fusions fitted on validation: cross-fitted).
@@ -81,7 +85,8 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
     """Trains the best model it can for a TaskData within `time_limit` seconds, calibrates it and exports it.
 
     Args:
-        data: TaskData (classification). Its validation split chooses, its test split scores.
+        data: TaskData (classification; multi-task data with every target multiclass or binary). Its
+            validation split chooses, its test split scores.
         time_limit: float. Seconds for the whole call; it ends within about 15% of it.
         backbones_to_try: sequence of str or None. Default: `BACKBONES[data.modality]`.
         directory: str or Path. Where the searches and the report go (`<directory>/<name>/`).
@@ -102,7 +107,6 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
     >>> result.evaluation["accuracy"], result.exported.path
     """
     start = time.monotonic()
-    multitask.refuse("kft.auto", data=data)
     names = tuple(backbones_to_try or BACKBONES.get(getattr(data, "modality", None), ()))
     _check(data, time_limit, names)
     name = name or backbones.short_name(data.name)
@@ -126,7 +130,7 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
         raw_scores = ensembling.validation_scores([members[k] for k in keys], data)
         scores = {(keys[int(k.split()[1])] if k.startswith("member ") else k): v for k, v in raw_scores.items()}
     else:
-        scores = {keys[0]: evaluation.evaluate(members[keys[0]], data.validation)["accuracy"]}
+        scores = {keys[0]: ensembling.validation_score(members[keys[0]], data)}
     method = min(scores, key=lambda key: (-scores[key], _SIMPLICITY.index(key if key in _SIMPLICITY else "member")))
     log(f"chose {method} (validation accuracy {scores[method]:.4f}); calibrating")
     if method in members:
@@ -144,14 +148,21 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
     page = report.write_report(run_dir / "report", evaluation=result, data=data,
                                title=f"kerasft auto: {data.name}", details=details)
     seconds = time.monotonic() - start
-    log(f"test accuracy {result.metrics['accuracy']:.4f}, ECE {result.metrics.get('ece', float('nan')):.4f}; "
-        f"exported to {exported.path}; report {page}")
+    tested = getattr(result, "targets", None) or {None: result}
+    log("test " + "; ".join(f"{f'{target}: ' if target else ''}accuracy {part.metrics['accuracy']:.4f}, ECE "
+                            f"{part.metrics['ece']:.4f}" for target, part in tested.items())
+        + f"; exported to {exported.path}; report {page}")
     return AutoResult(model, method, result, exported, page, scores, notes, seconds)
 
 
 def _check(data, time_limit, names):
     if not hasattr(data, "fingerprint"):
         raise AutoError(f"auto needs a kft TaskData (from kft.data or kft.samples). Received: {type(data).__name__}")
+    tasks = multitask.targets_of(data)
+    other = {target: task for target, task in (tasks or {}).items() if task not in ("multiclass", "binary")}
+    if other:
+        raise AutoError(f"auto fuses and calibrates classifiers; {data.name!r} has the targets {other}. Give auto "
+                        "one classification target (data.for_target(name)), or train them all with kft.fine_tune.")
     if data.task not in ("multiclass", "binary"):
         raise AutoError(f"auto fuses and calibrates classifiers; {data.name!r} is a {data.task} task.")
     if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0:

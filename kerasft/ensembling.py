@@ -266,9 +266,9 @@ def _labels(validation):
     return np.array([y.numpy() for _, y in validation])
 
 
-def _validation_score(model, validation):
-    """Accuracy, or minus the mean absolute error for regression: higher is better (greedy soups). A multi-task
-    model: the mean of its targets' scores."""
+def validation_score(model, validation):
+    """A model's validation accuracy, or minus its mean absolute error for regression: higher is better (greedy
+    soups, `kft.auto`). A multi-task model: the mean of its targets' scores, as `kft.tune`'s objective."""
     result = evaluation.evaluate(model, _validation_dataset(validation))
     scores = [metrics.get("accuracy", -metrics.get("mae", 0.0)) for metrics in (
         result.metrics.values() if isinstance(result, evaluation.MultiTaskEvaluation) else [result.metrics])]
@@ -564,14 +564,14 @@ def _uniform_soup(members, name):
 
 def _greedy_soup(members, validation, name):
     """Best member first, then each member of the same architecture, kept if validation does not get worse."""
-    scores = [_validation_score(m, validation) for m in members]
+    scores = [validation_score(m, validation) for m in members]
     order = sorted(range(len(members)), key=lambda i: -scores[i])
     chosen, best = [order[0]], scores[order[0]]
     skipped = [i for i in order[1:] if _soup_mismatch(members[i], members[order[0]])]
     for i in order[1:]:
         if i in skipped:
             continue
-        score = _validation_score(_soup([members[j] for j in chosen + [i]], name), validation)
+        score = validation_score(_soup([members[j] for j in chosen + [i]], name), validation)
         if score >= best:
             chosen, best = chosen + [i], score
     if skipped:
@@ -591,6 +591,8 @@ def validation_scores(members, validation):
     validation, so their scores are cross-fitted: over `FOLDS` folds, each fold
     is predicted by weights or a combiner fitted on the other folds. The scores
     are comparable, and choosing the best does not favour what was fitted on it.
+    Multi-task members are scored per target, on the rows that carry it, and
+    each score is the mean over the targets (as `kft.tune`'s objective).
 
     Args:
         members: list of keras.Model. As `ensemble` takes them (classification).
@@ -600,17 +602,32 @@ def validation_scores(members, validation):
         A dict: `"member <i>"`, `"mean"`, `"weighted"`, `"stacking"` -> validation accuracy
         (`stacking` is left out when the validation split is too small to stack).
     """
-    from sklearn import model_selection
-
     members = _check_members(members, "mean", validation, False)
-    task = heads.task_of(members[0])
-    if task not in _CLASSES:
-        raise EnsembleError(f"validation_scores ranks classifiers by accuracy; the members are {task} models.")
+    task = heads.tasks_of(members[0]) or heads.task_of(members[0])
+    other = {t: kind for t, kind in (task.items() if isinstance(task, dict) else [(None, task)])
+             if kind not in _CLASSES}
+    if other:
+        raise EnsembleError("validation_scores ranks classifiers by accuracy; the members are "
+                            + (f"{other[None]} models." if None in other else f"multi-task with the targets {other}."))
     with contextlib.ExitStack() as stack:
         for member in members:
             stack.enter_context(keras_internals.vocabulary_in_config(member))
         _, _, log_probabilities, labels = _validation_outputs(members, validation, task)
-    labels = np.asarray(labels).astype("int64")
+    if not isinstance(task, dict):
+        return _fusion_scores(log_probabilities, np.asarray(labels).astype("int64"), task)
+    per_target = []
+    for target, (kind, target_labels) in labels.items():
+        rows = present(target_labels, kind)
+        per_target.append(_fusion_scores([o[rows] for o in log_probabilities[target]],
+                                         target_labels[rows].astype("int64"), kind))
+    return {key: float(np.mean([scores[key] for scores in per_target])) for key in per_target[0]
+            if all(key in scores for scores in per_target)}
+
+
+def _fusion_scores(log_probabilities, labels, task):
+    """`validation_scores` of one target: its members' log-probabilities and labels."""
+    from sklearn import model_selection
+
     probabilities = [np.exp(o) for o in log_probabilities]
 
     def accuracy(p, rows=slice(None)):

@@ -22,6 +22,26 @@ def test_auto_fuses_calibrates_and_exports_within_its_budget(tiny_bert, tiny_tex
                                result.model.predict(texts, verbose=0), atol=1e-5)
 
 
+def test_auto_takes_multi_task_data_and_scores_every_target(tiny_bert, tmp_path):
+    texts = [f"the {animal} is {colour} {i}" for i, (animal, colour) in enumerate(
+        zip(["cat", "dog"] * 60, ["red", "blue", "green"] * 40))]
+    animals, colours = [t.split()[1] for t in texts], [t.split()[3] if i % 7 else None for i, t in enumerate(texts)]
+    tickets = kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
+    start = time.monotonic()
+    result = kft.auto(tickets, time_limit=60, backbones_to_try=["tfidf", "tiny_bert"], directory=tmp_path / "runs",
+                      export_path=tmp_path / "export", verbose=0)
+    assert time.monotonic() - start < 60 * 1.15
+    assert result.method in result.scores and all(0.0 <= s <= 1.0 for s in result.scores.values())
+    assert {t: result.evaluation[t]["accuracy"] >= 0.8 for t in ("animal", "colour")} == {"animal": True,
+                                                                                       "colour": True}
+    served = kft.load(tmp_path / "export").predict(texts[:8])
+    for target, values in result.model.predict(np.array(texts[:8], dtype=object), verbose=0).items():
+        np.testing.assert_allclose(served[target], values, atol=1e-5)
+    regression = kft.data.from_arrays(texts, {"animal": animals, "age": np.arange(120.0)})
+    with pytest.raises(automl.AutoError, match=r"has the targets \{'age': 'regression'\}"):
+        kft.auto(regression, time_limit=60)
+
+
 def test_fusion_scores_are_cross_fitted_where_fitted_on_validation(tiny_bert, tiny_text_data):
     members = []
     for seed in (0, 1):
