@@ -18,8 +18,8 @@ loss weights  1 each (the default, Keras' own for a model of several outputs), g
 ```
 Equal weights are the default because they score better where it was measured:
 on the two-target spoken words, balanced weights left the word and speaker-sex
-heads 5.6 and 4.4 points below single-task models, equal weights 0.9 and 1.3
-(bench/multi_task.py, bench/BENCHMARKS.md).
+heads 5.6 and 4.4 points below single-task models (seed 0), equal weights -0.7
+and +1.0 points (mean of 3 seeds; bench/multi_task.py, bench/BENCHMARKS.md).
 Parts of kerasft that do not take multi-task models yet say so through
 `refuse` before any work.
 """
