@@ -144,11 +144,9 @@ def is_multi_worker(strategy):
 def is_chief(strategy=None):
     """True on the one worker that writes checkpoints and exports (always True off a cluster)."""
     strategy = strategy or tf.distribute.get_strategy()
-    if not is_multi_worker(strategy):
-        return True
-    resolver = strategy.cluster_resolver
-    return (resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                             and "chief" not in resolver.cluster_spec().as_dict()))
+    # The chief, else worker 0 of a cluster without one: the first input pipeline (`worker_share`).
+    return not is_multi_worker(strategy) or (strategy.cluster_resolver.task_type in ("chief", "worker")
+                                             and worker_share(strategy)[1] == 0)
 
 
 @contextlib.contextmanager

@@ -147,9 +147,10 @@ class Recipe:
             models.check_batchnorm(self.batchnorm)
         if not _is_number(self.augmentation) or not 0 <= self.augmentation <= 1:
             raise RecipeError(f"augmentation is a strength in [0, 1]. Received: augmentation={self.augmentation!r}")
-        if self.loss_weights not in (None, "balanced") and (not isinstance(self.loss_weights, dict) or not all(
-                isinstance(k, str) and _is_number(v) and math.isfinite(v) and v > 0
-                for k, v in self.loss_weights.items())):
+        weights = self.loss_weights  # `in (None, "balanced")` would compare an array elementwise
+        if not (weights is None or (isinstance(weights, str) and weights == "balanced") or (
+                isinstance(weights, dict) and all(isinstance(k, str) and _is_number(v) and math.isfinite(v) and v > 0
+                                                  for k, v in weights.items()))):
             raise RecipeError('loss_weights maps target names to numbers > 0, or is "balanced" (or None: 1 each). '
                               f"Received: loss_weights={self.loss_weights!r}")
         if self.augmentation and self.trainable == "frozen":
@@ -240,12 +241,12 @@ class Inputs:
         if self.distributed:
             count, index = distribute.worker_share(strategy)
             self.local = data.shard(count, index)
-            self._largest = {split: max(len(data.shard_positions(split, count, i)) for i in range(count))
-                             for split in ("train", "validation")}
+            shares = {split: [data.shard_positions(split, count, i) for i in range(count)]
+                      for split in ("train", "validation")}
+            self._largest = {split: max(map(len, rows)) for split, rows in shares.items()}
             if soft_targets is not None:
-                soft_targets = {split: tf.nest.map_structure(
-                    lambda a, rows=data.shard_positions(split, count, index): a[rows], soft_targets[split])
-                    for split in soft_targets}
+                soft_targets = {split: tf.nest.map_structure(lambda a, rows=shares[split][index]: a[rows],
+                                                             soft_targets[split]) for split in soft_targets}
             if verbose:
                 print_line(f"kerasft: worker {index} of {count} reads its shard: " + ", ".join(
                     f"{self.local.size(split)} of {data.size(split)} {split}" for split in ("train", "validation")))

@@ -20,8 +20,8 @@ Equal weights are the default because they score better where it was measured:
 on the two-target spoken words, balanced weights left the word and speaker-sex
 heads 5.6 and 4.4 points below single-task models (seed 0), equal weights -0.7
 and +1.0 points (mean of 3 seeds; bench/multi_task.py, bench/BENCHMARKS.md).
-Parts of kerasft that do not take multi-task models yet say so through
-`refuse` before any work.
+Where a model of one target meets multi-task data (or the other way round),
+`refuse` says so before any work.
 """
 
 import math
@@ -50,15 +50,15 @@ def refuse(what, model=None, data=None):
     """Raises `MultiTaskError` when `model` or `data` is multi-task: `what` takes one target only.
 
     Args:
-        what: str. The call or option that does not take multi-task models yet, e.g. "kft.tune".
+        what: str. The call or option that takes one target here, e.g. "kft.calibrate of a model with one target".
         model: keras.Model or None.
         data: TaskData or None.
     """
     tasks = (heads.tasks_of(model) if model is not None else None) or targets_of(data)
     if tasks:
         raise MultiTaskError(f"{what} takes models and data with one target; this one is multi-task, with the "
-                             f"targets {list(tasks)}. Multi-task models fine-tune, evaluate, export (.keras and "
-                             "SavedModel) and serve; train one model per target for the rest.")
+                             f"targets {list(tasks)}. Give one target's data (data.for_target(name)), or a "
+                             "multi-task model built on this data.")
 
 
 def targets_and_weights(data, split, class_weight=None):

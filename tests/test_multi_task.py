@@ -137,13 +137,31 @@ def test_from_directory_takes_the_other_targets_from_a_labels_file(tmp_path):
         kft.data.from_directory(root, labels_file=labels)
 
 
-def test_multi_task_data_is_not_written_to_tfrecord(tmp_path):
+def test_multi_task_data_goes_to_tfrecord_and_back_with_every_target(tiny_bert, tmp_path):
     texts, animals, colours = _ticket_texts()
-    data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours})
-    with pytest.raises(DataError, match=r"to_tfrecord writes data with one target; 'arrays' has the targets "
-                                        r"\['animal', 'colour'\]"):
-        data.to_tfrecord(tmp_path / "shards")
-    assert not (tmp_path / "shards").exists()
+    colours = [None if i % 7 == 0 else c for i, c in enumerate(colours)]
+    sizes = [None if i % 5 == 0 else float(len(text)) for i, text in enumerate(texts)]
+    data = kft.data.from_arrays(texts, {"animal": animals, "colour": colours, "size": sizes}, stratify="colour")
+    folder = data.to_tfrecord(tmp_path / "shards", shards=2)
+    read = kft.data.from_tfrecord(folder)
+    assert read.targets == data.targets and read.stratify == "colour" and read.input_kind == "records"
+    for split in ("train", "validation", "test"):
+        for target in data.targets:
+            np.testing.assert_array_equal(read.labels(split, target), data.labels(split, target))
+        assert list(read.inputs(split)) == list(data.inputs(split))
+    x, y = next(iter(read.train))
+    assert x.numpy().decode() == data.inputs("train")[0]
+    assert {t: v.numpy().tolist() for t, v in y.items()} == {t: data.labels("train", t)[0].tolist()
+                                                             for t in data.targets}
+    scanned = kft.data.from_tfrecord(sorted(folder.glob("train-*.tfrecord"))[:1], validation_split=0.0,
+                                     test_split=0.0)  # one file alone: its records are read, not the index
+    assert scanned.targets == data.targets and scanned.size("train") == len(data.labels("train")) // 2
+    for target in data.targets:
+        np.testing.assert_array_equal(np.sort(scanned.labels("train", target)),
+                                      np.sort(data.labels("train", target)[:scanned.size("train")]))
+    model = kft.build_classifier("tiny_bert", data=read, head=kft.Head(units=(8,)), seed=0)
+    kft.fine_tune(model, read, warmup_epochs=2, verbose=0)  # the streamed shards train every head
+    assert set(kft.evaluate(model, read).targets) == {"animal", "colour", "size"}
 
 
 # === One backbone, a head per target, trained together ===
@@ -252,6 +270,8 @@ def test_bad_loss_weights_and_mismatched_data_are_refused_before_any_work(traine
         kft.fine_tune(trained.model, tickets, loss_weights={"animal": -1.0}, verbose=0)
     with pytest.raises(training.TrainingError, match=r'or is "balanced".*Received: loss_weights=\'equal\''):
         kft.fine_tune(trained.model, tickets, loss_weights="equal", verbose=0)
+    with pytest.raises(training.TrainingError, match=r"Received: loss_weights=array\(\[1\., 2\.\]\)"):
+        kft.fine_tune(trained.model, tickets, loss_weights=np.array([1.0, 2.0]), verbose=0)
     with pytest.raises(training.TrainingError, match=r"The model has the targets \['animal', 'colour'\] but the "
                                                      r"data .* has one target"):
         kft.fine_tune(trained.model, tiny_text_data, verbose=0)

@@ -258,7 +258,8 @@ class TaskData:
 
         Each split goes to its own files (`<split>-00000-of-0000N.tfrecord`),
         beside a manifest and an index of labels (schema:
-        `kerasft.data.tfrecord`); the folder appears whole, by renaming.
+        `kerasft.data.tfrecord`; multi-task data: a label feature per target);
+        the folder appears whole, by renaming.
 
         Args:
             folder: str or Path. A new (or empty) folder.
@@ -277,9 +278,6 @@ class TaskData:
         """
         from kerasft.data import tfrecord
 
-        if self.targets:
-            raise DataError(f"to_tfrecord writes data with one target; {self.name!r} has the targets "
-                            f"{list(self.targets)} (multi-task data is not written to TFRecord files yet).")
         return tfrecord.write(self, folder, shards)
 
     def shard_positions(self, split, count, index):

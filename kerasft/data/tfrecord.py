@@ -10,6 +10,11 @@ label   int64      [class id]                   (multiclass / binary)
         float      [value] or [0/1 per class]   (regression; a multi-hot row: multilabel)
 split   bytes      optional: "train", "validation" or "test", kept as given (on every record or none)
 ```
+Multi-task data (several targets, `kerasft.data.targets`) is written with
+one `label/<target>` feature per target instead of `label`, encoded as that
+target's `label` would be: a missing class id is -1, a missing value or
+multi-hot row NaN. Its manifest (format 2) names the targets, their tasks and
+classes and the target the splits were stratified on.
 
 `TaskData.to_tfrecord(folder, shards=...)` (`write`) writes a folder of them:
 ```
@@ -18,7 +23,8 @@ split   bytes      optional: "train", "validation" or "test", kept as given (on 
   validation-00000-of-00002.tfrecord ...
   kerasft_tfrecord.json   name, modality, task, class names, image size / audio settings; each file's split,
                           records and bytes; the index's bytes and SHA-256
-  kerasft_index.npz       per record, in file order: its label, content digest and split
+  kerasft_index.npz       per record, in file order: its label (multi-task: labels_<i> for target i), content
+                          digest and split
 ```
 Images are written as their files' bytes (PNG for in-memory pixels), sound
 as 32-bit float WAV (exact), texts as UTF-8. Reading such a folder takes
@@ -54,6 +60,7 @@ from kerasft.data.task_data import CleaningReport, content_digest, decode_image
 MANIFEST = "kerasft_tfrecord.json"
 INDEX = "kerasft_index.npz"
 _FORMAT = 1
+_MULTI_TASK_FORMAT = 2  # a manifest with "targets": readers of format 1 refuse it by its number
 _SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
 
 
@@ -116,15 +123,20 @@ def from_tfrecord(pattern, modality=None, class_names=None, task=None, image_siz
     if modality == "audio":
         sample_rate, duration = audio.check_settings(sample_rate, duration)
     report = CleaningReport()
+    targets = (manifest or {}).get("targets")
     index = _stored_index(files, manifest) if manifest is not None else None
     if index is not None:
         files = [str(Path(files[0]).parent / name) for name in manifest["files"]]  # the index's order
         counts = [_recorded_count(file, manifest) for file in files]
         labels, digests, split_of = index
-        keep = np.arange(len(labels))
+        keep = np.arange(len(digests))
         validation_split = test_split = 0.0  # the written splits are whole: nothing to carve
     else:
-        counts, labels, digests, split_of, keep = _scan(files, modality, task == "multilabel", report)
+        counts, labels, digests, split_of, keep = _scan(files, modality, task == "multilabel", report, targets)
+    if targets:  # each target's encoded labels, a missing one as encode_targets reads it (None or NaN)
+        labels = {name: _with_missing(labels[name], spec["task"]) for name, spec in targets.items()}
+        class_names = {name: spec["class_names"] for name, spec in targets.items()}
+        task = {name: spec["task"] for name, spec in targets.items()}
     source = RecordSource(files, counts, modality, sample_rate, duration)
     return assemble(
         name=name or (manifest or {}).get("name") or Path(files[0]).parent.name, modality=modality,
@@ -132,7 +144,16 @@ def from_tfrecord(pattern, modality=None, class_names=None, task=None, image_siz
         where=lambda i: source.where(keep[i]), class_names=class_names, task=task, validation_split=validation_split,
         test_split=test_split, seed=seed, deduplicate=deduplicate, drop_empty=False,
         image_size=image_size if modality == "image" else None, report=report, source=source,
+        stratify=(manifest or {}).get("stratify"),
         **({"sample_rate": sample_rate, "duration": duration} if modality == "audio" else {}))
+
+
+def _with_missing(labels, task):
+    """One target's encoded labels as raw labels: class ids with None where missing (-1); values, multi-hot rows
+    as they are (NaN where missing)."""
+    if task in ("multiclass", "binary"):
+        return [None if value < 0 else int(value) for value in np.asarray(labels).tolist()]
+    return np.asarray(labels, np.float32)
 
 
 def _resolve(pattern):
@@ -162,8 +183,9 @@ def _manifest(files):
         manifest = paths.read_json(path)
     except paths.CorruptFileError as error:
         raise DataError(f"{error} Write the shards again (TaskData.to_tfrecord).") from None
-    if manifest.get("format") != _FORMAT:
-        raise DataError(f"{path} is of format {manifest.get('format')!r}; this kerasft reads format {_FORMAT}.")
+    if manifest.get("format") not in (_FORMAT, _MULTI_TASK_FORMAT):
+        raise DataError(f"{path} is of format {manifest.get('format')!r}; this kerasft reads formats {_FORMAT} "
+                        f"and {_MULTI_TASK_FORMAT}.")
     return manifest
 
 
@@ -186,8 +208,11 @@ def _stored_index(files, manifest):
         paths.check_checksums(folder, {INDEX: manifest["index"]})
     except paths.CorruptFileError as error:
         raise DataError(f"{error} Write the shards again (TaskData.to_tfrecord).") from None
+    targets = manifest.get("targets")
     with np.load(folder / INDEX, allow_pickle=False) as index:
-        labels, digests, splits = index["labels"], index["digests"], index["splits"]
+        labels = ({name: index[f"labels_{i}"] for i, name in enumerate(targets)} if targets
+                  else index["labels"])
+        digests, splits = index["digests"], index["splits"]
     return labels, digests, np.asarray(SPLITS)[splits]
 
 
@@ -213,10 +238,12 @@ def _feature(example, key, file, number):
     return list(getattr(feature, kind).value)
 
 
-def _scan(files, modality, multilabel, report):
+def _scan(files, modality, multilabel, report, targets=None):
     """Reads every record once, keeping no input: `(records per file, raw labels, digests, split of each kept
-    record or None, kept record numbers)`."""
+    record or None, kept record numbers)`. With `targets` (a multi-task manifest's), the labels are
+    `{target: encoded labels}` read from the `label/<target>` features."""
     counts, labels, digests, splits, keep = [], [], [], [], []
+    multi = {name: [] for name in targets or {}}
     number = 0
     for file in files:
         count = 0
@@ -233,7 +260,10 @@ def _scan(files, modality, multilabel, report):
                         number += 1
                         continue
                 split = _feature(example, "split", file, count - 1)
-                labels.append(_raw_label(_feature(example, "label", file, count - 1), multilabel))
+                for name, values in multi.items():
+                    values.append(_feature(example, f"label/{name}", file, count - 1))
+                if not targets:
+                    labels.append(_raw_label(_feature(example, "label", file, count - 1), multilabel))
                 digests.append(content_digest(content))
                 splits.append(split[0].decode() if split else None)
                 keep.append(number)
@@ -247,11 +277,22 @@ def _scan(files, modality, multilabel, report):
                         f"on none. Received: {sum(s is None for s in splits)} of {len(splits)} without one.")
     if present - set(SPLITS):
         raise DataError(f"'split' features must be one of {SPLITS}. Received: {sorted(present - set(SPLITS))}")
-    if labels and all(isinstance(v, np.ndarray) for v in labels):
+    if targets:
+        labels = {name: _encoded(values, targets[name]["task"]) for name, values in multi.items()}
+    elif labels and all(isinstance(v, np.ndarray) for v in labels):
         labels = np.stack(labels)
     elif labels and all(isinstance(v, (int, float)) for v in labels):
         labels = np.asarray(labels)  # ids (int) or targets (float), as numpy labels are read
     return counts, labels, np.array(digests), np.array(splits) if present else None, np.asarray(keep, np.int64)
+
+
+def _encoded(values, task):
+    """One target's `label/<target>` values of every record as its encoded labels (as `TaskData.labels` holds
+    them)."""
+    if task in ("multiclass", "binary"):
+        return np.array([value[0] for value in values], np.int64)
+    rows = np.asarray(values, np.float32)
+    return rows[:, 0] if task == "regression" else rows
 
 
 def _raw_label(values, multilabel):
@@ -302,20 +343,25 @@ class RecordSource:
         return files.flat_map(lambda i, file: tf.data.TFRecordDataset(file).enumerate(start=offsets[i]))
 
     def dataset(self, numbers, labels, image_size):
-        """The unbatched `(x, y)` pipeline of the records `numbers` (ascending) with their encoded `labels`.
+        """The unbatched `(x, y)` pipeline of the records `numbers` (ascending) with their encoded `labels`
+        (multi-task data: `{target: labels}`, and `y` a dict of them).
 
         Under a distribution strategy it is sharded by file (`AutoShardPolicy.FILE`).
         """
         member = np.zeros(self.offsets[-1], bool)
         member[numbers] = True
-        table = np.zeros((self.offsets[-1], *labels.shape[1:]), labels.dtype)
-        table[numbers] = labels
-        member, table = tf.constant(member), tf.constant(table)
+
+        def table(values):  # the labels by record number (a multi-task data's: one table per target)
+            full = np.zeros((self.offsets[-1], *values.shape[1:]), values.dtype)
+            full[numbers] = values
+            return tf.constant(full)
+
+        member, tables = tf.constant(member), tf.nest.map_structure(table, labels)
         decode = self._decoder(image_size)
 
         def example(number, record):
             content = tf.io.parse_single_example(record, {"input": tf.io.FixedLenFeature([], tf.string)})["input"]
-            return decode(content), tf.gather(table, number)
+            return decode(content), tf.nest.map_structure(lambda values: tf.gather(values, number), tables)
 
         ds = self._records(numbers).filter(lambda number, _: tf.gather(member, number))
         ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
@@ -388,6 +434,7 @@ def write(data, folder, shards=1):
     staging = folder.with_name(f".{folder.name}.partial-{secrets.token_hex(4)}")
     staging.mkdir()
     files, labels, digests, splits = {}, [], [], []
+    targets = data.targets or {}
     try:
         with paths.disk_space(folder.parent, None, "the TFRecord shards"):
             for split_code, split in enumerate(SPLITS):
@@ -399,20 +446,28 @@ def write(data, folder, shards=1):
                     name = f"{split}-{part:05d}-of-{parts:05d}.tfrecord"
                     with tf.io.TFRecordWriter(str(staging / name)) as writer:
                         for row in range(bounds[part], bounds[part + 1]):
-                            content, label = next(contents), data.labels(split)[row]
+                            content = next(contents)
+                            label = {t: data.labels(split, t)[row] for t in targets} if targets else (
+                                data.labels(split)[row])
                             writer.write(_example(content, label, split).SerializeToString())
                             digests.append(content_digest(content))
-                    labels.append(data.labels(split)[bounds[part]:bounds[part + 1]])
+                    labels.append({t: data.labels(split, t)[bounds[part]:bounds[part + 1]] for t in targets}
+                                  if targets else data.labels(split)[bounds[part]:bounds[part + 1]])
                     splits += [split_code] * (bounds[part + 1] - bounds[part])
                     files[name] = {"split": split, "records": bounds[part + 1] - bounds[part],
                                    "bytes": (staging / name).stat().st_size}
+            stored = ({f"labels_{i}": np.concatenate([part[t] for part in labels]) for i, t in enumerate(targets)}
+                      if targets else {"labels": np.concatenate(labels)})
             with open(staging / INDEX, "wb") as index:
-                np.savez(index, labels=np.concatenate(labels), digests=np.array(digests),
-                         splits=np.array(splits, np.uint8))
-            manifest = {"format": _FORMAT, "name": data.name, "modality": data.modality, "task": data.task,
-                        "class_names": data.class_names, "image_size": list(data.image_size or []) or None,
-                        "sample_rate": data.sample_rate, "duration": data.duration, "files": files,
-                        "index": paths.checksums(staging, [INDEX])[INDEX]}
+                np.savez(index, digests=np.array(digests), splits=np.array(splits, np.uint8), **stored)
+            manifest = {"format": _MULTI_TASK_FORMAT if targets else _FORMAT, "name": data.name,
+                        "modality": data.modality, "task": data.task, "class_names": data.class_names,
+                        "image_size": list(data.image_size or []) or None, "sample_rate": data.sample_rate,
+                        "duration": data.duration, "files": files, "index": paths.checksums(staging, [INDEX])[INDEX]}
+            if targets:
+                manifest["targets"] = {t: {"task": spec.task, "class_names": list(spec.class_names)}
+                                       for t, spec in targets.items()}
+                manifest["stratify"] = data.stratify
             paths.write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1))
         if folder.exists():
             folder.rmdir()  # empty, checked above
@@ -447,13 +502,17 @@ def _contents(data, split):
 
 
 def _example(content, label, split):
-    label = np.asarray(label)
-    if label.dtype.kind in "iu":
-        feature = tf.train.Feature(int64_list=tf.train.Int64List(value=label.reshape(-1).tolist()))
-    else:
-        feature = tf.train.Feature(float_list=tf.train.FloatList(value=label.reshape(-1).tolist()))
+    """A record: `label` one encoded label, or `{target: encoded label}` (one `label/<target>` feature each)."""
+    def feature(value):
+        value = np.asarray(value)
+        if value.dtype.kind in "iu":
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=value.reshape(-1).tolist()))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=value.reshape(-1).tolist()))
+
+    labels = ({f"label/{target}": feature(value) for target, value in label.items()} if isinstance(label, dict)
+              else {"label": feature(label)})
     return tf.train.Example(features=tf.train.Features(feature={
         "input": tf.train.Feature(bytes_list=tf.train.BytesList(value=[content])),
-        "label": feature,
+        **labels,
         "split": tf.train.Feature(bytes_list=tf.train.BytesList(value=[split.encode()])),
     }))

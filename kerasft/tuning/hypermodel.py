@@ -273,10 +273,10 @@ def _final_target_metrics(part, inputs, recipe, losses, metrics, history, tasks)
     """`_final_metrics` of a multi-task trial: each target's, on the rows that carry it, and their mean
     (`val_accuracy`: the classification targets' accuracies; else `val_mae`: the regression targets' errors)."""
     targets, predictions, weights = _final_validation(part, inputs, recipe, history)
-    final, loss = {}, 0.0  # the search runs fine_tune's default loss weights: 1 each
-    for target in tasks:
-        loss += float(keras.ops.convert_to_numpy(losses[target](targets[target], predictions[target],
-                                                               sample_weight=weights[target])))
+    final, loss = {}, 0.0
+    for target in tasks:  # weighted as the run weighed them (fine_tune's default: 1 each)
+        value = losses[target](targets[target], predictions[target], sample_weight=weights[target])
+        loss += history.loss_weights[target] * float(keras.ops.convert_to_numpy(value))
         metric = metrics[target][0]
         metric.reset_state()
         metric.update_state(targets[target], predictions[target], sample_weight=weights[target])
