@@ -443,13 +443,19 @@ def test_a_mean_ensemble_of_multi_task_models_averages_each_target_and_reloads(t
     for target in ("animal", "colour"):
         np.testing.assert_allclose(outputs[target], (alone[0][target] + alone[1][target]) / 2, atol=1e-6)
     assert kft.evaluate(mean, tickets)["colour"]["num_examples"] > 0
-    kft.export(mean, tmp_path / "mean", data=tickets)
-    reloaded = keras.models.load_model(tmp_path / "mean" / "model.keras")
+    _assert_exported_ensemble_serves_every_target(mean, tickets, texts, tmp_path / "mean")
+
+
+def _assert_exported_ensemble_serves_every_target(model, data, texts, folder):
+    """The exported `.keras` reloads to the same outputs; the SavedModel serves each target's labels and scores."""
+    kft.export(model, folder, data=data)
+    outputs = model.predict(texts, verbose=0)
+    reloaded = keras.models.load_model(folder / "model.keras")
     for target, values in reloaded.predict(texts, verbose=0).items():
         np.testing.assert_allclose(values, outputs[target], atol=1e-6)
-    served = kft.load(sorted((tmp_path / "mean").glob("[0-9]*"))[-1]).predict_labels(texts)  # the SavedModel
+    served = kft.load(sorted(folder.glob("[0-9]*"))[-1]).predict_labels(texts)  # the SavedModel
     for target, (labels, scores) in served.items():
-        names = tickets.targets[target].class_names
+        names = data.targets[target].class_names
         assert list(labels) == [names[i] for i in outputs[target].argmax(-1)]
         np.testing.assert_allclose(scores, outputs[target].max(-1), atol=1e-5)
 
@@ -502,16 +508,8 @@ def test_a_stacked_multi_task_ensemble_has_a_combiner_per_target_and_serves_ever
     assert stacked.get_layer("head").get_layer("colour_head").get_layer("predictions").kernel.shape == (6, 3)
     scores = kft.evaluate(stacked, wide)
     assert scores["animal"]["accuracy"] >= 0.9 and scores["colour"]["accuracy"] >= 0.9
-    kft.export(stacked, tmp_path / "stacked", data=wide)
-    sample = np.array(wide.inputs("test")[:8], dtype=object)
-    outputs = stacked.predict(sample, verbose=0)
-    reloaded = keras.models.load_model(tmp_path / "stacked" / "model.keras")
-    for target, values in reloaded.predict(sample, verbose=0).items():
-        np.testing.assert_allclose(values, outputs[target], atol=1e-6)
-    served = kft.load(sorted((tmp_path / "stacked").glob("[0-9]*"))[-1]).predict_labels(sample)  # the SavedModel
-    for target, (labels, _) in served.items():
-        names = wide.targets[target].class_names
-        assert list(labels) == [names[i] for i in outputs[target].argmax(-1)]
+    _assert_exported_ensemble_serves_every_target(stacked, wide, np.array(wide.inputs("test")[:8], dtype=object),
+                                                  tmp_path / "stacked")
 
 
 def test_multi_task_ensembles_refuse_what_they_cannot_fit_and_mismatched_members(trained, tickets, tiny_text_data):
