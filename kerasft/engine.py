@@ -537,6 +537,9 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
             part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
         else:
             part.compile(optimizer=optimizer(), loss=loss, loss_weights=loss_weights, weighted_metrics=metrics)
+        # Built here, not lazily inside the traced train step: there each slot variable's creation leaves
+        # conditional functions that TensorFlow never frees, about 5 MB a phase (keras-team/keras#20552).
+        part.optimizer.build(part.trainable_variables)
         history = part.fit(train, validation_data=validation, epochs=epochs, class_weight=class_weight,
                            shuffle=False, verbose=keras_verbose,
                            callbacks=[*callbacks, keras.callbacks.TerminateOnNaN(), *stop, *resume, *timer,
