@@ -72,7 +72,8 @@ def from_tfrecord(pattern, modality=None, class_names=None, task=None, image_siz
     The inputs stay in the files: only labels, splits and content digests are
     held in memory, and each split's pipeline reads its files as it goes.
     Folders written by `TaskData.to_tfrecord` keep their splits, class names
-    and settings; for other shards the records' `split` feature is kept when
+    and settings (multi-task data: its targets and the target its splits
+    were stratified on); for other shards the records' `split` feature is kept when
     present, else the splits are carved here (stratified, seeded), and the
     modality is read from the first input when not given.
 
