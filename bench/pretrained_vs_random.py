@@ -4,9 +4,12 @@ Two data sets, each with its recipe's settings, differing only in `pretrained=`:
 - Fashion-MNIST: a stratified 2000/500/2000 subset, 96x96, a 128-unit head,
   10 head epochs on frozen features then 3 epochs with the top 3 blocks unfrozen.
 - Spoken words (audio, log-mel spectrograms at 128x128): all 2560 clips, test
-  speakers never heard in training, 20 head epochs then up to 10 with the top 4
-  blocks unfrozen and the spectrograms augmented (strength 0.5).
-A second random-init run unfreezes the whole network (`trainable="all"`).
+  speakers never heard in training, 20 head epochs then up to 10 with every
+  layer unfrozen (`trainable="all"`, blocks at layer-decayed rates from 1e-3)
+  and the spectrograms augmented (strength 0.5). Spectrograms are not photos:
+  with only the top 4 blocks unfrozen (rate 3e-4) the same run reached 0.9281
+  (2026-11-30), every layer 0.9938.
+Where the recipe unfreezes less, a second random-init run unfreezes the whole network (`trainable="all"`).
 kerasft's default BatchNorm mode is "auto": frozen (inference mode, pretrained
 statistics) for images, adapting in the unfrozen blocks for audio, where
 frozen ImageNet statistics hold spectrograms back; each kerasft run says which
@@ -40,12 +43,12 @@ SETTINGS = {
              "(official test split), 28x28 upscaled to 96x96"),
     "spoken_words": dict(
         load=lambda: kft.samples.spoken_words(seed=0),
-        image_size=(128, 128), trainable="top:4",
-        fit=dict(epochs=10, warmup_epochs=20, fine_tune_learning_rate=3e-4, patience=3, augmentation=0.5),
+        image_size=(128, 128), trainable="all",
+        fit=dict(epochs=10, warmup_epochs=20, fine_tune_learning_rate=1e-3, patience=3, augmentation=0.5),
         title="Pretrained vs random initialization on speech (bench/pretrained_vs_random.py)",
         note="EfficientNet-Lite0 on 64-band log-mel spectrograms resized to 128x128, kft.samples.spoken_words(): "
              "10 words, 1920 train / 320 validation / 320 test clips, the 2 test speakers never heard in "
-             "training, phase 2 on augmented spectrograms (strength 0.5)"),
+             "training, phase 2 on augmented spectrograms (strength 0.5), every layer from 1e-3 (layer-decayed)"),
 }
 
 
@@ -92,7 +95,7 @@ def compare(name):
     other_mode = {"train": "frozen", "frozen": "train"}[default_mode]
     pretrained_other, t_pre_other = run(data, setting, True, setting["trainable"], batchnorm=other_mode)
     random_top, t_top = run(data, setting, False, setting["trainable"])
-    random_all, t_all = run(data, setting, False, "all")
+    random_all, t_all = (random_top, t_top) if setting["trainable"] == "all" else run(data, setting, False, "all")
     scratch, t_scratch = plain_fit(data, setting, pretrained=False)
     plain, t_plain = plain_fit(data, setting, pretrained=True)
     rows = [
@@ -103,7 +106,8 @@ def compare(name):
         f"| ImageNet (pretrained) | {setting['trainable']} | {other_mode} | {pretrained_other:.4f} | "
         f"{t_pre_other:.0f} |",
         f"| random | {setting['trainable']} | {default_mode} | {random_top:.4f} | {t_top:.0f} |",
-        f"| random | all | {default_mode} | {random_all:.4f} | {t_all:.0f} |",
+        *([f"| random | all | {default_mode} | {random_all:.4f} | {t_all:.0f} |"]
+          if setting["trainable"] != "all" else []),
         f"| random, plain fit | all | train | {scratch:.4f} | {t_scratch:.0f} |",
         f"| ImageNet (pretrained), plain fit | all | train | {plain:.4f} | {t_plain:.0f} |",
         "",
@@ -111,6 +115,11 @@ def compare(name):
         f"**{100 * (pretrained - max(random_top, random_all, scratch)):+.1f} points**; with the same plain fit, "
         f"pretrained minus random: **{100 * (plain - scratch):+.1f} points**.",
     ]
+    if default_mode == "train":
+        met = pretrained >= 0.97 and t_pre < t_scratch
+        rows.append(f"The pretrained network with adaptable BatchNorm: {pretrained:.4f} in {t_pre:.0f} s, the "
+                    f"from-scratch plain fit {t_scratch:.0f} s (target >= 0.97 in less wall time: "
+                    f"{'met' if met else 'NOT met'}).")
     write_section(setting["title"], "\n".join(rows), setting["note"])
     print("\n".join(rows))
 
