@@ -443,17 +443,17 @@ def write(data, folder, shards=1):
                 parts = min(shards, count)
                 bounds = [count * i // parts for i in range(parts + 1)]
                 contents = _contents(data, split)
+                split_labels = {t: data.labels(split, t) for t in targets} if targets else data.labels(split)
                 for part in range(parts):
                     name = f"{split}-{part:05d}-of-{parts:05d}.tfrecord"
                     with tf.io.TFRecordWriter(str(staging / name)) as writer:
                         for row in range(bounds[part], bounds[part + 1]):
                             content = next(contents)
-                            label = {t: data.labels(split, t)[row] for t in targets} if targets else (
-                                data.labels(split)[row])
+                            label = tf.nest.map_structure(lambda values: values[row], split_labels)
                             writer.write(_example(content, label, split).SerializeToString())
                             digests.append(content_digest(content))
-                    labels.append({t: data.labels(split, t)[bounds[part]:bounds[part + 1]] for t in targets}
-                                  if targets else data.labels(split)[bounds[part]:bounds[part + 1]])
+                    labels.append(tf.nest.map_structure(lambda values: values[bounds[part]:bounds[part + 1]],
+                                                        split_labels))
                     splits += [split_code] * (bounds[part + 1] - bounds[part])
                     files[name] = {"split": split, "records": bounds[part + 1] - bounds[part],
                                    "bytes": (staging / name).stat().st_size}
