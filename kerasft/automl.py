@@ -148,10 +148,7 @@ def auto(data, time_limit=300, backbones_to_try=None, directory="runs", export_p
     page = report.write_report(run_dir / "report", evaluation=result, data=data,
                                title=f"kerasft auto: {data.name}", details=details)
     seconds = time.monotonic() - start
-    tested = getattr(result, "targets", None) or {None: result}
-    log("test " + "; ".join(f"{f'{target}: ' if target else ''}accuracy {part.metrics['accuracy']:.4f}, ECE "
-                            f"{part.metrics['ece']:.4f}" for target, part in tested.items())
-        + f"; exported to {exported.path}; report {page}")
+    log(f"test {result.headline()}; exported to {exported.path}; report {page}")
     return AutoResult(model, method, result, exported, page, scores, notes, seconds)
 
 

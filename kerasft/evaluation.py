@@ -54,6 +54,13 @@ class Evaluation:
                              f"{row['f1']:<6.3f}  {row['support']}")
         return "\n".join(lines)
 
+    def headline(self):
+        """Returns the figures a one-line log names: `accuracy 0.9412, ECE 0.0123` or `mae 0.1234` (regression)."""
+        if "accuracy" not in self.metrics:
+            return f"mae {self.metrics['mae']:.4f}"
+        ece = f", ECE {self.metrics['ece']:.4f}" if "ece" in self.metrics else ""
+        return f"accuracy {self.metrics['accuracy']:.4f}{ece}"
+
     def __str__(self):
         return self.summary()
 
@@ -80,6 +87,10 @@ class MultiTaskEvaluation:
         """Returns each target's metrics and per-class table as text."""
         return "\n".join(f"target {name!r}:\n" + "\n".join("  " + line for line in evaluation.summary().splitlines())
                          for name, evaluation in self.targets.items())
+
+    def headline(self):
+        """Returns each target's one-line figures: `word: accuracy 0.9312, ECE 0.0210; speaker: mae 0.1234`."""
+        return "; ".join(f"{name}: {evaluation.headline()}" for name, evaluation in self.targets.items())
 
     def __str__(self):
         return self.summary()

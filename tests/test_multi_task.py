@@ -218,6 +218,8 @@ def test_fine_tune_trains_every_target_with_equal_loss_weights(trained, tickets)
     carried = int((tickets.labels("test", "colour") >= 0).sum())
     assert result["colour"]["num_examples"] == carried < tickets.size("test") == result["animal"]["num_examples"]
     assert "target 'colour':" in result.summary()
+    assert result.headline() == "; ".join(f"{t}: accuracy {result[t]['accuracy']:.4f}, ECE {result[t]['ece']:.4f}"
+                                          for t in ("animal", "colour"))
     assert result.metrics["animal"]["accuracy"] == result["animal"]["accuracy"]
 
 

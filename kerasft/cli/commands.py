@@ -98,17 +98,8 @@ def _evaluate_and_export(args, model, data, settings):
 
 
 def _print_result(evaluation, exported, page):
-    print(f"test {_headline(evaluation)}; exported to {exported.path} (SavedModel version {exported.version}); "
+    print(f"test {evaluation.headline()}; exported to {exported.path} (SavedModel version {exported.version}); "
           f"report {page}")
-
-
-def _headline(evaluation):
-    """`accuracy 0.9412` (classification), `mae 0.1234` (regression), per target for a multi-task model."""
-    targets = getattr(evaluation, "targets", None)
-    if targets is not None:
-        return ", ".join(f"{target} {_headline(part)}" for target, part in targets.items())
-    name = "accuracy" if "accuracy" in evaluation.metrics else "mae"
-    return f"{name} {evaluation.metrics[name]:.4f}"
 
 
 def _export(args, model, data, metrics, hyperparameters):
@@ -217,7 +208,7 @@ def cmd_auto(args):
     result = kft.auto(data, time_limit=args.time_limit, directory=args.directory, name=_short_name(data.name),
                       export_path=output, seed=args.seed, verbose=0 if args.quiet else 1)
     note(args, result.evaluation.summary())
-    print(f"{result.method}: test {_headline(result.evaluation)}; exported to {result.exported.path}; report "
+    print(f"{result.method}: test {result.evaluation.headline()}; exported to {result.exported.path}; report "
           f"{result.report}; {result.seconds:.0f} s")
 
 
