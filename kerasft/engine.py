@@ -499,7 +499,7 @@ class PhaseResult:
 
 def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_weight=None, patience=0,
               callbacks=(), deadline=None, name="phase", strategy=None, log=None, keras_verbose=0, loss_weights=None,
-              checkpoint=None, phase=None):
+              checkpoint=None, phase=None, cpu_bfloat16="auto"):
     """Fits `part` (a model sharing its layers with a classifier) for at most `epochs` with early stopping.
 
     Args:
@@ -522,6 +522,7 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
         checkpoint: `kerasft.checkpoint.Checkpoint` or None. Makes the phase resumable: each epoch is recorded,
             and a resumed phase starts after its last recorded epoch with its early stopping where it was.
         phase: int. The phase's number in `checkpoint`.
+        cpu_bfloat16: "auto", True or False. Fits with oneDNN's bfloat16 rewrite (`distribute.cpu_bfloat16`).
 
     Returns:
         A `PhaseResult`.
@@ -532,7 +533,10 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     resume = checkpoint.callbacks(phase) if checkpoint else []
     timer = [_Deadline(deadline, log)] if deadline is not None else []
     progress = [_Progress(name, epochs, log)] if log else []
-    with distribute.training_scope(strategy):
+    bfloat16 = distribute.cpu_bfloat16(cpu_bfloat16, part, strategy)
+    if bfloat16 and log:
+        log(f"kerasft: {name} computes in bfloat16 on the CPU's AMX units (the weights stay float32)")
+    with distribute.training_scope(strategy), distribute.cpu_bfloat16_scope(bfloat16):
         if loss_weights is None:
             part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
         else:
@@ -615,7 +619,7 @@ def _balanced(labels, num_classes):
 
 
 def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight=None, loss=None, metrics=None,
-          callbacks=(), checkpoint=None, deadline=None, strategy=None, log=None, keras_verbose=0):
+          callbacks=(), checkpoint=None, deadline=None, strategy=None, log=None, keras_verbose=0, cpu_bfloat16="auto"):
     """Runs the recipe on `part`: the head warm-up on frozen features, then the unfrozen blocks at their cut.
 
     Args:
@@ -636,6 +640,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
         strategy: tf.distribute.Strategy or None. Fits under it.
         log: callable or None. Takes progress lines.
         keras_verbose: int. Keras' own progress output.
+        cpu_bfloat16: "auto", True or False. Each phase's fits with oneDNN's bfloat16 rewrite
+            (`distribute.cpu_bfloat16`; "auto": a transformer's blocks on a CPU with AMX, not a head alone).
 
     Returns:
         `(history, notes)`: a `keras.callbacks.History` of both phases (`history["phase"]`
@@ -679,7 +685,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                 lambda: keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss, metrics,
                 class_weight=class_weight, patience=_patience(recipe, head, inputs),
                 callbacks=callbacks, deadline=deadline, name="phase 1", strategy=strategy, log=log,
-                keras_verbose=keras_verbose, loss_weights=loss_weights, checkpoint=checkpoint, phase=1)
+                keras_verbose=keras_verbose, loss_weights=loss_weights, checkpoint=checkpoint, phase=1,
+                cpu_bfloat16=cpu_bfloat16)
             history = checkpoint.finish(1, head) if checkpoint else result.history
             if result.cut_short:
                 notes.append(f"time limit: phase 1 stopped {result.cut_short}")
@@ -705,7 +712,8 @@ def train(part, inputs, recipe, modality, task, block_pattern=None, class_weight
                 part, train_data, validation, epochs, optimizer, loss, metrics, class_weight=class_weight,
                 patience=_patience(recipe, part, inputs),
                 callbacks=callbacks, deadline=deadline, name="phase 2", strategy=strategy, log=log,
-                keras_verbose=keras_verbose, loss_weights=loss_weights, checkpoint=checkpoint, phase=2)
+                keras_verbose=keras_verbose, loss_weights=loss_weights, checkpoint=checkpoint, phase=2,
+                cpu_bfloat16=cpu_bfloat16)
             history = checkpoint.finish(2, part) if checkpoint else result.history
             if result.cut_short:
                 notes.append(f"time limit: phase 2 stopped {result.cut_short}")

@@ -98,6 +98,36 @@ def test_mixed_precision_is_scoped_to_the_build_and_the_output_stays_float32(tin
     assert keras.config.dtype_policy().name == "float32"
 
 
+def _bfloat16_option():
+    return tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
+
+
+def test_cpu_bfloat16_trains_a_transformer_as_well_and_leaves_the_model_float32(tiny_bert, tiny_text_data,
+                                                                                 tiny_cnn, capsys):
+    def trained(setting):
+        model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="all", seed=0)
+        history = kft.fine_tune(model, tiny_text_data, epochs=10, warmup_epochs=2, learning_rate=3e-2,
+                                fine_tune_learning_rate=3e-3, patience=0, cpu_bfloat16=setting)
+        return model, history
+
+    bert, history = trained(True)
+    assert "phase 2 computes in bfloat16 on the CPU's AMX units" in capsys.readouterr().out
+    assert not _bfloat16_option()  # put back after the call
+    assert {w.dtype for w in bert.weights} <= {"float32", "int32", "int64", "bool"}
+    assert bert.get_layer("network").get_layer("backbone").dtype_policy.name == "float32"
+    float32 = kft.evaluate(trained(False)[0], tiny_text_data)["accuracy"]
+    assert kft.evaluate(bert, tiny_text_data)["accuracy"] >= min(0.7, float32 - 0.1)
+    assert history.history["loss"][-1] < history.history["loss"][2]  # phase 2 learned
+    assert "bfloat16" not in capsys.readouterr().out
+    cnn = kft.build_classifier("tiny_cnn", num_classes=2, seed=0)
+    assert distribute.cpu_bfloat16("auto", cnn) is False  # convolutions train slower with it
+    assert distribute.cpu_bfloat16("auto", bert) == distribute.has_amx_bfloat16()
+    assert distribute.cpu_bfloat16(True, cnn) is True and distribute.cpu_bfloat16(False, bert) is False
+    with pytest.raises(kft.training.TrainingError, match="cpu_bfloat16 is \"auto\", True or False. Received: "
+                                                         "cpu_bfloat16='yes'"):
+        kft.fine_tune(bert, tiny_text_data, cpu_bfloat16="yes")
+
+
 # === Batch sizes, scopes, KerasTuner's environment ===
 
 

@@ -51,11 +51,12 @@ class TransferHyperModel(keras_tuner.HyperModel):
         scale_batch: bool. Multiply each trial's batch size by the replica count.
         deadline: float or None. A `time.monotonic()` time no trial epoch should run past.
         verbose: int. 1 prints how the feature cache was made; 2 also every trial's epochs.
+        cpu_bfloat16: "auto", True or False. As `kft.fine_tune`.
     """
 
     def __init__(self, data, backbone, space=None, cache_features=True, spill_directory=None, epochs=None, seed=0,
                  pretrained=True, image_size=None, sequence_length=None, strategy=None, precision="auto",
-                 scale_batch=False, deadline=None, verbose=0):
+                 scale_batch=False, deadline=None, verbose=0, cpu_bfloat16="auto"):
         super().__init__(name="transfer")
         self.data, self.epochs, self.seed, self.verbose, self.deadline = data, epochs, seed, verbose, deadline
         self.tasks = multitask.targets_of(data)  # a multi-task search: {target: task}
@@ -63,6 +64,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
         self.cache_directory = None if isinstance(cache_features, bool) else Path(cache_features)
         self.spill_directory = spill_directory
         self.strategy, self.precision, self.scale_batch = strategy, precision, scale_batch
+        self.cpu_bfloat16 = cpu_bfloat16
         self._build_args = dict(image_size=image_size, sequence_length=sequence_length, strategy=strategy,
                                 precision=precision, seed=seed)
         self.reference = models.build_classifier(self.spec, data=data, pretrained=pretrained, **self._build_args)
@@ -237,7 +239,7 @@ class TransferHyperModel(keras_tuner.HyperModel):
             block_pattern=self.description.block_pattern,
             class_weight=None if self.tasks else engine.class_weight(recipe.class_weight, self.data),
             loss=loss, metrics=metrics, callbacks=callbacks, deadline=self.deadline, strategy=self.strategy,
-            log=engine.print_line if self.verbose > 1 else None)
+            log=engine.print_line if self.verbose > 1 else None, cpu_bfloat16=self.cpu_bfloat16)
         if save is not None:
             save(model)
         self.epochs_run = len(history.history.get("phase", []))

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras_tuner
 import numpy as np
 
-from kerasft import backbones, features, keras_internals, multitask, paths, report
+from kerasft import backbones, distribute, features, keras_internals, multitask, paths, report
 from kerasft.tuning import halving
 from kerasft.tuning.hypermodel import TransferHyperModel
 from kerasft.tuning.space import TuningError, is_int, is_number, search_space
@@ -206,7 +206,7 @@ class Search:
 def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, directory="runs", project_name=None,
          overwrite=False, cache_features=True, space=None, objective="val_accuracy", epochs=None, seed=0,
          strategy=None, precision="auto", scale_batch=False, pretrained=True, image_size=None, sequence_length=None,
-         callbacks=None, verbose=1):
+         callbacks=None, verbose=1, cpu_bfloat16="auto"):
     """Searches heads, unfreeze depths and training settings of a backbone on a TaskData with KerasTuner.
 
     Every trial runs `kft.fine_tune`'s recipe with its hyperparameters, on the
@@ -257,6 +257,8 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
         callbacks: list or None. Extra Keras callbacks for every trial.
         verbose: int. 0 silent; 1 a line per trial with what remains of the
             search; 2 also every trial's epochs.
+        cpu_bfloat16: "auto", True or False. Trials train with oneDNN's
+            bfloat16 rewrite, as in `kft.fine_tune`.
 
     Returns:
         A `Search`: `best_models(k)`, `best_hyperparameters(k)`, `results()`, `summary()`.
@@ -275,6 +277,10 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
         raise TuningError(f"epochs must be None or an integer >= 1. Received: epochs={epochs!r}")
     if time_limit is not None and (not is_number(time_limit) or not time_limit > 0):
         raise TuningError(f"time_limit is a number of seconds > 0. Received: time_limit={time_limit!r}")
+    try:
+        distribute.check_cpu_bfloat16(cpu_bfloat16)
+    except distribute.DistributeError as error:
+        raise TuningError(str(error)) from None
     if not hasattr(data, "fingerprint"):
         raise TuningError(f"tune needs a kft TaskData (from kft.data or kft.samples). Received: {type(data).__name__}")
     if data.size("validation") == 0:
@@ -310,7 +316,7 @@ def tune(data, backbone, tuner="halving", max_trials=10, time_limit=None, direct
             cache_features=project_dir / "features" if cache_features == "disk" else cache_features,
             spill_directory=project_dir / "features", epochs=epochs, seed=seed, pretrained=pretrained,
             image_size=image_size, sequence_length=sequence_length, strategy=strategy, precision=precision,
-            scale_batch=scale_batch, deadline=deadline, verbose=verbose)
+            scale_batch=scale_batch, deadline=deadline, verbose=verbose, cpu_bfloat16=cpu_bfloat16)
         bottom_key = features.cache_key(hypermodel.reference, data, "frozen")
         key.update({name: bottom_key[name] for name in ("architecture", "weights", "preprocessing")})
         _check_directory(project_dir, key)
