@@ -4,14 +4,19 @@
    warm-up (the plain fit has none): wall time of kerasft's `fine_tune` against
    `keras_hub.models.TextClassifier.from_preset(<MiniLM folder>).fit` on the same
    split, and the share of kerasft's wall spent outside train steps. Also the
-   default recipe (head warm-up first) for reference.
+   default recipe (head warm-up first) for reference. kerasft runs its default
+   `cpu_bfloat16="auto"` (oneDNN's bfloat16 rewrite of the training graph on a
+   CPU with AMX; the plain fit is float32, as a user writes it), and again in
+   float32 (`cpu_bfloat16=False`) to tell the two speed-ups apart; test accuracy of each.
 2. `top:1` and `top:2`: seconds per phase-2 epoch (after the first, tracing one)
    before (the whole network fitted with its lower blocks frozen, which
    recomputes them every epoch: what fine_tune did until round 2) and after
-   (fine_tune's phase 2 on the cached activations entering the unfrozen blocks).
+   (fine_tune's phase 2 on the cached activations entering the unfrozen blocks,
+   in float32 and with the default `cpu_bfloat16`).
 3. Raw-string inference on the test articles at batch 64: kerasft's
-   `model.predict`, the exported SavedModel's `serving_default`, and the plain
-   KerasHub classifier's `predict` on the same strings, examples/s.
+   `model.predict` (in float32, and inside `kft.distribute.cpu_bfloat16_scope(True)`),
+   the exported SavedModel's `serving_default`, and the plain KerasHub classifier's
+   `predict` on the same strings, examples/s.
 
 Usage: .venv/bin/python bench/fine_tune_speed.py [--epochs 2] [--skip-plain]
 """
@@ -70,19 +75,21 @@ def plain_keras_hub(data, epochs):
     return time.perf_counter() - start, timer, classifier
 
 
-def kerasft_all(data, epochs, warmup):
+def kerasft_all(data, epochs, warmup, cpu_bfloat16="auto"):
     timer = StepTimer()
     start = time.perf_counter()
     model = kft.build_classifier("minilm_l6", data=data, trainable="all", sequence_length=SEQUENCE, seed=0)
     history = kft.fine_tune(model, data, epochs=epochs, warmup_epochs=warmup, batch_size=BATCH,
-                            fine_tune_learning_rate=RATE, patience=0, callbacks=[timer], verbose=0)
+                            fine_tune_learning_rate=RATE, patience=0, callbacks=[timer], verbose=0,
+                            cpu_bfloat16=cpu_bfloat16)
     wall = time.perf_counter() - start
     phase2 = [s for s in timer.steps[-int(np.ceil(data.size("train") / BATCH)) * epochs:]]
     return wall, timer, history, model, float(np.sum(phase2))
 
 
 def per_epoch(data, cut):
-    """Seconds of the second phase-2 epoch: the whole network fitted (before), and fine_tune's cached phase 2."""
+    """Seconds of the second phase-2 epoch: the whole network fitted (before), and fine_tune's cached phase 2
+    (in float32, and with its default `cpu_bfloat16="auto"`)."""
     model = kft.build_classifier("minilm_l6", data=data, trainable=cut, sequence_length=SEQUENCE, seed=0)
     network = model.get_layer("network")
     preprocessed = kft.features.preprocess(model, data.train, BATCH, shuffle=True, seed=0,
@@ -92,10 +99,11 @@ def per_epoch(data, cut):
     network.compile(optimizer=keras.optimizers.AdamW(RATE), loss="sparse_categorical_crossentropy")
     network.fit(preprocessed, validation_data=validation, epochs=2, callbacks=[before], verbose=0)
     network.compiled = False
-    after = StepTimer()
-    kft.fine_tune(model, data, epochs=2, warmup_epochs=1, batch_size=BATCH, fine_tune_learning_rate=RATE,
-                  patience=0, callbacks=[after], verbose=0)
-    return before.epochs[-1], after.epochs[-1]
+    after = {setting: StepTimer() for setting in (False, "auto")}
+    for setting, timer in after.items():
+        kft.fine_tune(model, data, epochs=2, warmup_epochs=1, batch_size=BATCH, fine_tune_learning_rate=RATE,
+                      patience=0, callbacks=[timer], verbose=0, cpu_bfloat16=setting)
+    return before.epochs[-1], after[False].epochs[-1], after["auto"].epochs[-1]
 
 
 def throughput(predict, inputs, repeats=2):
@@ -118,11 +126,19 @@ def main():
 
     plain_wall, plain_timer, plain = plain_keras_hub(data, args.epochs)
     ours_wall, ours_timer, _, model, ours_steps = kerasft_all(data, args.epochs, warmup=0)
+    float32_wall, float32_timer, _, float32_model, float32_steps = kerasft_all(data, args.epochs, warmup=0,
+                                                                               cpu_bfloat16=False)
     default_wall, _, default_history, _, _ = kerasft_all(data, args.epochs, warmup=None)
     outside = 1 - ours_steps / ours_wall
+    accuracy = {"plain": plain.evaluate(data.test.batch(64), verbose=0)[1],
+                "ours": kft.evaluate(model, data)["accuracy"], "float32": kft.evaluate(float32_model, data)["accuracy"]}
     cuts = {cut: per_epoch(data, cut) for cut in ("top:1", "top:2")}
 
     ours_predict = throughput(lambda x: model.predict(x, batch_size=64, verbose=0), texts)
+    with kft.distribute.cpu_bfloat16_scope(True):
+        bfloat16_predict = throughput(lambda x: model.predict(x, batch_size=64, verbose=0), texts)
+        reference = model.predict(texts, batch_size=64, verbose=0)
+    drift = np.abs(reference - model.predict(texts, batch_size=64, verbose=0)).max()
     plain_predict = throughput(lambda x: plain.predict(list(x), batch_size=64, verbose=0), texts)
     with tempfile.TemporaryDirectory() as folder:
         exported = kft.export(model, folder, formats=("saved_model",))
@@ -135,20 +151,28 @@ def main():
         f"validation, {data.size('test')} test; MiniLM-L6, sequence {SEQUENCE}, batch {BATCH}, AdamW {RATE:g}, "
         f"{args.epochs} epochs |",
         f"| plain KerasHub TextClassifier.fit (baseline), wall | {plain_wall:.0f} s (median step "
-        f"{np.median(plain_timer.steps):.2f} s) |",
+        f"{np.median(plain_timer.steps):.2f} s); test accuracy {accuracy['plain']:.4f} |",
         f"| kerasft fine_tune(trainable='all', warmup_epochs=0), wall | {ours_wall:.0f} s (median step "
-        f"{np.median(ours_timer.steps):.2f} s): **{ours_wall / plain_wall:.2f}x** the plain fit (target <= 0.8x) |",
+        f"{np.median(ours_timer.steps):.2f} s): **{ours_wall / plain_wall:.2f}x** the plain fit (target <= 0.8x); "
+        f"test accuracy {accuracy['ours']:.4f} |",
         f"| kerasft share of wall outside train steps | **{outside:.1%}** (target < 10%) |",
+        f"| the same in float32 (cpu_bfloat16=False), wall | {float32_wall:.0f} s (median step "
+        f"{np.median(float32_timer.steps):.2f} s): {float32_wall / plain_wall:.2f}x the plain fit, "
+        f"{1 - float32_steps / float32_wall:.1%} outside train steps; test accuracy {accuracy['float32']:.4f} |",
         f"| kerasft fine_tune(trainable='all'), default head warm-up first, wall | {default_wall:.0f} s "
         f"({default_history.history['phase'].count(1)} head epochs) |",
     ]
-    for cut, (before, after) in cuts.items():
-        rows.append(f"| {cut}: seconds per phase-2 epoch, whole network (before) / cached bottoms (after) | "
-                    f"{before:.1f} s / {after:.1f} s: **{before / after:.2f}x** |")
+    for cut, (before, after, bfloat16) in cuts.items():
+        rows.append(f"| {cut}: seconds per phase-2 epoch, whole network (before) / cached bottoms, float32 / "
+                    f"cached bottoms, default cpu_bfloat16 (after) | {before:.1f} s / {after:.1f} s "
+                    f"({before / after:.2f}x) / {bfloat16:.1f} s: **{before / bfloat16:.2f}x** |")
     rows += [
         f"| raw-string inference, plain KerasHub predict (baseline) | {plain_predict:.0f} examples/s |",
         f"| raw-string inference, kerasft model.predict | {ours_predict:.0f} examples/s: "
         f"**{ours_predict / plain_predict:.2f}x** |",
+        f"| raw-string inference, kerasft model.predict inside `kft.distribute.cpu_bfloat16_scope(True)` | "
+        f"{bfloat16_predict:.0f} examples/s: **{bfloat16_predict / plain_predict:.2f}x** (largest probability "
+        f"difference from float32 {drift:.1e}) |",
         f"| raw-string inference, exported SavedModel serving_default | {served:.0f} examples/s: "
         f"**{served / plain_predict:.2f}x** |",
     ]
