@@ -1,6 +1,7 @@
 """Model fusion on BBC News: a classic TF-IDF member and frozen MiniLM, fused by mean, weighted, stacking; calibrated.
 
-All in one run, on the same stratified 70/15/15 split (`kft.samples.bbc_news()`):
+All in one run, on each of several stratified 70/15/15 splits (`kft.samples.bbc_news(seed=s)`, `--seeds`; one
+test article is 0.31 points, so one split alone cannot tell +0.5 points from noise):
 1. scikit-learn: `TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)` +
    `LogisticRegression`, C chosen on the validation split (and the same with
    raw term frequencies, to see whether sublinear tf matters here);
@@ -12,9 +13,10 @@ All in one run, on the same stratified 70/15/15 split (`kft.samples.bbc_news()`)
 Every row: test accuracy, macro-F1, expected calibration error (15 bins) before
 and after temperature scaling (fitted on validation; scikit-learn's probabilities
 scaled in numpy with the same fit), and the wall time of what the row adds
-(ensembles: on top of their trained members). Writes a section of bench/BENCHMARKS.md.
+(ensembles: on top of their trained members): the first split's table in full, then every split's accuracy and
+calibrated ECE per row and the targets per split and on the mean. Writes a section of bench/BENCHMARKS.md.
 
-Usage: .venv/bin/python bench/fusion.py [--sequence-length 256]
+Usage: .venv/bin/python bench/fusion.py [--sequence-length 256] [--seeds 0,1,2]
 """
 
 import argparse
@@ -78,12 +80,9 @@ def timed(function, *args, **kwargs):
     return value, time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sequence-length", type=int, default=256)
-    args = parser.parse_args()
-    script_start = time.perf_counter()
-    data = kft.samples.bbc_news(seed=0)
+def split_rows(seed, sequence_length):
+    """Every row of the table on the split `kft.samples.bbc_news(seed=seed)`."""
+    data = kft.samples.bbc_news(seed=seed)
     rows = {"scikit-learn TF-IDF (1-2 grams, sublinear tf) + LR": sklearn_row(data, sublinear=True),
             "scikit-learn TF-IDF (1-2 grams, raw tf) + LR": sklearn_row(data, sublinear=False)}
     print(rows, flush=True)
@@ -98,10 +97,10 @@ def main():
     print(rows, flush=True)
 
     start = time.perf_counter()
-    minilm = kft.build_classifier("minilm_l6", data=data, sequence_length=args.sequence_length, seed=0)
+    minilm = kft.build_classifier("minilm_l6", data=data, sequence_length=sequence_length, seed=0)
     kft.fine_tune(minilm, data, verbose=0, **MINILM_FIT)
     rows["MiniLM-L6 frozen + linear head"] = scored(minilm, data, time.perf_counter() - start,
-                                                    f"sequence {args.sequence_length}")
+                                                    f"sequence {sequence_length}")
     print(rows, flush=True)
 
     members = [classic, minilm]
@@ -116,24 +115,59 @@ def main():
         _, seconds = timed(kft.calibrate, member, data)  # in place, after the ensembles used the members
         rows[name]["ece_calibrated"] = kft.evaluate(member, data)["ece"]
         rows[name]["note"] += f"; kft.calibrate {seconds:.0f} s"
+    return rows, data.size("test")
 
-    table = ["| model | test accuracy | macro-F1 | ECE | ECE calibrated | wall time | notes |",
+
+def targets(rows):
+    """(classic member minus scikit-learn, best fused minus scikit-learn, best fused minus the best single member,
+    the largest calibrated ECE of a kerasft row, of a fused row), in points and ECE; the best fused and best single
+    chosen by test accuracy."""
+    baseline = rows["scikit-learn TF-IDF (1-2 grams, sublinear tf) + LR"]["accuracy"]
+    singles = [r["accuracy"] for n, r in rows.items() if n.startswith(("kerasft", "MiniLM"))]
+    fused = [r["accuracy"] for n, r in rows.items() if n.startswith("fused")]
+    return (100 * (rows["kerasft classic member (tfidf)"]["accuracy"] - baseline), 100 * (max(fused) - baseline),
+            100 * (max(fused) - max(singles)),
+            max(r["ece_calibrated"] for n, r in rows.items() if not n.startswith("scikit")),
+            max(r["ece_calibrated"] for n, r in rows.items() if n.startswith("fused")))
+
+
+def figures(target):
+    return [f"{v:+.2f}" for v in target[:3]] + [f"{v:.4f}" for v in target[3:]]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sequence-length", type=int, default=256)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds; the first one's table in full")
+    args = parser.parse_args()
+    script_start = time.perf_counter()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    runs = {seed: split_rows(seed, args.sequence_length) for seed in seeds}
+    rows, test_size = runs[seeds[0]]
+
+    table = [f"Split seed {seeds[0]}:", "",
+             "| model | test accuracy | macro-F1 | ECE | ECE calibrated | wall time | notes |",
              "|---|---|---|---|---|---|---|"]
     table += [f"| {name} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f} | {r['ece_calibrated']:.4f} "
               f"| {r['seconds']:.0f} s | {r['note']} |" for name, r in rows.items()]
-    baseline = rows["scikit-learn TF-IDF (1-2 grams, sublinear tf) + LR"]["accuracy"]
-    singles = {n: r["accuracy"] for n, r in rows.items() if n.startswith(("kerasft", "MiniLM"))}
-    fused = {n: r["accuracy"] for n, r in rows.items() if n.startswith("fused")}
-    best_fused, best_single = max(fused, key=fused.get), max(singles, key=singles.get)
-    worst_ece = max(r["ece_calibrated"] for n, r in rows.items() if not n.startswith("scikit"))
+    table += ["", f"Every split seed ({len(seeds)}; test accuracy, then ECE after calibration):", "",
+              "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+              "|---|" + "---|" * (len(seeds) + 1)]
+    for name in rows:
+        accuracies = [runs[s][0][name]["accuracy"] for s in seeds]
+        eces = [runs[s][0][name]["ece_calibrated"] for s in seeds]
+        table.append(f"| {name} | " + " | ".join(f"{a:.4f} / {e:.4f}" for a, e in zip(accuracies, eces))
+                     + f" | {np.mean(accuracies):.4f} / {np.mean(eces):.4f} |")
+    per_seed = {s: targets(runs[s][0]) for s in seeds}
+    mean = np.mean([per_seed[s] for s in seeds], axis=0)
     table += [
         "",
-        f"Classic member minus scikit-learn: **{100 * (singles['kerasft classic member (tfidf)'] - baseline):+.2f} "
-        f"points** (target: at most 0.5 below). Best fused ({best_fused}) minus scikit-learn: "
-        f"**{100 * (fused[best_fused] - baseline):+.2f} points**; minus the best single member ({best_single}): "
-        f"**{100 * (fused[best_fused] - singles[best_single]):+.2f} points** (target >= +0.5 for both). Largest ECE "
-        f"of a kerasft row after calibration: **{worst_ece:.4f}** (target <= 0.02). Test split: "
-        f"{data.size('test')} articles (one article = {100 / data.size('test'):.2f} points). Whole script: "
+        "Classic member minus scikit-learn (points; target: at most 0.5 below), best fused minus scikit-learn, minus "
+        "the best single member (points; target >= +0.5 for both), largest ECE after calibration of a kerasft row, "
+        "of a fused row (target <= 0.02): "
+        + "; ".join(f"seed {s}: " + ", ".join(figures(t)) for s, t in per_seed.items())
+        + f"; **mean of {len(seeds)}: {', '.join(figures(mean))}**. Test split: {test_size} articles (one article = "
+        f"{100 / test_size:.2f} points); best fused and best single chosen on test accuracy per seed. Whole script: "
         f"{time.perf_counter() - script_start:.0f} s; load average at its end (1, 5, 15 min): "
         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores.",
         "",
@@ -141,8 +175,8 @@ def main():
         "times count building (and the fits on the validation split), not the members' training.",
     ]
     write_section("Model fusion on BBC News (bench/fusion.py)", "\n".join(table),
-                  f"stratified 70/15/15 split of 2127 articles (duplicates dropped), MiniLM sequence length "
-                  f"{args.sequence_length}, one run")
+                  f"stratified 70/15/15 splits of 2127 articles (duplicates dropped), split seeds {args.seeds}, "
+                  f"MiniLM sequence length {args.sequence_length}, one run")
     print("\n".join(table))
 
 
