@@ -45,6 +45,7 @@ test-all: install lint
 
 bench: install
 	$(PY) bench/fine_tune_speed.py
+	$(PY) bench/cpu_bfloat16.py
 	$(PY) bench/defaults.py
 	$(PY) bench/time_budget.py
 	$(PY) bench/tokenizer_speed.py

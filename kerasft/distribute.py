@@ -306,9 +306,9 @@ def cpu_bfloat16(setting, model, strategy=None):
     The rewrite (TensorFlow's `auto_mixed_precision_onednn_bfloat16`) computes
     matmuls and the ops around them in bfloat16 on the CPU's AMX units and keeps
     the variables in float32, so nothing of the model changes but how fast it
-    trains. Measured on this project's 2-core Xeon (bench/BENCHMARKS.md): MiniLM-L6
-    training steps 1.5x faster, its forward pass 1.75x; EfficientNet-Lite0
-    (depthwise convolutions) trains 0.53x as fast, so "auto" leaves convolution
+    trains. Measured on this project's 2-core Xeon (bench/cpu_bfloat16.py): MiniLM-L6
+    training steps 1.45x faster, its forward pass 1.54x; EfficientNet-Lite0
+    (depthwise convolutions) trains 0.57x as fast, so "auto" leaves convolution
     networks alone.
 
     Args:

@@ -125,7 +125,7 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
         cpu_bfloat16: "auto", True or False. Trains with oneDNN's bfloat16
             rewrite of the training graph: matmuls in bfloat16 on the CPU's AMX
             units, variables and saved model float32 ("auto": for the blocks of
-            a transformer on a CPU that has AMX; 1.5x faster MiniLM steps here,
+            a transformer on a CPU that has AMX; 1.4x faster MiniLM steps here,
             while convolution networks train slower with it). See
             `kft.distribute.cpu_bfloat16`.
 
