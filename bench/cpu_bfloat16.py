@@ -13,7 +13,6 @@ Usage: .venv/bin/python bench/cpu_bfloat16.py [--rounds 4]
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
+from timing import timed  # noqa: E402
 
 SETTINGS = {
     "minilm_l6": dict(load=lambda: kft.samples.bbc_news(seed=0), build={"sequence_length": 128}),
@@ -35,12 +35,6 @@ def examples(data, count=64):
     inputs = [x.numpy() for x, _ in pairs]
     inputs = np.array([x.decode() for x in inputs], dtype=object) if data.modality == "text" else np.stack(inputs)
     return inputs, np.array([int(y.numpy()) for _, y in pairs])
-
-
-def timed(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def measure(name, rounds):
@@ -63,11 +57,11 @@ def measure(name, rounds):
     for _ in range(rounds):
         for label, scope in scopes.items():
             with scope():
-                times[label]["predict"].append(timed(lambda: model.predict(inputs, batch_size=32, verbose=0)))
-                times[label]["fit"].append(timed(lambda: model.fit(batches, verbose=0)))
+                times[label]["predict"].append(timed(model.predict, inputs, batch_size=32, verbose=0)[1])
+                times[label]["fit"].append(timed(model.fit, batches, verbose=0)[1])
     best = {label: {kind: min(values) for kind, values in kinds.items()} for label, kinds in times.items()}
     drift = float(np.abs(probabilities["float32"] - probabilities["bfloat16 rewrite"]).max())
-    return best, drift
+    return best, drift, kft.distribute.cpu_bfloat16("auto", model)
 
 
 def main():
@@ -77,12 +71,11 @@ def main():
     rows = ["| backbone | 4 train steps of 16, float32 / rewrite | predict 64, float32 / rewrite | largest probability "
             "difference | `cpu_bfloat16=\"auto\"` |", "|---|---|---|---|---|"]
     for name in SETTINGS:
-        best, drift = measure(name, args.rounds)
+        best, drift, auto = measure(name, args.rounds)
         f32, bf16 = best["float32"], best["bfloat16 rewrite"]
-        model = kft.build_classifier(name, num_classes=2, seed=0, **SETTINGS[name]["build"])
         rows.append(f"| {name} | {f32['fit']:.2f} s / {bf16['fit']:.2f} s: **{f32['fit'] / bf16['fit']:.2f}x** | "
                     f"{f32['predict']:.2f} s / {bf16['predict']:.2f} s: **{f32['predict'] / bf16['predict']:.2f}x** | "
-                    f"{drift:.1e} | {'on' if kft.distribute.cpu_bfloat16('auto', model) else 'off'} |")
+                    f"{drift:.1e} | {'on' if auto else 'off'} |")
         print("\n".join(rows), flush=True)
     write_section("oneDNN bfloat16 rewrite by backbone (bench/cpu_bfloat16.py)", "\n".join(rows),
                   f"every layer trainable, AdamW 5e-5, fastest of {args.rounds} interleaved rounds; this CPU has AMX "

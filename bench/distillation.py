@@ -26,7 +26,6 @@ Usage: .venv/bin/python bench/distillation.py [--data bbc_news|fashion_mnist] [-
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
 from kerasft import backbones, models  # noqa: E402
-from timing import median_latency  # noqa: E402
+from timing import median_latency, timed  # noqa: E402
 
 LATENCY_TARGET, ACCURACY_TARGET = 0.6, 0.015
 
@@ -62,13 +61,6 @@ SETTINGS = {
         student_fit=dict(trainable="top:3", epochs=6, fine_tune_learning_rate=3e-4),
         augmentations=[0.5, 0.0]),
 }
-
-
-def timed(train):
-    """Runs `train()`; returns its result and the seconds it took."""
-    start = time.perf_counter()
-    result = train()
-    return result, time.perf_counter() - start
 
 
 def quick_fit(fit, quick):

@@ -18,7 +18,7 @@
    the exported SavedModel's `serving_default`, and the plain KerasHub classifier's
    `predict` on the same strings, examples/s.
 
-Usage: .venv/bin/python bench/fine_tune_speed.py [--epochs 2] [--skip-plain]
+Usage: .venv/bin/python bench/fine_tune_speed.py [--epochs 2]
 """
 
 import argparse
@@ -83,7 +83,7 @@ def kerasft_all(data, epochs, warmup, cpu_bfloat16="auto"):
                             fine_tune_learning_rate=RATE, patience=0, callbacks=[timer], verbose=0,
                             cpu_bfloat16=cpu_bfloat16)
     wall = time.perf_counter() - start
-    phase2 = [s for s in timer.steps[-int(np.ceil(data.size("train") / BATCH)) * epochs:]]
+    phase2 = timer.steps[-int(np.ceil(data.size("train") / BATCH)) * epochs:]
     return wall, timer, history, model, float(np.sum(phase2))
 
 
@@ -137,8 +137,8 @@ def main():
     ours_predict = throughput(lambda x: model.predict(x, batch_size=64, verbose=0), texts)
     with kft.distribute.cpu_bfloat16_scope(True):
         bfloat16_predict = throughput(lambda x: model.predict(x, batch_size=64, verbose=0), texts)
-        reference = model.predict(texts, batch_size=64, verbose=0)
-    drift = np.abs(reference - model.predict(texts, batch_size=64, verbose=0)).max()
+        rewritten = model.predict(texts, batch_size=64, verbose=0)
+    drift = np.abs(rewritten - model.predict(texts, batch_size=64, verbose=0)).max()
     plain_predict = throughput(lambda x: plain.predict(list(x), batch_size=64, verbose=0), texts)
     with tempfile.TemporaryDirectory() as folder:
         exported = kft.export(model, folder, formats=("saved_model",))

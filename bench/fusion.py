@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
+from timing import timed  # noqa: E402
 from kerasft import calibration, evaluation  # noqa: E402
 
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -72,12 +73,6 @@ def scored(model, data, seconds, note=""):
     result = kft.evaluate(model, data)
     return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "ece": result["ece"],
             "seconds": seconds, "note": note}
-
-
-def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    value = function(*args, **kwargs)
-    return value, time.perf_counter() - start
 
 
 def split_rows(seed, sequence_length):

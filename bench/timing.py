@@ -1,8 +1,16 @@
-"""Latency as the benchmarks measure it: the median of repeated `predict` calls after one tracing call."""
+"""Time as the benchmarks measure it: one call's wall seconds, and latency as the median of repeated `predict`
+calls after one tracing call."""
 
 import time
 
 import numpy as np
+
+
+def timed(function, *args, **kwargs):
+    """Runs `function(*args, **kwargs)`; returns its result and the wall seconds it took."""
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.perf_counter() - start
 
 
 def median_latency(model, batch, repeats=5):
