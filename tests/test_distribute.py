@@ -102,26 +102,41 @@ def _bfloat16_option():
     return tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16", False)
 
 
+class _OptionAtEachFit(keras.callbacks.Callback):
+    """Records whether the bfloat16 rewrite is on when each fit (phase) begins."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_begin(self, logs=None):
+        self.seen.append(_bfloat16_option())
+
+
 def test_cpu_bfloat16_trains_a_transformer_as_well_and_leaves_the_model_float32(tiny_bert, tiny_text_data,
                                                                                  tiny_cnn, capsys):
     def trained(setting):
         model = kft.build_classifier("tiny_bert", data=tiny_text_data, trainable="all", seed=0)
+        option = _OptionAtEachFit()
         history = kft.fine_tune(model, tiny_text_data, epochs=10, warmup_epochs=2, learning_rate=3e-2,
-                                fine_tune_learning_rate=3e-3, patience=0, cpu_bfloat16=setting)
-        return model, history
+                                fine_tune_learning_rate=3e-3, patience=0, cpu_bfloat16=setting, callbacks=[option])
+        return model, history, option.seen
 
-    bert, history = trained(True)
+    bert, history, seen = trained(True)
+    assert seen == [True, True]  # the head phase and the blocks' phase
     assert "phase 2 computes in bfloat16 on the CPU's AMX units" in capsys.readouterr().out
     assert not _bfloat16_option()  # put back after the call
     assert {w.dtype for w in bert.weights} <= {"float32", "int32", "int64", "bool"}
     assert bert.get_layer("network").get_layer("backbone").dtype_policy.name == "float32"
-    float32 = kft.evaluate(trained(False)[0], tiny_text_data)["accuracy"]
+    float32_model, _, seen = trained(False)
+    assert seen == [False, False] and "bfloat16" not in capsys.readouterr().out
+    float32 = kft.evaluate(float32_model, tiny_text_data)["accuracy"]
     assert kft.evaluate(bert, tiny_text_data)["accuracy"] >= min(0.7, float32 - 0.1)
     assert history.history["loss"][-1] < history.history["loss"][2]  # phase 2 learned
-    assert "bfloat16" not in capsys.readouterr().out
+    # "auto": never for the head alone; for the blocks of a transformer when this CPU has AMX.
+    assert trained("auto")[2] == [False, distribute.has_amx_bfloat16()]
     cnn = kft.build_classifier("tiny_cnn", num_classes=2, seed=0)
     assert distribute.cpu_bfloat16("auto", cnn) is False  # convolutions train slower with it
-    assert distribute.cpu_bfloat16("auto", bert) == distribute.has_amx_bfloat16()
     assert distribute.cpu_bfloat16(True, cnn) is True and distribute.cpu_bfloat16(False, bert) is False
     with pytest.raises(kft.training.TrainingError, match="cpu_bfloat16 is \"auto\", True or False. Received: "
                                                          "cpu_bfloat16='yes'"):

@@ -227,6 +227,7 @@ def test_search_killed_mid_way_resumes_without_rerunning_finished_trials(tiny_be
     ({"space": ["frozen"]}, "space must be a dict"),
     ({"cache_features": 3}, "cache_features must be"),
     ({"cache_features": False}, "trials that augment recompute their inputs by themselves"),
+    ({"cpu_bfloat16": "on"}, 'cpu_bfloat16 is "auto", True or False. Received: cpu_bfloat16=\'on\''),
 ])
 def test_bad_arguments_are_refused_before_any_work(kwargs, message, tiny_bert, tiny_text_data, tmp_path):
     with pytest.raises(tuning.TuningError, match=message):
