@@ -314,11 +314,16 @@ def cpu_bfloat16(setting, model, strategy=None):
     Args:
         setting: "auto", True or False. "auto": on when every replica is a CPU
             with AMX bfloat16 units (Linux `amx_bf16`) and `model` is a
-            transformer (has attention layers).
+            transformer (has attention layers). True on a CPU without them
+            warns (the rewrite is then usually slower) and is honoured.
         model: keras.Model. What trains.
         strategy: tf.distribute.Strategy or None. Its devices decide.
     """
     check_cpu_bfloat16(setting)
+    if setting is True and not has_amx_bfloat16():
+        warnings.warn("cpu_bfloat16=True on a CPU without AMX bfloat16 units (no amx_bf16 among /proc/cpuinfo's "
+                      "flags): oneDNN then emulates bfloat16, which is usually slower than float32. "
+                      'cpu_bfloat16="auto" trains in float32 here.', RuntimeWarning, stacklevel=2)
     if setting != "auto":
         return setting
     return (has_amx_bfloat16() and precision_policy("auto", strategy) == "float32"
