@@ -143,12 +143,12 @@ def test_cpu_bfloat16_trains_a_transformer_as_well_and_leaves_the_model_float32(
         kft.fine_tune(bert, tiny_text_data, cpu_bfloat16="yes")
 
 
-def test_cpu_bfloat16_true_on_a_cpu_without_amx_warns_and_is_honoured(tiny_cnn, monkeypatch):
-    cnn = kft.build_classifier("tiny_cnn", num_classes=2, seed=0)
+def test_cpu_bfloat16_true_on_a_cpu_without_amx_warns_and_is_honoured(tiny_bert, monkeypatch):
+    bert = kft.build_classifier("tiny_bert", num_classes=2, seed=0)
     monkeypatch.setattr(distribute, "has_amx_bfloat16", lambda: False)  # a CPU this machine cannot be
     with pytest.warns(RuntimeWarning, match=r"cpu_bfloat16=True on a CPU without AMX bfloat16 units.*usually slower"):
-        assert distribute.cpu_bfloat16(True, cnn) is True
-    assert distribute.cpu_bfloat16("auto", cnn) is False
+        assert distribute.cpu_bfloat16(True, bert) is True
+    assert distribute.cpu_bfloat16("auto", bert) is False  # a transformer, yet float32 without AMX
 
 
 # === Batch sizes, scopes, KerasTuner's environment ===
