@@ -312,18 +312,13 @@ def cpu_bfloat16(setting, model, strategy=None):
     networks alone.
 
     Args:
-        setting: "auto", True or False. "auto": on when every replica is a CPU
-            with AMX bfloat16 units (Linux `amx_bf16`) and `model` is a
-            transformer (has attention layers). True on a CPU without them
-            warns (the rewrite is then usually slower) and is honoured.
+        setting: "auto", True or False (checked by `check_cpu_bfloat16` where
+            the work starts). "auto": on when every replica is a CPU with AMX
+            bfloat16 units (Linux `amx_bf16`) and `model` is a transformer (has
+            attention layers).
         model: keras.Model. What trains.
         strategy: tf.distribute.Strategy or None. Its devices decide.
     """
-    check_cpu_bfloat16(setting)
-    if setting is True and not has_amx_bfloat16():
-        warnings.warn("cpu_bfloat16=True on a CPU without AMX bfloat16 units (no amx_bf16 among /proc/cpuinfo's "
-                      "flags): oneDNN then emulates bfloat16, which is usually slower than float32. "
-                      'cpu_bfloat16="auto" trains in float32 here.', RuntimeWarning, stacklevel=2)
     if setting != "auto":
         return setting
     return (has_amx_bfloat16() and precision_policy("auto", strategy) == "float32"
@@ -332,9 +327,14 @@ def cpu_bfloat16(setting, model, strategy=None):
 
 
 def check_cpu_bfloat16(setting):
-    """Refuses a `cpu_bfloat16` setting that is not "auto", True or False."""
+    """Refuses a `cpu_bfloat16` setting that is not "auto", True or False, and warns once, before any work, when
+    True asks for the rewrite on a CPU without AMX bfloat16 units (it is honoured; see `cpu_bfloat16`)."""
     if not (isinstance(setting, bool) or setting == "auto"):
         raise DistributeError(f'cpu_bfloat16 is "auto", True or False. Received: cpu_bfloat16={setting!r}')
+    if setting is True and not has_amx_bfloat16():
+        warnings.warn("cpu_bfloat16=True on a CPU without AMX bfloat16 units (no amx_bf16 among /proc/cpuinfo's "
+                      "flags): oneDNN then emulates bfloat16, which is usually slower than float32. "
+                      'cpu_bfloat16="auto" trains in float32 here.', RuntimeWarning, stacklevel=3)
 
 
 @functools.cache

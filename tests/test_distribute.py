@@ -143,11 +143,14 @@ def test_cpu_bfloat16_trains_a_transformer_as_well_and_leaves_the_model_float32(
         kft.fine_tune(bert, tiny_text_data, cpu_bfloat16="yes")
 
 
-def test_cpu_bfloat16_true_on_a_cpu_without_amx_warns_and_is_honoured(tiny_bert, monkeypatch):
+def test_cpu_bfloat16_true_on_a_cpu_without_amx_warns_before_any_work_and_is_honoured(tiny_bert, tiny_text_data,
+                                                                                       monkeypatch):
     bert = kft.build_classifier("tiny_bert", num_classes=2, seed=0)
     monkeypatch.setattr(distribute, "has_amx_bfloat16", lambda: False)  # a CPU this machine cannot be
     with pytest.warns(RuntimeWarning, match=r"cpu_bfloat16=True on a CPU without AMX bfloat16 units.*usually slower"):
-        assert distribute.cpu_bfloat16(True, bert) is True
+        with pytest.raises(kft.training.TrainingError, match="epochs"):  # the warning came before the bad epochs
+            kft.fine_tune(bert, tiny_text_data, cpu_bfloat16=True, epochs=0)
+    assert distribute.cpu_bfloat16(True, bert) is True
     assert distribute.cpu_bfloat16("auto", bert) is False  # a transformer, yet float32 without AMX
 
 
