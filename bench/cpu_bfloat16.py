@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
-from timing import timed  # noqa: E402
+from timing import raw_batch, timed  # noqa: E402
 
 SETTINGS = {
     "minilm_l6": dict(load=lambda: kft.samples.bbc_news(seed=0), build={"sequence_length": 128}),
@@ -30,17 +30,10 @@ SETTINGS = {
 }
 
 
-def examples(data, count=64):
-    pairs = list(data.train.take(count))
-    inputs = [x.numpy() for x, _ in pairs]
-    inputs = np.array([x.decode() for x in inputs], dtype=object) if data.modality == "text" else np.stack(inputs)
-    return inputs, np.array([int(y.numpy()) for _, y in pairs])
-
-
 def measure(name, rounds):
     setting = SETTINGS[name]
     data = setting["load"]()
-    inputs, labels = examples(data)
+    inputs, labels = raw_batch(data.train, data.modality, 64)
     model = kft.build_classifier(name, num_classes=data.num_classes, trainable="all", seed=0, **setting["build"])
     model.compile(optimizer=keras.optimizers.AdamW(5e-5), loss="sparse_categorical_crossentropy")
     batches = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(16)

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import kerasft as kft  # noqa: E402
 from bench_report import write_section  # noqa: E402
 from kerasft import backbones, models  # noqa: E402
-from timing import median_latency, timed  # noqa: E402
+from timing import median_latency, raw_batch, timed  # noqa: E402
 
 LATENCY_TARGET, ACCURACY_TARGET = 0.6, 0.015
 
@@ -121,8 +121,7 @@ def measure(models_by_label, data, rounds=5):
     this shared machine one model's median alone varied 2x from call to call (other jobs' bursts), and
     identical students measured 0.56x-0.85x the teacher in one run that took the median of the rounds.
     """
-    inputs = [x.numpy() for x, _ in data.test.take(32)]
-    batch = np.array([x.decode() for x in inputs], dtype=object) if data.modality == "text" else np.stack(inputs)
+    batch, _ = raw_batch(data.test, data.modality, 32)
     times = {label: [] for label in models_by_label}
     for _ in range(rounds):
         for label, (model, _) in models_by_label.items():
