@@ -537,6 +537,10 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     if bfloat16 and log:
         log(f"kerasft: {name} computes in bfloat16 on the CPU's AMX units (the weights stay float32)")
     with distribute.training_scope(strategy), distribute.cpu_bfloat16_scope(bfloat16):
+        # Fresh metrics made here, under the strategy: Keras makes a metric's variables when it is constructed,
+        # and ones made outside the scope are each worker's own under MultiWorkerMirroredStrategy (each would
+        # report the accuracy of its shard alone).
+        metrics = keras.tree.map_structure(lambda metric: type(metric).from_config(metric.get_config()), metrics)
         if loss_weights is None:
             part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
         else:

@@ -5,7 +5,8 @@ Usage: python tests/distribute_job.py <job> <output folder> [index]
              logical CPUs; save both loss curves to <out>/mirrored.json
   worker     one worker of a MultiWorkerMirroredStrategy (TF_CONFIG set by the caller): fine-tune the
              tiny CNN on its uneven share of the examples, save its weights to <out>/weights_<index>.npz,
-             export to <out>/export
+             export to <out>/export; then a two-target tiny CNN (a class, and a regression level that
+             some rows miss), its weights to <out>/multi_task_weights_<index>.npz
   tune       one process of a KerasTuner chief/worker search (KERASTUNER_* set by the caller) over
              <out>/runs; the chief writes <out>/chief.json with the best model's predictions
   records    one worker of a MultiWorkerMirroredStrategy fine-tuning the tiny CNN (`top:1`: the feature cache of
@@ -61,9 +62,21 @@ elif job == "worker":
     model, history = train(conftest.brightness_data(93), strategy, checkpoint_dir=os.path.join(out, "checkpoint"))
     np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
     exported = kft.export(model, os.path.join(out, "export"), formats=("keras",))
+    # Multi-task: a class and a brightness level (missing on every fifth image) from one backbone, two heads.
+    single = conftest.brightness_data(93)
+    images = np.concatenate([single.inputs(split) for split in kft.data.SPLITS])
+    level = [np.nan if i % 5 == 0 else float(image.mean()) / 255 for i, image in enumerate(images)]
+    tasks = kft.data.from_arrays(images, {"bright": [int(image.mean() > 115) for image in images], "level": level},
+                                 task={"level": "regression"}, seed=0)
+    keras.utils.set_random_seed(0)
+    multi = kft.build_classifier("tiny_cnn", data=tasks, trainable="top:1", head=kft.Head(dropout=0.0),
+                                 strategy=strategy)
+    multi_history = kft.fine_tune(multi, tasks, epochs=2, warmup_epochs=2, batch_size=16, patience=0, verbose=0,
+                                  strategy=strategy).history
+    np.savez(os.path.join(out, f"multi_task_weights_{index}.npz"), *multi.get_weights())
     with open(os.path.join(out, f"worker_{index}.json"), "w") as f:
         json.dump({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-                   "chief": kft.distribute.is_chief(strategy), "history": history}, f)
+                   "chief": kft.distribute.is_chief(strategy), "history": history, "multi_task": multi_history}, f)
 elif job == "records":
     index = int(sys.argv[3])
     data = kft.data.from_tfrecord(os.path.join(out, "shards"))

@@ -267,6 +267,14 @@ def test_two_workers_train_to_identical_weights_and_only_the_chief_exports(tmp_p
     assert sorted(os.listdir(tmp_path / "export")) == ["labels.txt", "model.keras", "model_card.json"]
     reloaded = keras.models.load_model(tmp_path / "export" / "model.keras")
     np.testing.assert_allclose(reloaded.get_weights()[-1], first[first.files[-1]], atol=0)
+    # Multi-task (a class and a regression level some rows miss): the same weights on both workers, each target
+    # trained and scored.
+    assert reports[0]["multi_task"] == reports[1]["multi_task"]
+    assert {"val_bright_accuracy", "val_level_mae"} <= set(reports[0]["multi_task"])
+    assert reports[0]["multi_task"]["loss"][-1] < reports[0]["multi_task"]["loss"][0]
+    first, second = np.load(tmp_path / "multi_task_weights_0.npz"), np.load(tmp_path / "multi_task_weights_1.npz")
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name])
 
 
 @pytest.mark.extended
