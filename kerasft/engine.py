@@ -539,8 +539,10 @@ def run_phase(part, train, validation, epochs, optimizer, loss, metrics, class_w
     with distribute.training_scope(strategy), distribute.cpu_bfloat16_scope(bfloat16):
         # Fresh metrics made here, under the strategy: Keras makes a metric's variables when it is constructed,
         # and ones made outside the scope are each worker's own under MultiWorkerMirroredStrategy (each would
-        # report the accuracy of its shard alone).
-        metrics = keras.tree.map_structure(lambda metric: type(metric).from_config(metric.get_config()), metrics)
+        # report the accuracy of its shard alone). Functions (distillation's accuracy) Keras wraps in compile.
+        metrics = keras.tree.map_structure(
+            lambda metric: type(metric).from_config(metric.get_config())
+            if isinstance(metric, keras.metrics.Metric) else metric, metrics)
         if loss_weights is None:
             part.compile(optimizer=optimizer(), loss=loss, metrics=metrics)
         else:
