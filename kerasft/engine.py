@@ -305,7 +305,7 @@ class Inputs:
                                  for ds, split, size in ((train, "train", batch_size),
                                                          (validation, "validation", validation_batch)))
         else:
-            train, validation = train.prefetch(tf.data.AUTOTUNE), validation.prefetch(tf.data.AUTOTUNE)
+            train, validation = features.prefetched(train), features.prefetched(validation)
         return train, validation
 
     def _batches(self, cut, batch_size, validation_batch, seed, augmentation):

@@ -353,7 +353,7 @@ def _validation_outputs(members, validation, task):
 
 def _predict(model, validation):
     """A multi-output model's outputs on the validation split, as a list of arrays."""
-    batches = _validation_dataset(validation).batch(64).map(lambda x, y: x)
+    batches = features.prefetched(_validation_dataset(validation).batch(64).map(lambda x, y: x))
     predicted = model.predict(batches, verbose=0)
     return list(predicted) if isinstance(predicted, (list, tuple)) else [predicted]
 

@@ -152,7 +152,7 @@ def _outputs(model, dataset, batch_size):
             probabilities.append(tf.nest.map_structure(keras.ops.convert_to_numpy, network(x, training=False)))
             labels.append(tf.nest.map_structure(lambda t: t.numpy(), y))
     else:  # an ensemble, or any model on raw input: its compiled predict function, not op-by-op calls
-        batches = dataset.batch(batch_size)
+        batches = features.prefetched(dataset.batch(batch_size))
         if batches.cardinality() != 0:
             probabilities.append(model.predict(batches.map(lambda x, y: x), verbose=0))
             labels.extend(tf.nest.map_structure(lambda t: t.numpy(), y) for _, y in batches)

@@ -47,6 +47,23 @@ _SHUFFLE_BUFFER = 10_000
 logger = logging.getLogger("kerasft.features")
 
 
+def prefetched(dataset):
+    """`dataset` prefetched, with tf.data's autotuning model off: the end of every pipeline kerasft iterates.
+
+    With autotuning on, an iterator starts a thread that re-tunes the pipeline
+    every optimization period (growing to 60 s), and the iterator's destructor
+    waits for that thread to wake: the end of a Keras `fit` then sat idle for
+    25 s and 59 s (caught with gdb: the main thread in
+    `RootDataset::Iterator::~Iterator` waiting on `Model::OptimizeLoop`). Without
+    it, `num_parallel_calls=tf.data.AUTOTUNE` maps run on every core and
+    `prefetch(tf.data.AUTOTUNE)` buffers size themselves as before. Options pass
+    downstream, so a pipeline built on this one keeps the setting.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
 def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_examples=None, cache=True,
                memory_budget=None):
     """Maps a classifier's preprocessor over an unbatched `(raw, label)` dataset, keeping it within a memory budget.
@@ -106,7 +123,7 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
         ds = filled_cache(ds)
         if shuffle:
             ds = ds.shuffle(max(num_examples, 1), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return prefetched(ds.batch(batch_size))
     spilled = _spill(dataset, preprocessed, sizes, num_examples) if cache and num_examples > 0 and not fits[
         "decoded"] else None
     if spilled is not None:
@@ -116,13 +133,13 @@ def preprocess(model, dataset, batch_size=32, shuffle=False, seed=None, num_exam
             tf.autograph.experimental.do_not_convert(store.element))
         if form == "decoded":
             ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.prefetch(tf.data.AUTOTUNE)
+        ds = prefetched(ds)
         store.release_with(ds)
         return ds
     ds = filled_cache(dataset) if cache and fits["decoded"] else dataset
     if shuffle:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds.batch(batch_size).map(apply, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def filled_cache(dataset):
@@ -650,12 +667,11 @@ class FeatureCache:
             ds = tf.data.Dataset.from_tensor_slices((dict(inputs), labels))
             if shuffle:
                 ds = ds.shuffle(len(flat[0]), seed=seed, reshuffle_each_iteration=True)
-            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+            return prefetched(ds.batch(batch_size))
         names = list(inputs)
         ds = caching.row_dataset([inputs[name] for name in names] + flat, batch_size, shuffle=shuffle, seed=seed)
-        return ds.map(lambda *tensors: (dict(zip(names, tensors[:len(names)])),
-                                        tf.nest.pack_sequence_as(labels, list(tensors[len(names):])))
-                      ).prefetch(tf.data.AUTOTUNE)
+        return prefetched(ds.map(lambda *tensors: (dict(zip(names, tensors[:len(names)])),
+                                                   tf.nest.pack_sequence_as(labels, list(tensors[len(names):])))))
 
 
 def _by_split(arrays):

@@ -313,7 +313,7 @@ class _ImageSource(_Source):
         """`(file inputs, labels)` numpy batches from unbatched `(raw image, label)`."""
         resized = dataset.map(lambda x, y: (self.resize(tf.cast(x, tf.float32)), y),
                               num_parallel_calls=tf.data.AUTOTUNE)
-        for x, y in resized.batch(batch_size).prefetch(tf.data.AUTOTUNE):
+        for x, y in features.prefetched(resized.batch(batch_size)):
             yield {IMAGE_INPUT: x.numpy()}, tf.nest.map_structure(np.asarray, y)
 
     def metadata(self):

@@ -187,8 +187,8 @@ def fine_tune(model, data, trainable=None, epochs=None, warmup_epochs=None, batc
     models.set_trainable(model, setting, description.block_pattern, batchnorm=recipe.batchnorm_for(
         description.modality))
     if teacher is not None:
-        soft = {split: teacher.predict(getattr(data, split).map(lambda x, y: x).batch(64), verbose=0)
-                for split in ("train", "validation")}
+        soft = {split: teacher.predict(features.prefetched(getattr(data, split).map(lambda x, y: x).batch(64)),
+                                       verbose=0) for split in ("train", "validation")}
         soft = {split: ({t: p.astype("float32") for t, p in probabilities.items()
                          if data.targets[t].task in ("multiclass", "binary")}  # the distilled targets
                         if data.targets else probabilities.astype("float32")) for split, probabilities in soft.items()}
