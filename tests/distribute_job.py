@@ -59,14 +59,15 @@ if job == "mirrored":
 elif job == "worker":
     index = int(sys.argv[3])
     # 65 train examples: worker 0 caches 33 (5 batches of 8), worker 1 32 (4) and repeats one to keep in step
-    model, history = train(conftest.brightness_data(93), strategy, checkpoint_dir=os.path.join(out, "checkpoint"))
+    single = conftest.brightness_data(93)
+    model, history = train(single, strategy, checkpoint_dir=os.path.join(out, "checkpoint"))
     np.savez(os.path.join(out, f"weights_{index}.npz"), *model.get_weights())
     exported = kft.export(model, os.path.join(out, "export"), formats=("keras",))
     # Multi-task: a class and a brightness level (missing on every fifth image) from one backbone, two heads.
-    single = conftest.brightness_data(93)
     images = np.concatenate([single.inputs(split) for split in kft.data.SPLITS])
-    level = [np.nan if i % 5 == 0 else float(image.mean()) / 255 for i, image in enumerate(images)]
-    tasks = kft.data.from_arrays(images, {"bright": [int(image.mean() > 115) for image in images], "level": level},
+    means = images.mean(axis=(1, 2, 3))
+    level = np.where(np.arange(len(images)) % 5 == 0, np.nan, means / 255)
+    tasks = kft.data.from_arrays(images, {"bright": (means > 115).astype(int), "level": level},
                                  task={"level": "regression"}, seed=0)
     keras.utils.set_random_seed(0)
     multi = kft.build_classifier("tiny_cnn", data=tasks, trainable="top:1", head=kft.Head(dropout=0.0),
