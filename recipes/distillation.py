@@ -54,7 +54,7 @@ one from the first member's backbone: its embeddings and layers 0, 3 and 5.
 """
 
 recipe = dict(trainable="top:2", sequence_length=SEQUENCE_LENGTH, temperature=2.0, alpha=0.5,
-              epochs=1 if SMOKE else 4, fine_tune_learning_rate=1e-4, verbose=0)
+              epochs=1 if SMOKE else 8, fine_tune_learning_rate=1e-4, verbose=0)
 students = {
     "MiniLM-L3": kft.distill(teacher, "minilm_l3", data, **recipe),
     "MiniLM-L6 cut to 3 layers": kft.distill(teacher, "minilm_l6", data, student_layers=3, **recipe),
