@@ -52,8 +52,8 @@ SETTINGS = {
         member_fit=dict(trainable="top:1", epochs=3),
         students=[("minilm_l3", None), ("minilm_l6", 3)],
         # 8 epochs, early stopping on validation: with 4, the distilled cut student's phase 2 was rolled back while
-        # its validation loss still fell (1.3121, 1.2045, 1.1615, 1.1493 against phase 1's 1.1341; 2026-11-30), so
-        # it was compared as a head on frozen layers against a fine-tuned student on the labels.
+        # its validation loss still fell (fused teacher: 1.3121, 1.2045, 1.1615, 1.1493 against phase 1's 1.1341;
+        # 2026-11-30), so it was compared as a head on frozen layers against a fine-tuned student on the labels.
         student_head=kft.Head(), student_fit=dict(trainable="top:2", epochs=8, fine_tune_learning_rate=1e-4),
         augmentations=[0.0]),
     "fashion_mnist": dict(
