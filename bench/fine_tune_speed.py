@@ -20,13 +20,20 @@
    the exported SavedModel's `serving_default`, and the plain KerasHub classifier's
    `predict` on the same strings, examples/s; and the same network on token ids
    tokenized beforehand, the most any float32 raw-string path can reach. The
-   float32 paths are timed in interleaved rounds (the best round of each).
+   float32 paths are timed in interleaved rounds (the best round of each). Then
+   the bfloat16 paths: the SavedModel inside the scope too, and the SavedModel
+   loaded as TF Serving loads it (a TensorFlow session, in another process),
+   plain and with README's `--tensorflow_session_config_file` that turns the
+   rewrite on.
 
 Usage: .venv/bin/python bench/fine_tune_speed.py [--epochs 2]
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -128,6 +135,44 @@ def throughput(predictors, inputs, rounds=3):
     return {name: len(inputs) / seconds for name, seconds in best.items()}
 
 
+# TF Serving's --tensorflow_session_config_file for oneDNN's bfloat16 rewrite, as README.md gives it.
+BFLOAT16_SESSION_CONFIG = "graph_options { rewrite_options { auto_mixed_precision_onednn_bfloat16: ON } }"
+
+SESSION_SCRIPT = """
+import json, sys, time
+import numpy as np, tensorflow as tf, tensorflow_text
+from google.protobuf import text_format
+tf.compat.v1.disable_eager_execution()
+folder, texts, config = sys.argv[1], np.load(sys.argv[2], allow_pickle=True), sys.argv[3]
+sessions = {}
+for name, text in {"float32": "", "bfloat16": config}.items():
+    session = tf.compat.v1.Session(graph=tf.Graph(), config=text_format.Parse(text, tf.compat.v1.ConfigProto()))
+    signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], folder).signature_def["serving_default"]
+    sessions[name] = (session, signature.inputs["text"].name, signature.outputs["probabilities"].name)
+def serve(name):
+    session, x, y = sessions[name]
+    return np.concatenate([session.run(y, {x: texts[i:i + 64]}) for i in range(0, len(texts), 64)])
+outputs = {name: serve(name) for name in sessions}
+best = dict.fromkeys(sessions, np.inf)
+for _ in range(3):
+    for name in sessions:
+        start = time.perf_counter(); serve(name); best[name] = min(best[name], time.perf_counter() - start)
+result = {name: len(texts) / seconds for name, seconds in best.items()}
+print(json.dumps({**result, "drift": float(np.abs(outputs["bfloat16"] - outputs["float32"]).max())}))
+"""
+
+
+def session_throughput(saved_model, texts):
+    """Examples/s of the SavedModel's serving_default loaded into a TensorFlow session as TF Serving loads it, in
+    float32 and with `BFLOAT16_SESSION_CONFIG`, in a fresh process (a session needs graph mode)."""
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(os.path.join(folder, "texts.npy"), texts)
+        result = subprocess.run([sys.executable, "-c", SESSION_SCRIPT, saved_model,
+                                 os.path.join(folder, "texts.npy"), BFLOAT16_SESSION_CONFIG],
+                                capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=2)
@@ -159,11 +204,14 @@ def main():
             "served": lambda x: [serving(text=tf.constant(x[i:i + 64])) for i in range(0, len(x), 64)],
             "network": lambda x: model.get_layer("network").predict(
                 {name: value[order[:len(x)]] for name, value in ids.items()}, batch_size=64, verbose=0)}, texts)
+        with kft.distribute.cpu_bfloat16_scope(True):
+            speeds.update(throughput({
+                "bfloat16": lambda x: model.predict(x, batch_size=64, verbose=0),
+                "served bfloat16": lambda x: [serving(text=tf.constant(x[i:i + 64])) for i in range(0, len(x), 64)]},
+                texts))
+            rewritten = model.predict(texts, batch_size=64, verbose=0)
+        sessions = session_throughput(exported.saved_model, texts)
     plain_predict, ours_predict, served, network_alone = (speeds[k] for k in ("plain", "ours", "served", "network"))
-    with kft.distribute.cpu_bfloat16_scope(True):
-        bfloat16_predict = throughput({"bfloat16": lambda x: model.predict(x, batch_size=64, verbose=0)},
-                                      texts)["bfloat16"]
-        rewritten = model.predict(texts, batch_size=64, verbose=0)
     drift = np.abs(rewritten - model.predict(texts, batch_size=64, verbose=0)).max()
 
     rows = [
@@ -198,10 +246,16 @@ def main():
         f"{network_alone:.0f} examples/s: {network_alone / plain_predict:.2f}x; kerasft's raw-string predict runs "
         f"at {ours_predict / network_alone:.0%} of it |",
         f"| raw-string inference, kerasft model.predict inside `kft.distribute.cpu_bfloat16_scope(True)` | "
-        f"{bfloat16_predict:.0f} examples/s: **{bfloat16_predict / plain_predict:.2f}x** (largest probability "
+        f"{speeds['bfloat16']:.0f} examples/s: **{speeds['bfloat16'] / plain_predict:.2f}x** (largest probability "
         f"difference from float32 {drift:.1e}) |",
         f"| raw-string inference, exported SavedModel serving_default | {served:.0f} examples/s: "
         f"**{served / plain_predict:.2f}x** |",
+        f"| the same SavedModel inside `kft.distribute.cpu_bfloat16_scope(True)` | {speeds['served bfloat16']:.0f} "
+        f"examples/s: **{speeds['served bfloat16'] / plain_predict:.2f}x** |",
+        f"| the same SavedModel loaded as TF Serving loads it (a session, another process), float32 / with "
+        f"README's `--tensorflow_session_config_file` (the rewrite on) | {sessions['float32']:.0f} / "
+        f"{sessions['bfloat16']:.0f} examples/s: {sessions['bfloat16'] / sessions['float32']:.2f}x its float32 "
+        f"(largest probability difference {sessions['drift']:.1e}) |",
     ]
     write_section("fine_tune against plain KerasHub fit (bench/fine_tune_speed.py)", "\n".join(rows),
                   f"One run, whole script {(time.perf_counter() - started) / 60:.1f} min; targets from issue #15")

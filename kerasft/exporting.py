@@ -374,12 +374,16 @@ def _signature_summary(endpoints):
 
 
 def _write_saved_model(model, endpoints, folder):
-    # A plain tf.Module holding the model, not keras.export.ExportArchive: on TensorFlow
-    # 2.21 / Keras 3.15 the archive stores every weight twice (keras-team/keras#23553).
+    # A plain tf.Module, not keras.export.ExportArchive: on TensorFlow 2.21 / Keras 3.15 the archive stores
+    # every weight twice (keras-team/keras#23553). It holds the TensorFlow variables under the Keras ones, not
+    # the model: a Keras variable exports as a second variable copied from the one the signatures read, and
+    # the checkpoint restores only that copy, so a session-based loader (TF Serving's; `tf.saved_model.load`
+    # rebinds by object and did not show it) found the signatures' variables uninitialized.
     root = tf.Module()
-    root.model = model  # tracks the layers' weights and lookup tables
-    # Also list every weight: a Dropout's seed state is captured but not reachable through the layers.
-    root.model_variables = list(model.variables)
+    root.model_variables = [variable.value for variable in model.variables]  # with each Dropout's seed state
+    # The lookup tables of the layers (a TextVectorization's vocabulary), reachable through the model only.
+    root.resources = [trackable for trackable in tf.train.TrackableView(model).descendants()
+                      if isinstance(trackable, tf.saved_model.experimental.TrackableResource)]
     for name, function in endpoints.items():
         setattr(root, name, function)
     tf.saved_model.save(root, folder, signatures=endpoints)

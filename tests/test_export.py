@@ -143,6 +143,40 @@ def test_image_saved_model_decodes_bytes_of_any_size_and_takes_uint8_pixels(imag
     _assert_outputs_match(np.load(image_export.work / "sm_pixels.npz"), image_export.expected_pixels, names)
 
 
+def test_a_session_loads_each_version_as_tf_serving_does(text_export, image_export):
+    """TF Serving's loader: the version's MetaGraph in a TensorFlow session, its checkpoint restored by the
+    graph's own restore op, then the signatures' tensors run (no object graph, unlike tf.saved_model.load)."""
+    run_fresh(f"""
+        import numpy as np, tensorflow as tf
+        import tensorflow_text
+        tf.compat.v1.disable_eager_execution()
+
+        def serve(folder, signature, values):
+            with tf.compat.v1.Session(graph=tf.Graph()) as session:
+                definition = tf.compat.v1.saved_model.loader.load(session, ["serve"], folder).signature_def
+                inputs, outputs = definition[signature].inputs, definition[signature].outputs
+                (name,) = inputs
+                return session.run({{key: outputs[key].name for key in outputs}}, {{inputs[name].name: values}})
+
+        def save(path, outputs):  # strings as bytes, not pickled objects
+            np.savez(path, **{{key: value.astype("S") if value.dtype == object else value
+                               for key, value in outputs.items()}})
+
+        texts = np.load({str(text_export.work / "texts.npy")!r}, allow_pickle=True)
+        text_folder, image_folder = {text_export.exported.saved_model!r}, {image_export.exported.saved_model!r}
+        save({str(text_export.work / "session_out.npz")!r}, serve(text_folder, "serving_default", texts))
+        encoded = np.load({str(image_export.work / "encoded.npy")!r}, allow_pickle=True)
+        save({str(image_export.work / "session_bytes.npz")!r}, serve(image_folder, "serving_default", encoded))
+        pixels = np.load({str(image_export.work / "pixels.npy")!r})
+        save({str(image_export.work / "session_pixels.npz")!r}, serve(image_folder, "predict_pixels", pixels))
+    """)
+    _assert_outputs_match(np.load(text_export.work / "session_out.npz"), text_export.expected,
+                          text_export.class_names)
+    names = image_export.class_names
+    _assert_outputs_match(np.load(image_export.work / "session_bytes.npz"), image_export.expected_bytes, names)
+    _assert_outputs_match(np.load(image_export.work / "session_pixels.npz"), image_export.expected_pixels, names)
+
+
 @pytest.mark.parametrize("which, signatures", [
     ("text_export", {"serving_default": "text"}),
     ("image_export", {"serving_default": "image_bytes", "predict_pixels": "images"}),
