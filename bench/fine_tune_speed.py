@@ -169,7 +169,9 @@ def session_throughput(saved_model, texts):
         np.save(os.path.join(folder, "texts.npy"), texts)
         result = subprocess.run([sys.executable, "-c", SESSION_SCRIPT, saved_model,
                                  os.path.join(folder, "texts.npy"), BFLOAT16_SESSION_CONFIG],
-                                capture_output=True, text=True, check=True)
+                                capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"the session-loading process failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
