@@ -5,10 +5,12 @@ Description: The teacher's softened probabilities train a network half as deep t
 An ensemble is accurate but costs several models at serving time. Knowledge
 distillation (Hinton et al., 2015) trains a smaller student on the teacher's
 probabilities, softened by a temperature and mixed with the true labels.
-Here the teacher is a mean ensemble of three MiniLM-L6 members (each with its
-own fine-tuned top layer, so three 6-layer backbones), and the students have
-3 layers: paraphrase-MiniLM-L3, pretrained on its own, and MiniLM-L6 cut to 3
-layers from the teacher's own backbone (DistilBERT's initialization).
+Here the teacher is a mean ensemble of three fully fine-tuned MiniLM-L6
+members (three 6-layer backbones), and the students have 3 layers:
+paraphrase-MiniLM-L3, pretrained on its own, and MiniLM-L6 cut to 3 layers
+from the teacher's own backbone (DistilBERT's initialization). On BBC News
+the cut student distilled to 0.9874 test accuracy against the teacher's
+0.9906, at 0.21x its latency (bench/distillation.py).
 
 Set `KERASFT_SMOKE=1` to run on a small subset in a few minutes.
 """
@@ -31,15 +33,17 @@ if SMOKE:
 """
 ## The teacher: three members, averaged
 
-Each member warms its own head up on the frozen features, then fine-tunes
-the top transformer layer; seeds and heads make them differ.
+Each member fine-tunes every layer for 3 epochs from a fresh head, as a
+plain KerasHub fit would; seeds make them differ. A teacher whose members
+fine-tune only their top layers scored 0.9686 here, below what the cut
+student reaches on the labels alone: a teacher must know more than that.
 """
 
 members = []
-for seed, units in enumerate([(), (128,), (256,)][:2 if SMOKE else 3]):
-    member = kft.build_classifier("minilm_l6", data=data, trainable="top:1", sequence_length=SEQUENCE_LENGTH,
-                                  head=kft.Head(units=units, dropout=0.2), seed=seed)
-    kft.fine_tune(member, data, epochs=1 if SMOKE else 3, seed=seed, verbose=0)
+for seed in range(2 if SMOKE else 3):
+    member = kft.build_classifier("minilm_l6", data=data, trainable="all", sequence_length=SEQUENCE_LENGTH,
+                                  seed=seed)
+    kft.fine_tune(member, data, warmup_epochs=0, epochs=1 if SMOKE else 3, batch_size=16, seed=seed, verbose=0)
     members.append(member)
 teacher = kft.ensemble(members, method="mean")
 
@@ -49,11 +53,11 @@ teacher = kft.ensemble(members, method="mean")
 `distill` builds the student and trains it through the same two-phase
 `fine_tune`, on `alpha` x the true labels + `(1 - alpha)` x the teacher's
 probabilities at temperature 2; the teacher runs once over each split. Both
-students fine-tune their top 2 layers. `student_layers=3` cuts the second
-one from the first member's backbone: its embeddings and layers 0, 3 and 5.
+students train every layer, as DistilBERT trains its student. `student_layers=3`
+cuts the second one from the first member's backbone: its embeddings and layers 0, 3 and 5.
 """
 
-recipe = dict(trainable="top:2", sequence_length=SEQUENCE_LENGTH, temperature=2.0, alpha=0.5,
+recipe = dict(trainable="all", sequence_length=SEQUENCE_LENGTH, temperature=2.0, alpha=0.5,
               epochs=1 if SMOKE else 8, fine_tune_learning_rate=1e-4, verbose=0)
 students = {
     "MiniLM-L3": kft.distill(teacher, "minilm_l3", data, **recipe),
@@ -84,7 +88,7 @@ for name, model in {"teacher": teacher, **students}.items():
 It is a plain classifier: `keras.models.load_model` reads it without kerasft.
 """
 
-student = students["MiniLM-L3"]
+student = students["MiniLM-L6 cut to 3 layers"]
 result = kft.evaluate(student, data)
 exported = kft.export(student, OUTPUT, data=data, metrics=result)
 print(f"test accuracy {result['accuracy']:.4f}; exported {exported.path}")
