@@ -335,8 +335,8 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
             `student_layers` does not fit the teacher's backbone.
 
     Example:
-    >>> student = kft.distill(ens, "minilm_l3", data, trainable="top:2", epochs=8)
-    >>> student = kft.distill(ens, "minilm_l6", data, student_layers=3, trainable="top:2", epochs=8)
+    >>> student = kft.distill(ens, "minilm_l3", data, trainable="all", epochs=8)
+    >>> student = kft.distill(ens, "minilm_l6", data, student_layers=3, trainable="all", epochs=8)
     >>> student = kft.distill(ens, "efficientnet_lite0", images, trainable="top:3", augmentation=0.5)
     """
     _check_task_data(data)

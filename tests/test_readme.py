@@ -30,9 +30,8 @@ FEWER_TRIALS = {"max_trials=10": "max_trials=3", "--max-trials 10": "--max-trial
 SHORTER = {"kft.auto(data, time_limit=300)": 'kft.auto(data, time_limit=90, backbones_to_try=["tfidf", "tiny_bert"])',
            "auto reviews.csv --time-limit 300": "auto reviews.csv --time-limit 90",
            # A layer cut keeps at least 2 layers: the README's 6-layer MiniLM teacher is, here, a 4-layer tiny BERT.
-           'kft.distill(ens, "tiny_bert", data, student_layers=3, trainable="top:2"':
-           'kft.distill(kft.build_classifier("tiny_bert4", data=data), "tiny_bert4", data, student_layers=2, '
-           'trainable="top:1"',
+           'kft.distill(ens, "tiny_bert", data, student_layers=3':
+           'kft.distill(kft.build_classifier("tiny_bert4", data=data), "tiny_bert4", data, student_layers=2',
            # tiny_cnn has 2 blocks (EfficientNet-Lite0 has 7).
            'data=voices, trainable="top:4")': 'data=voices, trainable="top:1")'}
 
