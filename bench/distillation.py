@@ -14,6 +14,10 @@ One run per data set, each writing its section of bench/BENCHMARKS.md:
   the teacher also fuses a TF-IDF member (`tfidf`), weighted on validation (bench/fusion.py: fusion beats
   each kind alone), so the teacher knows more than a student can learn from the labels (its section of
   BENCHMARKS.md was measured with the `top:1` members and students training their top 2 layers).
+  `--text-windows N`: every student (distilled and on the labels alone) trains on
+  `data.with_text_windows(copies=N)`: each training article also as N windows of 100 consecutive words
+  from a random word on, which the teacher labels (the articles run to ~400 words; a student reads the
+  first 128 tokens), in a section of its own. `--student NAME` runs that student alone.
 - Fashion-MNIST (2000 train / 500 validation / 2000 test, 28x28 upscaled). Teacher: the mean ensemble of
   3 EfficientNet-Lite2 members (`top:3`, seeds 0-2) at 160x160 (Lite2 is built for 260x260; at 96x96
   its members rolled back to one shared frozen backbone, 0.84x-0.90x a student's latency, 2026-11-30).
@@ -30,6 +34,7 @@ least disturbed round), test accuracy, training time; then each distilled studen
 same student on the labels alone.
 
 Usage: .venv/bin/python bench/distillation.py [--data bbc_news|fashion_mnist] [--quick] [--fused-teacher]
+    [--text-windows N] [--student NAME]
 (--quick: a small subset and 1 epoch per phase, to check the script end to end; writes nothing)
 """
 
@@ -97,12 +102,15 @@ def teacher_of(data, setting, quick, fused=False):
     return kft.ensemble(members + [classic], method="weighted", validation=data), members
 
 
-def students_of(teacher, members, data, setting, quick):
-    """Each student distilled and on the labels alone, at each augmentation: `{label: (model, seconds)}`."""
+def students_of(teacher, members, data, setting, quick, only=None):
+    """Each student (`only`: that one) distilled and on the labels alone, at each augmentation:
+    `{label: (model, seconds)}`."""
     fit = dict(quick_fit(setting["student_fit"], quick))
     trainable = fit.pop("trainable")
     students = {}
     for name, layers in setting["students"]:
+        if only and name != only:
+            continue
         spec = backbones.fewer_layers(name, models.backbones_of(members[0])[0], layers) if layers else name
         label = f"{name} cut to {layers} layers" if layers else name
         for augmentation in setting["augmentations"]:
@@ -143,18 +151,19 @@ def measure(models_by_label, data, rounds=5):
             for label, (model, seconds) in models_by_label.items()}
 
 
-def run(name, quick, fused=False):
+def run(name, quick, fused=False, windows=0, only=None):
     setting = SETTINGS[name]
     data = setting["load"]()
     if quick:
         data = data.subset(**setting["quick_sizes"], seed=0)
     (teacher, members), seconds = timed(lambda: teacher_of(data, setting, quick, fused))
+    student_data = data.with_text_windows(copies=windows) if windows else data
     teacher_label = f"teacher: mean of 3 {setting['teacher']} ({setting['member_fit']['trainable']})"
     if fused:
         teacher_label = (f"teacher: 3 {setting['teacher']} ({setting['member_fit']['trainable']}) and tfidf, weighted "
                          "on validation")
-    figures = measure({teacher_label: (teacher, seconds), **students_of(teacher, members, data, setting, quick)},
-                      data)
+    figures = measure({teacher_label: (teacher, seconds),
+                       **students_of(teacher, members, student_data, setting, quick, only)}, data)
     params, latency, latency_one, accuracy, _ = figures[teacher_label]
     rows = ["| model | parameters | latency, batch 32 | latency, batch 1 | test accuracy | training |",
             "|---|---|---|---|---|---|"]
@@ -179,13 +188,17 @@ def run(name, quick, fused=False):
         if setting["teacher_build"] != setting["build"]:
             build = "the teacher's " + ", ".join(f"{k}={v}" for k, v in setting["teacher_build"].items()) + (
                 f", the students' {build}")
-        source = (" from a fused teacher (bench/distillation.py --fused-teacher)" if fused
-                  else " (bench/distillation.py)")
+        flags = "".join([" --fused-teacher"] * fused + [f" --text-windows {windows}"] * bool(windows)
+                        + [f" --student {only}"] * bool(only))
+        source = ((" from a fused teacher" if fused else "") + (", students on window views" if windows else "")
+                  + f" (bench/distillation.py{flags})")
         write_section(
             f"Distillation into smaller students: {setting['title']}{source}", body,
             f"{data.name}: {data.size('train')} train / {data.size('validation')} validation / {data.size('test')} "
             f"test, {build}; teacher members {setting['member_fit']}; every student {setting['student_fit']}, "
-            f"head {setting['student_head']}, seed 0, distilled at temperature 2, alpha 0.5")
+            f"head {setting['student_head']}, seed 0, distilled at temperature 2, alpha 0.5"
+            + (f"; students on {student_data.size('train')} training texts: {student_data.report.notes[-1]}"
+               if windows else ""))
 
 
 def main():
@@ -194,11 +207,18 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a small subset, 1 epoch per phase; writes nothing")
     parser.add_argument("--fused-teacher", action="store_true",
                         help="text: the teacher also fuses a TF-IDF member (weighted on validation)")
+    parser.add_argument("--text-windows", type=int, default=0, metavar="N",
+                        help="text: students also train on N windows of each training article (with_text_windows)")
+    parser.add_argument("--student", help="run this student alone (a name in the data's students)")
     args = parser.parse_args()
     if args.fused_teacher and args.data != "bbc_news":
         parser.error("--fused-teacher fuses a TF-IDF member: it needs --data bbc_news")
+    if args.student and args.student not in [name for name, _ in SETTINGS[args.data or "bbc_news"]["students"]]:
+        parser.error(f"--student {args.student}: not a student of {args.data or 'bbc_news'} (pass --data)")
+    if args.text_windows and args.data != "bbc_news":
+        parser.error("--text-windows cuts windows of texts: it needs --data bbc_news")
     for name in [args.data] if args.data else list(SETTINGS):
-        run(name, args.quick, args.fused_teacher)
+        run(name, args.quick, args.fused_teacher, args.text_windows, args.student)
 
 
 if __name__ == "__main__":

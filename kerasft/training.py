@@ -303,7 +303,9 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
     the teacher's own transformer backbone with fewer layers. It learns from
     the teacher's probabilities on the training split, and with
     `augmentation=` (images; `trainable` not `"frozen"`) on every augmented
-    batch too, the teacher seeing the very images the student sees.
+    batch too, the teacher seeing the very images the student sees. On long
+    texts, `data.with_text_windows()` adds windows of each training text,
+    which the teacher labels like any training example.
 
     Args:
         teacher: keras.Model. A classifier or an ensemble on raw input, of the data's task and classes.
@@ -335,7 +337,7 @@ def distill(teacher, student_backbone, data, temperature=2.0, alpha=0.5, head=No
             `student_layers` does not fit the teacher's backbone.
 
     Example:
-    >>> student = kft.distill(ens, "minilm_l3", data, trainable="all", epochs=8)
+    >>> student = kft.distill(ens, "minilm_l3", data.with_text_windows(copies=2), trainable="all", epochs=8)
     >>> student = kft.distill(ens, "minilm_l6", data, student_layers=3, trainable="all", epochs=8)
     >>> student = kft.distill(ens, "efficientnet_lite0", images, trainable="top:3", augmentation=0.5)
     """

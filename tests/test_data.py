@@ -594,6 +594,56 @@ def test_subset_is_stratified_seeded_and_sized():
     assert len(elements(small.train)) == 20
 
 
+def test_with_text_windows_adds_labelled_windows_of_long_training_texts_only():
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{i}_{j}" for j in range(rng.integers(3, 30))) for i in range(40)]
+    labels = [f"class{i % 2}" for i in range(40)]
+    data = data_lib.from_arrays(texts, labels, validation_split=0.25, test_split=0.25)
+
+    windowed = data.with_text_windows(copies=2, words=8, seed=3)
+
+    train, words = list(data.inputs("train")), [t.split() for t in data.inputs("train")]
+    long = [i for i, w in enumerate(words) if len(w) > 8]
+    assert 0 < len(long) < len(train)
+    assert windowed.size("train") == len(train) + 2 * len(long)
+    assert list(windowed.inputs("train")[:len(train)]) == train  # the originals first, as they were
+    added, added_labels = windowed.inputs("train")[len(train):], windowed.labels("train")[len(train):]
+    for window, label, source in zip(added, added_labels, long + long):
+        assert len(window.split()) == 8 and window in train[source]  # 8 consecutive words of its own text
+        assert label == data.labels("train")[source]
+    for split in ("validation", "test"):
+        assert list(windowed.inputs(split)) == list(data.inputs(split))
+    assert [x.decode() for x, _ in elements(windowed.train)] == list(windowed.inputs("train"))
+    assert list(data.with_text_windows(copies=2, words=8, seed=3).inputs("train")) == list(windowed.inputs("train"))
+    assert list(data.with_text_windows(copies=2, words=8, seed=4).inputs("train")) != list(windowed.inputs("train"))
+    assert windowed.fingerprint() != data.fingerprint()
+    assert f"{2 * len(long)} windows of 8 words added to train" in windowed.summary()
+
+
+def test_with_text_windows_keeps_every_target_of_multi_task_data():
+    texts = [" ".join(f"w{i}_{j}" for j in range(12)) for i in range(40)]
+    data = data_lib.from_arrays(texts, {"topic": [f"t{i % 2}" for i in range(40)],
+                                        "urgency": [f"u{i % 3}" for i in range(40)]})
+
+    windowed = data.with_text_windows(copies=1, words=4)
+
+    for target in ("topic", "urgency"):
+        assert np.array_equal(windowed.labels("train", target), np.tile(data.labels("train", target), 2))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(copies=0), "copies as an integer >= 1. Received: copies=0"),
+    (dict(words=2.5), "words as an integer >= 1. Received: words=2.5"),
+])
+def test_with_text_windows_rejects_bad_arguments_and_data_that_is_not_text(kwargs, message):
+    texts, labels = toy_texts([5, 5])
+    with pytest.raises(DataError, match=message):
+        data_lib.from_arrays(texts, labels).with_text_windows(**kwargs)
+    images = np.zeros((10, 4, 4, 3), np.uint8) + np.arange(10, dtype=np.uint8)[:, None, None, None]
+    with pytest.raises(DataError, match="cuts windows of in-memory texts; 'arrays' holds image"):
+        data_lib.from_arrays(images, [0, 1] * 5).with_text_windows()
+
+
 def test_fingerprint_follows_content_and_labels():
     texts, labels = toy_texts([5, 5])
     base = data_lib.from_arrays(texts, labels).fingerprint()

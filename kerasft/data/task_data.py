@@ -364,6 +364,63 @@ class TaskData:
         return self._with_splits(splits, f"subset (seed {seed}) of {self.name}: " + ", ".join(
             f"{s}={len(splits[s])}/{len(self._splits[s])}" for s in SPLITS))
 
+    def with_text_windows(self, copies=2, words=100, seed=0):
+        """Returns the data with `copies` random windows of each long training text added to its train split.
+
+        A transformer reads the first `sequence_length` tokens of a text; a long
+        document says more than that. Each training text longer than `words`
+        words gains `copies` windows of `words` consecutive words (starting at a
+        random word, seeded) with the text's label(s): new views of the same
+        document. Shorter texts stay as they are (a window would repeat them);
+        validation and test are untouched. Distilling on such data, the teacher
+        labels every window (`kft.distill` uses its probabilities on the training
+        split), which teaches a small student more than the originals alone
+        (bench/BENCHMARKS.md, "Distillation ... window views"). ~100 words fill
+        128 WordPiece tokens of English.
+
+        Args:
+            copies: int. Windows per long text (>= 1).
+            words: int. Words per window (>= 1).
+            seed: int. Seed of the windows' starts.
+
+        Returns:
+            A TaskData; its train split holds the originals, then the windows.
+
+        Raises:
+            DataError: data that is not in-memory text, or `copies`/`words` not positive integers.
+
+        Example:
+
+        ```python
+        student = kft.distill(teacher, "minilm_l3", data.with_text_windows(copies=2), trainable="all")
+        ```
+        """
+        if self.modality != "text" or self.input_kind != "text":
+            raise DataError(f"with_text_windows() cuts windows of in-memory texts; {self.name!r} holds "
+                            f"{self.modality} ({self.input_kind}).")
+        for name, value in (("copies", copies), ("words", words)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise DataError(f"with_text_windows() takes {name} as an integer >= 1. Received: {name}={value!r}")
+        train = self._splits["train"]
+        split_texts = [str(text).split() for text in train.inputs]
+        long = np.flatnonzero([len(text) > words for text in split_texts])
+        rng = np.random.default_rng(seed)
+        sources = np.tile(long, copies)  # every long text once, then again
+        windows = []
+        for index in sources:
+            start = rng.integers(0, len(split_texts[index]) - words + 1)
+            windows.append(" ".join(split_texts[index][start:start + words]))
+        added = train.take(sources)
+        inputs = np.empty(len(train) + len(windows), dtype=object)
+        inputs[:len(train)], inputs[len(train):] = list(train.inputs), windows
+        digests = np.concatenate([train.digests, np.array(
+            [content_digest(t.encode("utf-8", "surrogatepass")) for t in windows], dtype=train.digests.dtype)])
+        labels = ({name: np.concatenate([train.labels[name], added.labels[name]]) for name in train.labels}
+                  if isinstance(train.labels, dict) else np.concatenate([train.labels, added.labels]))
+        return self._with_splits(dict(self._splits, train=Examples(inputs, labels, digests)),
+                                 f"{len(windows)} windows of {words} words added to train ({copies} of each of "
+                                 f"{len(long)} longer texts, seed {seed})")
+
     def for_target(self, target):
         """Returns the data of one target of multi-task data: the same splits, labelled by it alone.
 
