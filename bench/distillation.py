@@ -215,6 +215,8 @@ def main():
         parser.error("--fused-teacher fuses a TF-IDF member: it needs --data bbc_news")
     if args.student and args.student not in [name for name, _ in SETTINGS[args.data or "bbc_news"]["students"]]:
         parser.error(f"--student {args.student}: not a student of {args.data or 'bbc_news'} (pass --data)")
+    if args.text_windows < 0:
+        parser.error(f"--text-windows is a number of windows per article >= 0. Received: {args.text_windows}")
     if args.text_windows and args.data != "bbc_news":
         parser.error("--text-windows cuts windows of texts: it needs --data bbc_news")
     for name in [args.data] if args.data else list(SETTINGS):

@@ -374,9 +374,9 @@ class TaskData:
         document. Shorter texts stay as they are (a window would repeat them);
         validation and test are untouched. Distilling on such data, the teacher
         labels every window (`kft.distill` uses its probabilities on the training
-        split), which teaches a small student more than the originals alone
-        (bench/BENCHMARKS.md, "Distillation ... window views"). ~100 words fill
-        128 WordPiece tokens of English.
+        split). On BBC News they lifted MiniLM-L3 from 0.9717 to 0.9780 distilled
+        and from 0.9528 to 0.9780 on the labels alone (bench/BENCHMARKS.md,
+        "Distillation ... window views"). ~100 words fill 128 WordPiece tokens of English.
 
         Args:
             copies: int. Windows per long text (>= 1).
